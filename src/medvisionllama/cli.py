@@ -1,0 +1,61 @@
+"""``mvl``: one command, one verb per pipeline stage.
+
+Each verb lives in its own module, which defines ``main(argv) -> int``: it parses arguments and
+calls that module's typed function by keyword. Modules are imported only when their verb runs, so
+``mvl split`` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from medvisionllama.errors import InputError
+
+#: verb -> (module, one-line help). The module defines ``main(argv: list[str]) -> int``.
+VERBS: dict[str, tuple[str, str]] = {
+    "synthesize": ("medvisionllama.data.synthesize", "write synthetic tasks in the MSD layout"),
+    "download": ("medvisionllama.data.download", "download and verify MSD tasks"),
+    "split": ("medvisionllama.data.split", "split a task's cases 70/20/10 (seeded)"),
+    "preprocess": ("medvisionllama.data.preprocess", "reorient, resize and normalise a task"),
+    "params": ("medvisionllama.models.params", "count parameters of model variants (meta device)"),
+    "train": ("medvisionllama.training.train", "train one run"),
+    "evaluate": ("medvisionllama.evaluation.evaluate", "score one run on its test split"),
+    "predict": ("medvisionllama.evaluation.predict", "segment NIfTI files with a checkpoint"),
+    "aggregate": ("medvisionllama.paper.aggregate", "collect run metrics into one long table"),
+    "tables": ("medvisionllama.paper.tables", "write the paper's tables"),
+    "figures": ("medvisionllama.paper.figures", "draw the paper's figures"),
+}
+
+
+def _usage() -> str:
+    width = max(len(v) for v in VERBS)
+    lines = ["usage: mvl <verb> [options]   (mvl <verb> --help for a verb's options)", "", "verbs:"]
+    lines += [f"  {verb:<{width}}  {help_}" for verb, (_, help_) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from medvisionllama import __version__
+
+        print(__version__)
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"mvl: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(VERBS[verb][0])
+    try:
+        return int(module.main(rest) or 0)
+    except InputError as exc:
+        print(f"mvl {verb}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

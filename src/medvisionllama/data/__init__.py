@@ -1,0 +1,1 @@
+"""Data stages: synthesise or download MSD tasks, split, preprocess."""

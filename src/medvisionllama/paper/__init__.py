@@ -1,0 +1,1 @@
+"""The paper: its published numbers, the tables and figures, and the comparison."""
