@@ -1,0 +1,31 @@
+# MedVisionLlama, the whole paper from one DAG. This file is a table of contents:
+# the stages live in workflow/rules/, the work in the `mvl` command (src/medvisionllama).
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, schema="workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/lineage.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/paper.smk"
+
+
+localrules:
+    all,
+    track_raw_data,
+    record_lineage,
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs,

@@ -1,0 +1,63 @@
+"""Shared fixtures: a throwaway copy of the project for workflow tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def project_files() -> list[str]:
+    """Tracked and untracked-but-not-ignored files of the checkout (what a clone would have)."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    return [line for line in out.splitlines() if (ROOT / line).is_file()]
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project into ``dest`` as a fresh git + DVC repository; returns ``dest``."""
+    for rel in project_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def env_with_venv() -> dict[str, str]:
+    """The environment with this interpreter's bin folder first on PATH (for `mvl`, `dvc`)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def tiny_config(**overrides) -> dict:
+    """config.yaml shrunk to seconds: two tasks, a few tiny cases, one size, two epochs."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["data"]["tasks"] = ["Task04_Hippocampus", "Task09_Spleen"]
+    config["data"]["synthetic"].update(cases=5, max_dim=24)
+    config["preprocess"].update(sizes=["16x16x8"], workers=1)
+    config["model"].update(patch_size=8, hidden_size=16, num_heads=2, num_layers=1)
+    config["training"].update(epochs=2)
+    config["evaluation"].update(num_predictions=1)
+    config["experiments"] = {
+        "main": {"tasks": "all", "variants": [{"model": "vit"}, {"model": "smollm2-135m"}]},
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh copy of the project in a temporary folder."""
+    return copy_project(tmp_path / "project")

