@@ -23,6 +23,10 @@ localrules:
     all,
     track_raw_data,
     record_lineage,
+    resolve_config,
+    aggregate_metrics,
+    make_tables,
+    make_figures,
 
 
 rule all:

@@ -51,7 +51,7 @@ def tiny_config(**overrides) -> dict:
     config["training"].update(epochs=2)
     config["evaluation"].update(num_predictions=1)
     config["experiments"] = {
-        "main": {"tasks": "all", "variants": [{"model": "vit"}, {"model": "smollm2-135m"}]},
+        "main": {"tasks": "all", "models": ["vit", "smollm2-135m"]},
     }
     config.update(overrides)
     return config

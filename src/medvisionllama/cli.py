@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "download": ("medvisionllama.data.download", "download and verify MSD tasks"),
     "split": ("medvisionllama.data.split", "split a task's cases 70/20/10 (seeded)"),
     "preprocess": ("medvisionllama.data.preprocess", "reorient, resize and normalise a task"),
+    "config": ("medvisionllama.config", "write the resolved pipeline configuration"),
     "lineage": ("medvisionllama.lineage", "record data lineage with DVC (dvc add / dvc commit)"),
     "params": ("medvisionllama.models.params", "count parameters of model variants (meta device)"),
     "train": ("medvisionllama.training.train", "train one run"),

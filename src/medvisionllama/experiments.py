@@ -1,91 +1,72 @@
-"""Experiments of the config, expanded into runs.
+"""Experiments of the pipeline config, expanded into runs.
 
-An experiment (one table or figure of the paper) names tasks, input sizes, seeds and model
-variants; each combination is a *run*. Runs are identified by their settings alone, so a run that
-several experiments need (ViT on Task01 appears in Tables 2, 3, 4 and Appendix Tables 2 and 3) is
-trained once. Snakemake asks this module which runs exist; the table builders ask it which runs
-belong to which experiment.
+An experiment rebuilds one table of the paper (its ``kind``) from a grid of runs: tasks × models
+× attention × input sizes × seeds (:class:`medvisionllama.paper.spec.ExperimentSpec` knows which
+runs each kind needs). Runs are identified by their settings alone, so a run that several
+experiments need (ViT on Task01 appears in Tables 2, 3, 4 and Appendix Tables 2 and 3) is trained
+once. Snakemake asks this module which runs exist; ``mvl tables`` and ``mvl figures`` ask it which
+runs belong to which experiment, so both read the config the same way.
+
+Defaults an experiment takes from the rest of the config: ``tasks: all`` means ``data.tasks``;
+no ``sizes`` means the first of ``preprocess.sizes``; no ``seeds`` means ``training.seeds``; no
+``llm_for_paper`` means the top-level ``stand_ins`` entries of its models.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 from medvisionllama.errors import InputError
-from medvisionllama.tasks import TASKS, get_task, parse_size
+from medvisionllama.paper.spec import ATTENTIONS, ExperimentSpec, RunKey
+from medvisionllama.tasks import TASKS, get_task
 
-DEFAULT_ATTENTION = "hybrid-sequential"
-ATTENTIONS = ("hybrid-sequential", "hybrid-parallel", "hybrid-interleaved", "spatial")
-
-
-@dataclass(frozen=True, order=True)
-class Run:
-    """One training run: the wildcards of the ``train_run`` rule."""
-
-    task: str
-    model: str
-    attention: str
-    size: str
-    seed: int
-
-    @property
-    def path(self) -> str:
-        """Run folder relative to the results folder."""
-        return f"runs/{self.task}/{self.model}/{self.attention}/{self.size}/seed{self.seed}"
-
-
-def _tasks(value: Any, config: dict) -> list[str]:
-    if value in (None, "all"):
-        return list(config["data"]["tasks"])
-    return [get_task(t).name for t in value]
-
-
-def experiment_runs(config: dict, name: str) -> list[Run]:
-    """The runs of experiment ``name`` of a validated config, in table order."""
-    experiments = active_experiments(config)
-    if name not in experiments:
-        raise InputError(f"config: no experiment {name!r}; defined: {', '.join(experiments) or 'none'}")
-    spec = experiments[name]
-    tasks = _tasks(spec.get("tasks"), config)
-    unknown = [t for t in tasks if t not in config["data"]["tasks"]]
-    if unknown:
-        raise InputError(
-            f"config: experiment {name!r} uses tasks {unknown} that are not in data.tasks; add them there"
-        )
-    sizes = spec.get("sizes") or [config["preprocess"]["sizes"][0]]
-    missing = [s for s in sizes if s not in config["preprocess"]["sizes"]]
-    if missing:
-        raise InputError(
-            f"config: experiment {name!r} uses input sizes {missing} that are not in preprocess.sizes"
-        )
-    for size in sizes:
-        parse_size(size)
-    seeds = spec.get("seeds") or config["training"]["seeds"]
-    runs = []
-    for task in tasks:
-        for size in sizes:
-            for variant in spec["variants"]:
-                attention = variant.get("attention", DEFAULT_ATTENTION)
-                if attention not in ATTENTIONS:
-                    raise InputError(
-                        f"config: experiment {name!r}: unknown attention {attention!r}; expected one of {ATTENTIONS}"
-                    )
-                for seed in seeds:
-                    runs.append(Run(task, variant["model"], attention, size, int(seed)))
-    return runs
+__all__ = ["ATTENTIONS", "RunKey", "active_experiments", "all_runs", "check_tasks", "experiment_specs"]
 
 
 def active_experiments(config: dict) -> dict[str, dict]:
     """The experiments of the config, less those set to ``null`` (how a ``--configfile`` layered
     on top of config.yaml switches one off: Snakemake merges config files key by key)."""
-    return {name: spec for name, spec in config.get("experiments", {}).items() if spec is not None}
+    return {name: spec for name, spec in (config.get("experiments") or {}).items() if spec is not None}
 
 
-def all_runs(config: dict, names: Iterable[str] | None = None) -> list[Run]:
+def experiment_specs(config: dict, names: Iterable[str] | None = None) -> list[ExperimentSpec]:
+    """The active experiments of ``config`` (optionally only ``names``), defaults filled in."""
+    experiments = active_experiments(config)
+    if names is not None:
+        names = list(names)
+        missing = [n for n in names if n not in experiments]
+        if missing:
+            raise InputError(f"config: no experiments {missing}; defined: {', '.join(experiments) or 'none'}")
+        experiments = {n: experiments[n] for n in names}
+    data_tasks = [get_task(t).name for t in config.get("data", {}).get("tasks", list(TASKS))]
+    known_sizes = config.get("preprocess", {}).get("sizes")  # None: a config of experiments only
+    sizes = known_sizes or ["64x64x40"]
+    seeds = config.get("training", {}).get("seeds", [0])
+    stand_ins = config.get("stand_ins") or {}
+    specs = []
+    for name, raw in experiments.items():
+        spec: dict[str, Any] = {k: v for k, v in raw.items() if k != "description"}
+        if spec.get("tasks", "all") == "all":
+            spec["tasks"] = data_tasks
+        spec.setdefault("sizes", [sizes[0]])
+        spec.setdefault("seeds", seeds)
+        spec.setdefault("llm_for_paper", {m: stand_ins[m] for m in spec.get("models", []) if m in stand_ins})
+        parsed = ExperimentSpec.from_dict(name, spec)
+        outside = [t for t in parsed.tasks if t not in data_tasks]
+        if outside:
+            raise InputError(f"config: experiment {name!r} uses tasks {outside} that are not in data.tasks")
+        unknown_sizes = [s for s in parsed.sizes if known_sizes is not None and s not in known_sizes]
+        if unknown_sizes:
+            raise InputError(
+                f"config: experiment {name!r} uses input sizes {unknown_sizes} that are not in preprocess.sizes"
+            )
+        specs.append(parsed)
+    return specs
+
+
+def all_runs(config: dict, names: Iterable[str] | None = None) -> list[RunKey]:
     """Every distinct run of the named experiments (default: all active ones), each once, sorted."""
-    names = list(active_experiments(config) if names is None else names)
-    return sorted({run for name in names for run in experiment_runs(config, name)})
+    return sorted({run for spec in experiment_specs(config, names) for run in spec.required_runs()})
 
 
 def check_tasks(config: dict) -> None:

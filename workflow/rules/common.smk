@@ -3,10 +3,12 @@ import json
 import os
 
 from medvisionllama.errors import InputError
-from medvisionllama.experiments import ATTENTIONS, all_runs, check_tasks
+from medvisionllama.paper.outputs import experiment_outputs, figure_outputs
+from medvisionllama.experiments import ATTENTIONS, all_runs, check_tasks, experiment_specs
 
 try:
     check_tasks(config)
+    SPECS = experiment_specs(config)
     RUNS = all_runs(config)
 except InputError as exc:
     raise WorkflowError(str(exc)) from None
@@ -38,7 +40,7 @@ def data_outputs():
 
 def run_files(name):
     """One file of every run, e.g. run_files("metrics.csv")."""
-    return [f"{RESULTS}/{run.path}/{name}" for run in RUNS]
+    return [f"{RESULTS}/runs/{run.path()}/{name}" for run in RUNS]
 
 
 def model_options(wildcards):
@@ -57,8 +59,51 @@ def model_options(wildcards):
     return opts
 
 
+TABLES = f"{RESULTS}/tables"
+FIGURES = f"{RESULTS}/figures"
+
+
+def table_files():
+    """Every file `mvl tables` writes; the HTML forms go into the report."""
+    files = []
+    for spec in SPECS:
+        for name in experiment_outputs(spec):
+            path = f"{TABLES}/{name}"
+            if name.endswith(".html"):
+                part = name.removesuffix(".html").removeprefix(spec.name).lstrip("_") or "table"
+                path = report(
+                    path,
+                    category="Tables",
+                    subcategory=spec.name,
+                    caption=f"../report/{part}.rst",
+                    labels={"experiment": spec.name, "kind": spec.kind, "content": part},
+                )
+            files.append(path)
+    return files
+
+
+def figure_files():
+    files = []
+    for name in figure_outputs(SPECS):
+        stem, ext = name.rsplit(".", 1)
+        path = f"{FIGURES}/{name}"
+        if ext == "png":
+            path = report(path, category="Figures", caption=f"../report/{stem}.rst", labels={"figure": stem})
+        files.append(path)
+    return files
+
+
+def provenance_options():
+    t = config["training"]
+    return f"--data-source {config['data']['source']} --batch-size {t['batch_size']} --learning-rate {t['lr']}"
+
+
+def paper_outputs():
+    return table_files() + figure_files() if SPECS else []
+
+
 def final_outputs(wildcards):
-    targets = data_outputs() + paper_outputs()
+    targets = data_outputs() + paper_outputs() + [f"{RESULTS}/metrics.json"]
     if config["lineage"]["dvc"]:
         targets.append("dvc.lock")
     return targets

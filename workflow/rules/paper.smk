@@ -1,5 +1,70 @@
-# The paper's outputs: one long table of every run's metrics, the tables, the figures.
+# The paper's outputs: every run's metrics in one long table, then the tables (reproduced,
+# published vs reproduced, the paper's claims tested) and the figures, all in the report.
+rule resolve_config:
+    output:
+        f"{RESULTS}/config.yaml",
+    log:
+        "logs/resolve_config.log",
+    params:
+        values=json.dumps(config),
+    conda:
+        "../../envs/medvisionllama.yaml"
+    shell:
+        "mvl config --values {params.values:q} --output {output} > {log} 2>&1"
 
 
-def paper_outputs():
-    return run_files("metrics.csv")
+rule aggregate_metrics:
+    input:
+        metrics=run_files("metrics.csv"),
+        runs=run_files("run.json"),
+        histories=run_files("history.csv"),
+    output:
+        long=f"{RESULTS}/long.csv",
+        curves=f"{RESULTS}/plots/curves.csv",
+    log:
+        "logs/aggregate_metrics.log",
+    params:
+        run_dirs=lambda wildcards, input: [os.path.dirname(path) for path in input.runs],
+    conda:
+        "../../envs/medvisionllama.yaml"
+    shell:
+        "mvl aggregate {params.run_dirs} --out {output.long} --curves {output.curves} > {log} 2>&1"
+
+
+rule make_tables:
+    input:
+        long=f"{RESULTS}/long.csv",
+        config=f"{RESULTS}/config.yaml",
+    output:
+        table_files(),
+        metrics=f"{RESULTS}/metrics.json",
+    log:
+        "logs/make_tables.log",
+    params:
+        outdir=lambda wildcards, output: os.path.dirname(output[0]),
+        provenance=provenance_options(),
+    conda:
+        "../../envs/medvisionllama.yaml"
+    shell:
+        "mvl tables --long {input.long} --config {input.config} --outdir {params.outdir}"
+        " {params.provenance} --metrics-json {output.metrics} > {log} 2>&1"
+
+
+rule make_figures:
+    input:
+        long=f"{RESULTS}/long.csv",
+        curves=f"{RESULTS}/plots/curves.csv",
+        config=f"{RESULTS}/config.yaml",
+        samples=run_files("samples.npz"),
+    output:
+        figure_files(),
+    log:
+        "logs/make_figures.log",
+    params:
+        outdir=lambda wildcards, output: os.path.dirname(output[0]),
+        source=config["data"]["source"],
+    conda:
+        "../../envs/medvisionllama.yaml"
+    shell:
+        "mvl figures --long {input.long} --config {input.config} --outdir {params.outdir}"
+        " --curves {input.curves} --samples {input.samples} --data-source {params.source} > {log} 2>&1"

@@ -1,0 +1,198 @@
+"""``mvl aggregate``: collect many runs' outputs into one long table (and training curves).
+
+Reads, per run folder (``results/runs/{task}/{model}/{attention}/{size}/seed{seed}/``):
+``metrics.csv`` (per case and class, see docs/contracts.md), ``run.json`` (parameter counts,
+training seconds) and ``history.csv`` (one row per epoch).
+
+The long table has the columns of ``metrics.csv`` plus ``params_total, params_trainable,
+train_seconds, epochs`` (``epochs`` = rows of ``history.csv``) and ``run`` (the run's key path).
+Besides each case's per-class rows it holds one **per-case summary row** with
+``class_index = -1`` and ``class_name = "mean"``: every metric averaged over the foreground
+classes (``class_index >= 1``; a background row, if present, is ignored), skipping classes where
+the metric is NaN (e.g. HD95 with an empty prediction or ground truth); NaN only when it is NaN
+for every class. Per-class rows of ``metrics.csv`` that already say ``mean`` are recomputed.
+Tables and figures use the summary rows: one score per test case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from medvisionllama.errors import InputError
+from medvisionllama.io_utils import atomic_path
+
+METRICS_COLUMNS = ["task", "model", "attention", "size", "seed", "case_id", "class_index", "class_name",
+                   "dice", "jaccard", "precision", "recall", "accuracy", "hd95"]
+METRIC_NAMES = ["dice", "jaccard", "precision", "recall", "accuracy", "hd95"]
+RUN_COLUMNS = ["params_total", "params_trainable", "train_seconds", "epochs", "run"]
+LONG_COLUMNS = METRICS_COLUMNS + RUN_COLUMNS
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_dice", "val_loss", "val_dice", "seconds"]
+CURVE_COLUMNS = ["run", "task", "model", "attention", "size", "seed"] + HISTORY_COLUMNS
+MEAN_CLASS = "mean"
+
+#: accepted spellings in run.json (dotted paths), first match wins
+_RUN_JSON_KEYS: dict[str, tuple[str, ...]] = {
+    "params_total": ("params_total", "params.total", "parameters.total", "param_counts.total", "num_params.total"),
+    "params_trainable": ("params_trainable", "params.trainable", "parameters.trainable",
+                         "param_counts.trainable", "num_params.trainable"),
+    "train_seconds": ("train_seconds", "training_seconds", "training.seconds", "train.seconds", "seconds"),
+}
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def read_run_json(path: Path) -> dict[str, float]:
+    """``params_total, params_trainable, train_seconds`` from a run's ``run.json``."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read run.json ({exc})") from exc
+    out: dict[str, float] = {}
+    for key, spellings in _RUN_JSON_KEYS.items():
+        value = next((v for v in (_lookup(data, s) for s in spellings) if v is not None), None)
+        if value is None:
+            raise InputError(f"{path}: no {key} (looked for {', '.join(spellings)}; top-level keys: {sorted(data)})")
+        out[key] = float(value)
+    return out
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """A run's ``history.csv`` (columns checked)."""
+    try:
+        df = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: cannot read history.csv ({exc})") from exc
+    missing = [c for c in HISTORY_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: history.csv lacks columns {missing}")
+    return df[HISTORY_COLUMNS]
+
+
+def per_case_means(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per case (``class_index = -1``, ``class_name = "mean"``): NaN-aware mean of each
+    metric over the foreground classes (``class_index >= 1``)."""
+    keys = ["task", "model", "attention", "size", "seed", "case_id"]
+    fg = metrics[metrics["class_index"] >= 1]
+    means = fg.groupby(keys, sort=False, dropna=False)[METRIC_NAMES].mean().reset_index()  # skips NaN
+    means["class_index"] = -1
+    means["class_name"] = MEAN_CLASS
+    return means
+
+
+def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The long rows and the curve rows of one run folder."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.csv"
+    for name in ("metrics.csv", "run.json", "history.csv"):
+        if not (run_dir / name).is_file():
+            raise InputError(f"{run_dir}: missing {name} (is the run trained and evaluated?)")
+    metrics = pd.read_csv(metrics_path, dtype={"size": str, "case_id": str, "class_name": str})
+    missing = [c for c in METRICS_COLUMNS if c not in metrics.columns]
+    if missing:
+        raise InputError(f"{metrics_path}: lacks columns {missing}")
+    if metrics.empty:
+        raise InputError(f"{metrics_path}: no rows")
+    metrics = metrics[METRICS_COLUMNS]
+    metrics = metrics[(metrics["class_index"] >= 0) & (metrics["class_name"] != MEAN_CLASS)]
+    keys = metrics[["task", "model", "attention", "size", "seed"]].drop_duplicates()
+    if len(keys) != 1:
+        raise InputError(f"{metrics_path}: holds {len(keys)} runs; expected one")
+    run_info = read_run_json(run_dir / "run.json")
+    history = read_history(run_dir / "history.csv")
+    key = keys.iloc[0]
+    run = f"{key.task}/{key.model}/{key.attention}/{key['size']}/seed{int(key.seed)}"
+    long = pd.concat([metrics, per_case_means(metrics)], ignore_index=True)[METRICS_COLUMNS]
+    long = long.sort_values(["case_id", "class_index"], kind="stable").reset_index(drop=True)
+    for name, value in run_info.items():
+        long[name] = value
+    long["epochs"] = len(history)
+    long["run"] = run
+    curves = history.copy()
+    for name in ["run", "task", "model", "attention", "size", "seed"]:
+        curves[name] = run if name == "run" else key[name]
+    return long[LONG_COLUMNS], curves[CURVE_COLUMNS]
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run folders from the given paths: a ``metrics.csv`` file names its folder; a folder holding
+    ``metrics.csv`` is a run; any other folder is searched recursively for ``metrics.csv``."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file() and path.name == "metrics.csv":
+            found.append(path.parent)
+        elif path.is_dir() and (path / "metrics.csv").is_file():
+            found.append(path)
+        elif path.is_dir():
+            hits = sorted(p.parent for p in path.rglob("metrics.csv"))
+            if not hits:
+                raise InputError(f"{path}: no metrics.csv below this folder")
+            found.extend(hits)
+        else:
+            raise InputError(f"{path}: not a metrics.csv file nor a folder")
+    return sorted(dict.fromkeys(p.resolve() for p in found))
+
+
+def aggregate_runs(runs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(long, curves)`` of all runs below ``runs`` (see :func:`find_run_dirs`)."""
+    dirs = find_run_dirs(runs)
+    if not dirs:
+        raise InputError("aggregate: no runs given")
+    parts = [read_run(d) for d in dirs]
+    long = pd.concat([p[0] for p in parts], ignore_index=True)
+    curves = pd.concat([p[1] for p in parts], ignore_index=True)
+    dup = long[long["class_index"] == -1].duplicated(["run", "case_id"])
+    if dup.any():
+        runs_dup = sorted(long.loc[dup[dup].index, "run"].unique())
+        raise InputError(f"aggregate: runs given twice (same task/model/attention/size/seed): {runs_dup}")
+    return long, curves
+
+
+def read_long(path: str | Path) -> pd.DataFrame:
+    """Read a long table written by :func:`aggregate` (string ``size`` and ``case_id`` kept)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: long table not found (run `mvl aggregate` first)")
+    df = pd.read_csv(path, dtype={"size": str, "case_id": str, "class_name": str, "run": str})
+    missing = [c for c in LONG_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: not a long table; lacks columns {missing}")
+    return df
+
+
+def aggregate(runs: list[str | Path], out: str | Path, curves_out: str | Path | None = None) -> pd.DataFrame:
+    """Write the long table to ``out`` (CSV) and, if given, all training curves to ``curves_out``
+    (CSV, columns ``run, task, model, attention, size, seed, epoch, train_loss, train_dice,
+    val_loss, val_dice, seconds``: one file DVC plots and ``mvl figures`` read)."""
+    long, curves = aggregate_runs(runs)
+    with atomic_path(out, suffix=".csv") as tmp:
+        long.to_csv(tmp, index=False)
+    if curves_out is not None:
+        with atomic_path(curves_out, suffix=".csv") as tmp:
+            curves.to_csv(tmp, index=False)
+    return long
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mvl aggregate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders, their metrics.csv files, or folders to search")
+    parser.add_argument("--out", required=True, help="long table (CSV) to write")
+    parser.add_argument("--curves", default=None, help="also write all runs' history.csv rows to this CSV")
+    args = parser.parse_args(argv)
+    long = aggregate(runs=args.runs, out=args.out, curves_out=args.curves)
+    n_runs = long["run"].nunique()
+    n_cases = int((long["class_index"] == -1).sum())
+    print(f"aggregate: {n_runs} runs, {n_cases} test cases -> {args.out}")
+    return 0

@@ -1,0 +1,135 @@
+"""The numbers MedVisionLlama (arXiv 2410.02458) prints, as data.
+
+``published.csv`` beside this module holds every number of Tables 2, 3, 4 and Appendix Tables
+1-3, one row per number, entered exactly as printed (long format: ``table, task, model,
+attention, size, metric, mean, std, note``). Nothing is corrected: where the paper contradicts
+itself (Table 3's ViT Task01 std 0.08 vs Table 2's 0.14, Appendix Table 3's ViT HD95 12.5 vs
+Table 2's 14.7, the Task02 Qwen typo "± 0.76 ± 0.13", ...) the row's ``note`` says so.
+
+Conventions: ``task`` is empty for parameter counts (not task-specific) and for Appendix Table 2
+(the paper does not say which task); ``size`` is empty where the paper does not state the input
+size; ``attention`` is ``hybrid-sequential`` wherever the paper uses its default hybrid
+attention. Metrics: ``dice, accuracy, precision, recall, jaccard, hd95`` (as in ``metrics.csv``),
+``params_m`` (millions of parameters) and ``train_hours``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import io
+
+import pandas as pd
+
+from medvisionllama.errors import InputError
+
+#: table key -> the paper's caption name
+TABLES: dict[str, str] = {
+    "table2": "Table 2",
+    "table3": "Table 3",
+    "table4": "Table 4",
+    "appendix_table1": "Appendix Table 1",
+    "appendix_table2": "Appendix Table 2",
+    "appendix_table3": "Appendix Table 3",
+}
+
+#: the models the paper trains (model keys of run paths) -> the paper's column label
+PAPER_MODELS: dict[str, str] = {
+    "vit": "ViT",
+    "mlp": "ViT + MLP",
+    "gemma2-9b": "ViT + Gemma",
+    "llama3.1-8b": "ViT + Llama",
+    "mistral-7b": "ViT + Mistral",
+    "qwen2-7b": "ViT + Qwen",
+    "yi1.5-9b": "ViT + Yi",
+}
+
+#: display names of LLM blocks the paper does not use (stand-ins of the embedded default)
+OTHER_LLMS: dict[str, str] = {"smollm2-135m": "SmolLM2-135M"}
+
+ATTENTION_LABELS: dict[str, str] = {
+    "hybrid-sequential": "Sequential",
+    "hybrid-parallel": "Parallel",
+    "hybrid-interleaved": "Interleaved",
+    "spatial": "Spatial",
+}
+
+#: metric key -> label in the paper's tables
+METRIC_LABELS: dict[str, str] = {
+    "dice": "Dice",
+    "accuracy": "Accuracy",
+    "precision": "Precision",
+    "recall": "Recall",
+    "jaccard": "Jaccard",
+    "hd95": "HD95",
+    "params_m": "Params (M)",
+    "train_hours": "TT (h)",
+}
+
+#: metrics where lower is better
+LOWER_IS_BETTER = frozenset({"hd95"})
+
+#: the paper's training setup (Section 4.2), against which a configuration's differences are stated
+PAPER_SETUP: dict[str, object] = {
+    "data_source": "msd",
+    "epochs": 100,
+    "batch_size": 4,
+    "learning_rate": 1e-5,
+}
+
+COLUMNS = ["table", "task", "model", "attention", "size", "metric", "mean", "std", "note"]
+
+
+def model_label(model: str) -> str:
+    """``vit`` -> ``ViT``; ``llama3.1-8b`` -> ``ViT + Llama``; ``smollm2-135m-random`` ->
+    ``ViT + SmolLM2-135M (random)``; an unknown key is shown as ``ViT + <key>``."""
+    if model in PAPER_MODELS:
+        return PAPER_MODELS[model]
+    base, random = (model[: -len("-random")], True) if model.endswith("-random") else (model, False)
+    name = PAPER_MODELS.get(base, "").removeprefix("ViT + ") or OTHER_LLMS.get(base, base)
+    return f"ViT + {name}" + (" (random)" if random else "")
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> pd.DataFrame:
+    text = importlib.resources.files("medvisionllama.paper").joinpath("published.csv").read_text(encoding="utf-8")
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))  # header comments
+    df = pd.read_csv(io.StringIO(body), dtype=str, keep_default_na=False)
+    if list(df.columns) != COLUMNS:
+        raise InputError(f"published.csv: columns {list(df.columns)}, expected {COLUMNS}")
+    df["mean"] = df["mean"].astype(float)
+    df["std"] = [float(v) if v else float("nan") for v in df["std"]]
+    return df
+
+
+def load_published(table: str | None = None) -> pd.DataFrame:
+    """All published numbers (a fresh copy), or those of one ``table`` key of :data:`TABLES`.
+
+    Columns: ``table, task, model, attention, size, metric`` (strings, ``""`` where not stated),
+    ``mean, std`` (floats, ``std`` NaN where none is printed), ``note``.
+    """
+    df = _load()
+    if table is not None:
+        if table not in TABLES:
+            raise InputError(f"unknown published table {table!r}: expected one of {', '.join(TABLES)}")
+        df = df[df["table"] == table]
+    return df.reset_index(drop=True).copy()
+
+
+def published_params(table: str | None = None) -> pd.DataFrame:
+    """The parameter counts (millions) the paper prints: ``table, model, attention, size, params_m, note``."""
+    df = load_published(table)
+    df = df[df["metric"] == "params_m"]
+    return df.rename(columns={"mean": "params_m"})[["table", "model", "attention", "size", "params_m", "note"]]
+
+
+def published_value(table: str, metric: str, model: str, task: str = "", attention: str = "hybrid-sequential",
+                    size: str = "") -> tuple[float, float] | None:
+    """``(mean, std)`` the paper prints for one cell, or ``None`` where it prints none."""
+    df = load_published(table)
+    hit = df[(df["metric"] == metric) & (df["model"] == model) & (df["task"] == task)
+             & (df["attention"] == attention) & (df["size"] == size)]
+    if hit.empty:
+        return None
+    row = hit.iloc[0]
+    return float(row["mean"]), float(row["std"])

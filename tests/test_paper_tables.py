@@ -1,0 +1,165 @@
+"""Spec parsing, aggregation, table layouts, comparison and claims, metrics.json."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from medvisionllama.errors import InputError
+from medvisionllama.paper.aggregate import aggregate, per_case_means
+from medvisionllama.paper.compare import claims, comparison_values, provenance_header
+from medvisionllama.paper.metrics_json import metrics_summary
+from medvisionllama.paper.spec import ExperimentSpec, parse_experiments
+from medvisionllama.paper.summary import case_scores, paired_test, summarize
+from medvisionllama.paper.tables import build_table, main as tables_main
+from test_paper_fixtures import grid, make_long, metrics_rows, write_run_dir
+
+T1, T3 = "Task01_BrainTumour", "Task03_Liver"
+MAIN = {"tasks": [T1, T3], "models": ["vit", "smollm2-135m"], "sizes": ["32x32x16"],
+        "llm_for_paper": {"smollm2-135m": "llama3.1-8b"}}
+
+
+def spec(name="main", **kw):
+    return parse_experiments({name: {**MAIN, **kw}})[0]
+
+
+def test_spec_validation_and_required_runs():
+    s = spec(seeds=[0, 1])
+    assert len(s.required_runs()) == 2 * 2 * 2
+    cap = spec("capacity", models=["vit", "mlp", "smollm2-135m"], attention=["hybrid-sequential", "spatial"])
+    assert {(r.model, r.attention) for r in cap.required_runs()} == {
+        ("vit", "hybrid-sequential"), ("mlp", "hybrid-sequential"), ("smollm2-135m", "hybrid-sequential"),
+        ("smollm2-135m", "spatial")}
+    with pytest.raises(InputError, match="unknown kind"):
+        spec("mystery")
+    with pytest.raises(InputError, match="exactly one"):
+        spec(sizes=["16x16x8", "32x32x16"])
+    with pytest.raises(InputError, match="llm_for_paper"):
+        spec(llm_for_paper={"other": "llama3.1-8b"})
+
+
+def test_per_case_mean_is_nan_aware():
+    m = metrics_rows(T1, "vit", "hybrid-sequential", "32x32x16", 0, {"c1": 0.6})
+    m.loc[0, "hd95"] = np.nan
+    bg = m.iloc[[0]].assign(class_index=0, class_name="background", dice=0.99)
+    means = per_case_means(pd.concat([m, bg]))
+    assert means["dice"].iloc[0] == pytest.approx(0.6)  # background ignored
+    assert means["hd95"].iloc[0] == pytest.approx(m.loc[1, "hd95"])  # NaN class skipped
+    assert means["class_name"].iloc[0] == "mean" and means["class_index"].iloc[0] == -1
+
+
+def test_aggregate_reads_run_folders(tmp_path):
+    for key, cases in grid([T1], ["vit", "smollm2-135m"], n_cases=3).items():
+        write_run_dir(tmp_path / "runs", *key, cases)
+    long = aggregate([tmp_path / "runs"], tmp_path / "long.csv", tmp_path / "curves.csv")
+    assert long["run"].nunique() == 2 and (long["class_name"] == "mean").sum() == 6
+    assert long["params_total"].max() == 4.1e6 and long["epochs"].iloc[0] == 4
+    assert len(pd.read_csv(tmp_path / "curves.csv")) == 8
+    with pytest.raises(InputError, match="missing run.json"):
+        (tmp_path / "runs" / T1 / "vit" / "hybrid-sequential" / "32x32x16" / "seed0" / "run.json").unlink()
+        aggregate([tmp_path / "runs"], tmp_path / "long2.csv")
+
+
+def test_summary_mean_of_seed_means_and_pooled_std():
+    long = make_long({(T1, "vit", "hybrid-sequential", "32x32x16", 0): {"a": 0.5, "b": 0.7},
+                      (T1, "vit", "hybrid-sequential", "32x32x16", 1): {"a": 0.8, "b": 0.8, "c": 0.8}})
+    s = ExperimentSpec("x", "main", (T1,), ("vit", "mlp"), seeds=(0, 1), sizes=("32x32x16",))
+    rows = long[long["class_name"] == "mean"]
+    out = summarize(rows.assign(size=rows["size"].astype(str)), ["dice"]).iloc[0]
+    assert out["dice_mean"] == pytest.approx((0.6 + 0.8) / 2)
+    assert out["dice_std"] == pytest.approx(np.std([0.5, 0.7, 0.8, 0.8, 0.8], ddof=1))
+    assert out["n_cases"] == 5 and out["n_seeds"] == 2
+    with pytest.raises(InputError, match="missing from the long table: .*mlp"):
+        case_scores(long, s)
+
+
+def test_main_table_layout_and_formatting():
+    long = make_long({(T1, "vit", "hybrid-sequential", "32x32x16", 0): {"a": 0.70, "b": 0.74},
+                      (T1, "smollm2-135m", "hybrid-sequential", "32x32x16", 0): {"a": 0.80, "b": 0.90},
+                      (T3, "vit", "hybrid-sequential", "32x32x16", 0): {"a": 0.5, "b": 0.5},
+                      (T3, "smollm2-135m", "hybrid-sequential", "32x32x16", 0): {"a": 0.6, "b": 0.6}})
+    table = build_table(long, spec())
+    assert list(table.index) == ["Dice", "Accuracy", "Precision", "Recall", "Jaccard", "HD95"]
+    assert list(table.columns) == [("Task01", "ViT"), ("Task01", "ViT + SmolLM2-135M"),
+                                   ("Task03", "ViT"), ("Task03", "ViT + SmolLM2-135M")]
+    assert table.loc["Dice", ("Task01", "ViT")] == f"0.72 ± {np.std([0.7, 0.74], ddof=1):.2f}"
+    assert table.loc["Dice", ("Task03", "ViT")] == "0.50 ± 0.00"
+    assert table.loc["HD95", ("Task01", "ViT + SmolLM2-135M")] == "3.0 ± 1.4"
+
+
+def test_other_layouts():
+    g = grid([T1, T3], ["vit", "mlp", "smollm2-135m"], attention=("hybrid-sequential", "spatial", "hybrid-parallel"),
+             sizes=("16x16x8", "32x32x16"))
+    long = make_long(g)
+    llm = build_table(long, spec("llm_comparison", models=["vit", "mlp", "smollm2-135m"]))
+    assert list(llm.index) == ["Params (M)", "Task01", "Task03"] and llm.loc["Params (M)", "ViT"] == "0.84"
+    cap = build_table(long, spec("capacity", models=["vit", "mlp", "smollm2-135m"],
+                                 attention=["hybrid-sequential", "spatial"]))
+    assert list(cap.columns) == ["Params (M)", "HA", "SA", "Task01", "Task03"] and len(cap) == 4
+    assert (cap["SA"] == "✓").sum() == 1
+    att = build_table(long, spec("attention_strategy", models=["smollm2-135m"], attention=["hybrid-sequential", "hybrid-parallel"]))
+    assert list(att.index) == ["Sequential", "Parallel"] and list(att.columns) == ["Params (M)", "Task01 Dice", "Task03 Dice"]
+    size = build_table(long, spec("input_size", tasks=[T1], sizes=["16x16x8", "32x32x16"]))
+    assert list(size.columns) == [("16×16×8", "TT"), ("16×16×8", "DSC"), ("32×32×16", "TT"), ("32×32×16", "DSC")]
+    assert size.iloc[0, 0] == "0.01"  # 36 s
+    cx = build_table(long, spec("complexity", tasks=[T1], models=["vit", "smollm2-135m"]))
+    assert list(cx.columns) == ["Params (M)", "Task01 Dice", "Task01 HD95"]
+
+
+def test_comparison_values_and_claims():
+    g = grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=0.1)
+    long = make_long(g)
+    s = spec(tasks=[T1])
+    values = comparison_values(long, s).set_index(["model", "metric"])
+    row = values.loc[("smollm2-135m", "dice")]
+    assert row["published_mean"] == 0.84 and row["paper_model"] == "llama3.1-8b"
+    assert row["difference"] == pytest.approx(row["reproduced_mean"] - 0.84) and row["difference"] < 0
+    c = claims(long, s).set_index("metric")
+    assert c.loc["dice", "claim_holds"] == "yes" and c.loc["dice", "p_value"] < 0.05
+    assert "Wilcoxon" in c.loc["dice", "test"]
+    worse = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=-0.1))
+    assert claims(worse, s).set_index("metric").loc["dice", "claim_holds"] == "no"
+    same = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=0.0, seed=3))
+    assert claims(same, s).set_index("metric").loc["dice", "claim_holds"] in {"not significant", "no"}
+
+
+def test_paired_test_small_n():
+    assert np.isnan(paired_test([0.5], [0.4])[0])
+    p, test = paired_test([0.5, 0.6, 0.7], [0.4, 0.45, 0.5])
+    assert "t-test" in test and 0 < p < 1
+    assert paired_test([0.5, 0.6], [0.5, 0.6])[0] == 1.0
+
+
+def test_provenance_header():
+    lines = provenance_header(spec(), {"data_source": "synthetic", "epochs": 3})
+    text = " ".join(lines)
+    assert "NOT the paper's configuration" in text and "synthetic" in text and "epochs 3 (paper: 100)" in text
+    assert "stands in for Llama" in text
+    real = provenance_header(spec(models=["vit", "llama3.1-8b"], llm_for_paper={}), {"data_source": "msd", "epochs": 100})
+    assert "NOT" not in " ".join(real)
+    assert "not verified" in " ".join(provenance_header(spec()))
+
+
+def test_tables_cli_and_metrics_json(tmp_path):
+    long = make_long(grid([T1, T3], ["vit", "smollm2-135m"], n_cases=4))
+    long.to_csv(tmp_path / "long.csv", index=False)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"experiments": {"main": MAIN}}))
+    rc = tables_main(["--long", str(tmp_path / "long.csv"), "--config", str(tmp_path / "config.yaml"),
+                      "--outdir", str(tmp_path / "tables"), "--data-source", "synthetic",
+                      "--metrics-json", str(tmp_path / "metrics.json")])
+    assert rc == 0
+    names = sorted(p.name for p in (tmp_path / "tables").iterdir())
+    assert "main.tex" in names and "main_comparison.md" in names and "main_claims.csv" in names
+    md = (tmp_path / "tables" / "main_comparison.md").read_text()
+    assert "NOT the paper's configuration" in md and "0.84 ± 0.11" in md
+    assert pd.read_csv(tmp_path / "tables" / "main_claims.csv", comment="#")["p_value"].notna().all()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    entry = metrics["main"][T1]["smollm2-135m"]
+    assert 0 < entry["dice_mean"] < 1 and entry["n_cases"] == 4 and entry["params_m"] == pytest.approx(4.1)
+    nan_long = long.copy()
+    nan_long.loc[nan_long["model"] == "vit", "hd95"] = np.nan
+    summary = metrics_summary(nan_long, [spec()])
+    assert summary["main"][T1]["vit"]["hd95_mean"] is None
+    json.dumps(summary, allow_nan=False)
