@@ -21,7 +21,6 @@ include: "workflow/rules/paper.smk"
 
 localrules:
     all,
-    track_raw_data,
     record_lineage,
     resolve_config,
     aggregate_metrics,

@@ -173,3 +173,12 @@ def test_dvc_stages_run_the_same_commands_as_the_snakemake_data_rules(project):
     # outputs too: each --output of a Snakemake command is a DVC out
     outputs = {m.group(1) for c in from_snakemake for m in [re.search(r"--output (\S+)", c)]}
     assert outputs == dvc_outs
+
+
+def test_committed_params_yaml_matches_the_default_config(tmp_path):
+    """params.yaml (what dvc.yaml interpolates) is committed so DVC works on a fresh clone; it
+    must be what `mvl lineage` writes for config.yaml."""
+    config = load(ROOT / "config.yaml")
+    validate(config, str(SCHEMA))
+    expected = write_params(config, tmp_path / "params.yaml")
+    assert (ROOT / "params.yaml").read_text() == expected.read_text()

@@ -1,18 +1,18 @@
 """``mvl lineage``: record the data lineage with DVC.
 
-Two steps, each run once per pipeline run by Snakemake (or by hand):
+``mvl lineage --data data --params JSON`` runs once at the end of the pipeline's data stages:
 
-``mvl lineage track --path data``
-    ``dvc add`` of the raw task folders: writes ``data.dvc`` (the raw data's hash) and fills the
-    DVC cache, so a team can ``dvc push`` / ``dvc pull`` the raw data.
-``mvl lineage commit --params JSON``
-    writes ``params.yaml`` (the validated settings of the data stages, which ``dvc.yaml``
-    interpolates) and ``dvc commit``\\s the stages of ``dvc.yaml`` whose outputs Snakemake just
-    made, so ``dvc status`` reports them up to date and ``dvc repro`` reproduces them.
+1. writes ``params.yaml``: the validated settings of the data stages, which ``dvc.yaml``
+   interpolates (DVC reads this file for every command, so it comes first);
+2. ``dvc add data``: writes ``data.dvc`` (the raw task folders' hash) and fills the DVC cache,
+   so a team can ``dvc push`` / ``dvc pull`` the raw data;
+3. ``dvc commit``: records in ``dvc.lock`` the split and preprocess stages of ``dvc.yaml`` whose
+   outputs Snakemake just made, so ``dvc status`` reports them up to date and ``dvc repro``
+   reproduces them.
 
 DVC takes a repository-wide lock; two DVC commands at once fail with "Unable to acquire lock".
-Snakemake runs both steps as local jobs, one after the other; a lock held by a user's own ``dvc``
-command is waited for (retries with backoff) rather than failed on at once.
+Snakemake runs this as one local job; a lock held by a user's own ``dvc`` command is waited for
+(retries with backoff) rather than failed on at once.
 """
 
 from __future__ import annotations
@@ -59,51 +59,44 @@ def _dvc(args: list[str], *, retries: int = 8, delay: float = 1.0) -> str:
     raise AssertionError("unreachable")
 
 
-def track_raw_data(path: Path) -> Path:
-    """``dvc add`` the raw data folder; returns the ``.dvc`` file written beside it."""
-    if not path.is_dir():
-        raise InputError(f"{path}: raw data folder not found")
-    _dvc(["add", "--quiet", str(path)])
-    return path.with_name(path.name + ".dvc")
-
-
 def write_params(params: dict[str, Any], params_file: Path = Path("params.yaml")) -> Path:
     """Write the data stages' sections of ``params`` (a validated config) to ``params_file``."""
     missing = [k for k in PARAM_SECTIONS if k not in params]
     if missing:
         raise InputError(f"lineage parameters lack the sections {missing}")
     header = (
-        "# Written by `mvl lineage commit` from the validated Snakemake config: the settings the\n"
-        "# data stages last ran with. dvc.yaml reads them. Edit config.yaml, not this file.\n"
+        "# Written by `mvl lineage` from the validated Snakemake config: the settings the data\n"
+        "# stages last ran with. dvc.yaml reads them. Edit config.yaml, not this file.\n"
     )
     body = yaml.safe_dump({k: params[k] for k in PARAM_SECTIONS}, sort_keys=True, default_flow_style=False)
     write_text_atomic(params_file, header + body)
     return params_file
 
 
-def commit_stages(params: dict[str, Any], params_file: Path = Path("params.yaml")) -> Path:
-    """Write ``params_file`` from ``params`` and ``dvc commit`` every stage of ``dvc.yaml``."""
+def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path("params.yaml")) -> list[Path]:
+    """Write ``params_file``, ``dvc add`` the raw data folder, ``dvc commit`` the data stages.
+
+    Returns the files written: ``params_file``, ``<data>.dvc`` and ``dvc.lock``.
+    """
+    if not data.is_dir():
+        raise InputError(f"{data}: raw data folder not found")
     write_params(params, params_file)
+    _dvc(["add", "--quiet", str(data)])
     _dvc(["commit", "--force", "--quiet"])
-    return Path("dvc.lock")
+    return [params_file, data.with_name(data.name + ".dvc"), Path("dvc.lock")]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mvl lineage", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="action", required=True)
-    track = sub.add_parser("track", help="dvc add the raw data folder")
-    track.add_argument("--path", type=Path, default=Path("data"))
-    commit = sub.add_parser("commit", help="write params.yaml and dvc commit the data stages")
-    commit.add_argument("--params", required=True, help="JSON object with the sections " + ", ".join(PARAM_SECTIONS))
-    commit.add_argument("--params-file", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--data", type=Path, default=Path("data"), help="raw data folder to track (dvc add)")
+    parser.add_argument("--params", required=True, help="JSON object with the sections " + ", ".join(PARAM_SECTIONS))
+    parser.add_argument("--params-file", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.action == "track":
-        print(track_raw_data(path=args.path))
-    else:
-        try:
-            params = json.loads(args.params)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--params is not valid JSON: {exc}") from None
-        print(commit_stages(params=params, params_file=args.params_file))
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--params is not valid JSON: {exc}") from None
+    for path in record_lineage(data=args.data, params=params, params_file=args.params_file):
+        print(path)
     return 0
