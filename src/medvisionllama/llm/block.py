@@ -1,0 +1,157 @@
+"""V_LLM: one frozen decoder layer of a pre-trained LLM, as a plain token mixer.
+
+This module is the only place that knows ``transformers``' calling contract for decoder layers
+(pinned: transformers 5.23). Elsewhere the block is ``(B, T, d_llm) -> (B, T, d_llm)``.
+
+What the contract is in 5.23 (read from ``models/*/modeling_*.py`` and
+``integrations/sdpa_attention.py``):
+
+- The decoder-layer classes are ``LlamaDecoderLayer``, ``Gemma2DecoderLayer``,
+  ``MistralDecoderLayer`` and ``Qwen2DecoderLayer``; each takes ``(config, layer_idx)``.
+- ``forward(hidden_states, attention_mask=None, position_ids=None, past_key_values=None,
+  position_embeddings=None, **kwargs)``. ``position_embeddings`` is typed optional but the
+  attention unpacks it (``cos, sin = position_embeddings``), so it is required. It returns a
+  tensor (earlier releases returned a tuple; both are accepted here).
+- Attention runs through ``ALL_ATTENTION_FUNCTIONS[config._attn_implementation]``. ``eager`` is
+  non-causal when no mask is given. ``sdpa`` is *causal* with no mask unless the call passes
+  ``is_causal=False`` (``is_causal = q_len > 1 and mask is None and (kwarg or module.is_causal)``);
+  flash attention reads the same kwarg/attribute. ``sdpa`` refuses Gemma-2's logit soft-capping,
+  so Gemma-2 runs ``eager``.
+
+The paper (Section 3.1, after R-LLM) removes the rotary position embedding and the attention mask:
+we pass ``cos = 1, sin = 0`` (RoPE becomes the identity), no mask, ``is_causal=False``, and also
+set every attention module's ``is_causal`` attribute to False, so no backend can fall back to a
+causal mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+from transformers.models.gemma2.modeling_gemma2 import Gemma2DecoderLayer
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+from transformers.models.mistral.modeling_mistral import MistralDecoderLayer
+from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
+
+from medvisionllama.llm.sources import check_layer_weights
+
+#: family -> (decoder-layer class, attention backend). Gemma-2 soft-caps its attention logits,
+#: which ``sdpa`` refuses, hence ``eager``.
+DECODER_LAYERS: dict[str, tuple[type[nn.Module], str]] = {
+    "llama": (LlamaDecoderLayer, "sdpa"),
+    "mistral": (MistralDecoderLayer, "sdpa"),
+    "qwen2": (Qwen2DecoderLayer, "sdpa"),
+    "gemma2": (Gemma2DecoderLayer, "eager"),
+}
+ATTENTION_BACKENDS = ("sdpa", "eager")
+
+
+class FrozenLLMBlock(nn.Module):
+    """One frozen LLM decoder layer without RoPE and without a causal mask (V_LLM).
+
+    Built empty (on any device, ``meta`` included); weights arrive through
+    :meth:`load_layer_state_dict` or :meth:`init_random`. Parameters never require gradients,
+    the layer stays in eval mode, and it runs in its own dtype (bf16 on CUDA, float32 on CPU):
+    inputs are cast to it and outputs cast back, so gradients still flow to the layers around it.
+
+    Args:
+        config: the full model's ``transformers`` config (from the registry).
+        family: ``llama``, ``gemma2``, ``mistral`` or ``qwen2``.
+        layer_index: which decoder layer of the LLM this is (matters for Gemma-2's alternating
+            sliding/full layers and for naming weights).
+        attn_implementation: ``sdpa`` or ``eager``; default: the family's (see DECODER_LAYERS).
+    """
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        family: str,
+        layer_index: int,
+        attn_implementation: str | None = None,
+    ) -> None:
+        super().__init__()
+        if family not in DECODER_LAYERS:
+            raise ValueError(f"family {family!r} is not one of {sorted(DECODER_LAYERS)}")
+        layer_cls, default_backend = DECODER_LAYERS[family]
+        backend = attn_implementation or default_backend
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attn_implementation {backend!r} is not one of {ATTENTION_BACKENDS}")
+        if family == "gemma2" and backend == "sdpa":
+            raise ValueError("attn_implementation 'sdpa' cannot soft-cap Gemma-2's attention logits; use 'eager'")
+        config._attn_implementation = backend
+        self.family = family
+        self.layer_index = layer_index
+        self.source = "unloaded"  # where the weights came from (set by llm.factory)
+        self.hidden_size = int(config.hidden_size)
+        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+        self.layer = layer_cls(config, layer_index)
+        for module in self.layer.modules():
+            if hasattr(module, "is_causal"):
+                module.is_causal = False  # non-causal on every backend, not only the ones given the kwarg
+        self.requires_grad_(False)
+        self.layer.eval()
+
+    def train(self, mode: bool = True) -> "FrozenLLMBlock":
+        """Frozen: the layer stays in eval mode (no attention dropout) whatever ``mode`` is."""
+        super().train(mode)
+        self.layer.eval()
+        return self
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.layer.parameters()).dtype
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Weight name (relative to the layer, e.g. ``self_attn.q_proj.weight``) -> shape."""
+        return {k: tuple(v.shape) for k, v in self.layer.state_dict().items()}
+
+    def load_layer_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Take the layer's weights (names relative to the layer), checked for exact keys and shapes.
+
+        Tensors are assigned (``assign=True``), so loading into a ``meta``-built block allocates
+        only what ``state_dict`` already holds. They are then cast to the block's dtype.
+        """
+        dtype = self.dtype
+        check_layer_weights(state_dict, self.expected_shapes(), source="state_dict")
+        self.layer.load_state_dict(state_dict, strict=True, assign=True)
+        self.layer.to(dtype)
+        self.requires_grad_(False)
+
+    @torch.no_grad()
+    def init_random(self, seed: int, initializer_range: float = 0.02) -> None:
+        """Random weights for the control: normal(0, initializer_range) matrices, zero biases,
+        norms at their identity (ones; zeros for Gemma-2's ``1 + w`` norms). Deterministic in
+        ``seed`` (a private generator on CPU), so the block can be rebuilt from its name alone."""
+        if any(p.is_meta for p in self.layer.parameters()):
+            self.layer.to_empty(device="cpu")
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        for name, param in self.layer.named_parameters():
+            if name.endswith("norm.weight"):
+                value = torch.zeros(param.shape) if self.family == "gemma2" else torch.ones(param.shape)
+            elif name.endswith(".bias"):
+                value = torch.zeros(param.shape)
+            else:
+                value = torch.empty(param.shape).normal_(0.0, initializer_range, generator=generator)
+            param.copy_(value)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, T, d_llm) -> (B, T, d_llm): every token attends to every token, no positions."""
+        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.hidden_size:
+            raise ValueError(f"expected (B, T, {self.hidden_size}), got {tuple(hidden_states.shape)}")
+        in_dtype = hidden_states.dtype
+        x = hidden_states.to(self.dtype)
+        batch, tokens, _ = x.shape
+        cos = x.new_ones(1, tokens, self.head_dim)  # (1, T, head_dim): RoPE with cos=1, sin=0 is the identity
+        sin = x.new_zeros(1, tokens, self.head_dim)  # (1, T, head_dim)
+        out = self.layer(
+            x,
+            attention_mask=None,
+            position_ids=None,
+            past_key_values=None,
+            position_embeddings=(cos, sin),
+            is_causal=False,
+        )
+        if isinstance(out, tuple):  # transformers < 4.54 returned (hidden_states, ...)
+            out = out[0]
+        return out.to(in_dtype)  # (B, T, d_llm)

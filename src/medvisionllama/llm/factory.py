@@ -1,0 +1,102 @@
+"""Build V_LLM for a registry entry: choose the weights' source, load one layer, freeze it.
+
+Sources, in the order they are recognised from ``weights`` (``ModelConfig.llm_weights``):
+
+- ``None``: the entry's default: its packaged GGUF file if it has one (SmolLM2), else its hub id.
+- a path ending in ``.gguf``: a GGUF file (``llm.gguf_source``).
+- a directory: a local Hugging Face checkpoint with (sharded) safetensors (``llm.sources``).
+- ``owner/name`` that is not a local path: a hub id; only the index and the shards holding the
+  layer are downloaded.
+
+``pretrained=False`` (the ``<llm>-random`` control) or ``load_weights=False`` gives random weights,
+deterministic in the entry's name and layer, so a checkpoint that leaves out the frozen block can
+rebuild it. On the ``meta`` device nothing is allocated or read (parameter counts).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from medvisionllama.errors import InputError
+from medvisionllama.llm.block import FrozenLLMBlock
+from medvisionllama.llm.gguf_source import packaged_gguf_path, read_layer_from_gguf
+from medvisionllama.llm.registry import LLMSpec, get_spec
+from medvisionllama.llm.sources import read_layer_from_directory, read_layer_from_hub
+
+SourceKind = Literal["gguf", "directory", "hub"]
+
+
+def resolve_weights_source(spec: LLMSpec, weights: str | None) -> tuple[SourceKind, str]:
+    """``(kind, location)`` of the weights for ``spec``; see the module docstring for the rules."""
+    if weights is None:
+        if spec.gguf_package is not None:
+            return "gguf", str(packaged_gguf_path(spec))
+        return "hub", spec.hf_id
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        return "directory", str(path)
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise InputError(f"llm_weights {weights!r} is a file but not a .gguf file (give the checkpoint directory)")
+        return "gguf", str(path)
+    looks_like_hub_id = weights.count("/") == 1 and not weights.startswith((".", "/", "~")) and not weights.endswith(".gguf")
+    if looks_like_hub_id:
+        return "hub", weights
+    raise InputError(f"llm_weights {weights!r}: no such file or directory (and not a hub id 'owner/name')")
+
+
+def default_dtype(device: torch.device | str | None) -> torch.dtype:
+    """bf16 on CUDA, float32 elsewhere (the frozen block's compute dtype)."""
+    return torch.bfloat16 if torch.device(device or "cpu").type == "cuda" else torch.float32
+
+
+def random_seed(llm_name: str, layer_index: int) -> int:
+    """A fixed seed per (LLM, layer) for the random control's weights."""
+    return zlib.crc32(f"{llm_name}:{layer_index}".encode())
+
+
+def build_frozen_block(
+    llm_name: str,
+    *,
+    pretrained: bool = True,
+    layer: int | None = None,
+    weights: str | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    load_weights: bool = True,
+    attn_implementation: str | None = None,
+) -> FrozenLLMBlock:
+    """V_LLM for registry entry ``llm_name``: one decoder layer, frozen, on ``device`` in ``dtype``.
+
+    Peak memory is about one layer: the layer is built on ``meta`` and takes the loaded tensors
+    by assignment.
+    """
+    spec = get_spec(llm_name)
+    layer_index = spec.resolve_layer(layer)
+    device = torch.device(device or "cpu")
+    dtype = dtype or default_dtype(device)
+    with torch.device("meta"):
+        block = FrozenLLMBlock(spec.make_config(), spec.family, layer_index, attn_implementation)
+    block.to(dtype)
+    if device.type == "meta":
+        return block
+    if pretrained and load_weights:
+        kind, location = resolve_weights_source(spec, weights)
+        expected = block.expected_shapes()
+        if kind == "gguf":
+            state = read_layer_from_gguf(location, spec, layer_index, expected)
+        elif kind == "directory":
+            state = read_layer_from_directory(location, layer_index)
+        else:
+            state = read_layer_from_hub(location, layer_index)
+        block.load_layer_state_dict(state)
+        block.source = f"{kind}:{location}"
+    else:
+        block.init_random(random_seed(spec.name, layer_index), spec.make_config().initializer_range)
+        block.to(dtype)
+        block.source = "random"
+    return block.to(device)
