@@ -1,0 +1,160 @@
+"""Reading and writing MSD task folders: ``dataset.json``, labelled cases, NIfTI files.
+
+Every stage reads raw data through these helpers, so a broken task folder fails the same way
+everywhere: an :class:`~medvisionllama.errors.InputError` that names the file and the problem.
+NIfTI files are written with fixed gzip headers (no timestamp), so the same array and affine
+always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+
+from medvisionllama.errors import InputError
+from medvisionllama.io_utils import atomic_path
+
+#: keys every MSD ``dataset.json`` must hold for the pipeline to use it
+REQUIRED_KEYS: tuple[str, ...] = ("name", "modality", "labels", "numTraining", "training")
+
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+
+
+@dataclass(frozen=True)
+class LabelledCase:
+    """One labelled training case of a task: its id and the two files."""
+
+    case_id: str  #: file name without ``.nii.gz``, e.g. ``BRATS_001``
+    image: Path  #: ``{task_dir}/imagesTr/{case_id}.nii.gz``
+    label: Path  #: ``{task_dir}/labelsTr/{case_id}.nii.gz``
+
+
+def case_id_from_path(path: str | Path) -> str:
+    """``./imagesTr/la_003.nii.gz`` -> ``la_003``."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_dataset_json(task_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``{task_dir}/dataset.json``.
+
+    Checks that the file exists and is a JSON object, that it holds :data:`REQUIRED_KEYS` with
+    the right types, and that every ``training`` entry names an image and a label file that
+    exist (``test`` entries are not checked: no stage reads them).
+
+    Raises:
+        InputError: naming ``dataset.json`` (or the missing file) and the problem.
+    """
+    task_dir = Path(task_dir)
+    path = task_dir / "dataset.json"
+    if not task_dir.is_dir():
+        raise InputError(f"{task_dir}: task folder does not exist")
+    if not path.is_file():
+        raise InputError(f"{path}: missing (an MSD task folder holds dataset.json, imagesTr/, labelsTr/)")
+    try:
+        dataset = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(dataset, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(dataset).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in dataset]
+    if missing:
+        raise InputError(f"{path}: missing key(s) {', '.join(missing)}")
+    for key in ("modality", "labels"):
+        if not isinstance(dataset[key], dict) or not dataset[key]:
+            raise InputError(f"{path}: {key!r} must be a non-empty object, got {dataset[key]!r}")
+    try:
+        label_values = sorted(int(value) for value in dataset["labels"])
+    except ValueError as exc:
+        raise InputError(f"{path}: label keys must be integers, got {list(dataset['labels'])}") from exc
+    if any(value < 0 or value > 255 for value in label_values):
+        raise InputError(f"{path}: label values must lie in 0..255, got {label_values}")
+    training = dataset["training"]
+    if not isinstance(training, list):
+        raise InputError(f"{path}: 'training' must be a list of {{image, label}} objects")
+    for index, entry in enumerate(training):
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not isinstance(entry.get("label"), str):
+            raise InputError(f"{path}: training[{index}] must be an object with string 'image' and 'label', got {entry!r}")
+        for role in ("image", "label"):
+            file = task_dir / entry[role]
+            if not file.is_file():
+                raise InputError(f"{path}: training[{index}] names {role} {entry[role]!r}, but {file} does not exist")
+    return dataset
+
+
+def list_labelled_cases(task_dir: str | Path, dataset: dict[str, Any] | None = None) -> list[LabelledCase]:
+    """The labelled cases ``dataset.json`` lists under ``training``, sorted by case id.
+
+    ``dataset`` is the already-read ``dataset.json`` (read and checked here when ``None``).
+
+    Raises:
+        InputError: an unreadable ``dataset.json`` (see :func:`read_dataset_json`), or two
+            entries with the same case id.
+    """
+    task_dir = Path(task_dir)
+    if dataset is None:
+        dataset = read_dataset_json(task_dir)
+    cases: dict[str, LabelledCase] = {}
+    for entry in dataset["training"]:
+        case_id = case_id_from_path(entry["image"])
+        if case_id in cases:
+            raise InputError(f"{task_dir / 'dataset.json'}: case {case_id!r} is listed twice under 'training'")
+        cases[case_id] = LabelledCase(case_id, task_dir / entry["image"], task_dir / entry["label"])
+    return [cases[case_id] for case_id in sorted(cases)]
+
+
+def load_nifti(path: str | Path) -> nib.Nifti1Image:
+    """Load a NIfTI file and read its voxels now, so a damaged file fails here, not later.
+
+    The returned image holds its data in memory (``np.asanyarray(img.dataobj)`` is free).
+
+    Raises:
+        InputError: ``{path}: missing`` or ``{path}: corrupt or truncated NIfTI (...)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: missing NIfTI file")
+    try:
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)  # forces decompression and reading of every voxel
+    except (ImageFileError, EOFError, zlib.error, OSError, ValueError) as exc:
+        raise InputError(f"{path}: corrupt or truncated NIfTI ({exc})") from exc
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image subclasses Nifti1Image
+        raise InputError(f"{path}: expected a NIfTI image, got {type(img).__name__}")
+    return type(img)(data, img.affine, img.header)
+
+
+def nifti_to_gz_bytes(img: nib.Nifti1Image, compresslevel: int = 6) -> bytes:
+    """The ``.nii.gz`` bytes of ``img`` with a fixed gzip header (mtime 0): same input, same bytes."""
+    return gzip.compress(img.to_bytes(), compresslevel=compresslevel, mtime=0)
+
+
+def save_nifti(img: nib.Nifti1Image, path: str | Path) -> None:
+    """Write ``img`` to ``path`` (``.nii.gz``: deterministic bytes; ``.nii``: plain) atomically."""
+    path = Path(path)
+    payload = nifti_to_gz_bytes(img) if path.name.endswith(".gz") else img.to_bytes()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+
+
+def make_nifti(data: np.ndarray, affine: np.ndarray, spacing_unit: str = "mm") -> nib.Nifti1Image:
+    """A NIfTI image of ``data`` with ``affine`` as both qform and sform (scanner space, code 1).
+
+    ``data`` is (X, Y, Z) or (X, Y, Z, C) as the MSD stores multi-modal images.
+    """
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units(xyz=spacing_unit, t="sec")
+    return img

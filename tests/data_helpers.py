@@ -1,0 +1,43 @@
+"""Small synthetic task folders and checks shared by the data-stage tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medvisionllama.data.io import make_nifti, nifti_to_gz_bytes
+from medvisionllama.data.synthesize import synthesize_task
+
+
+def make_task(root: Path, task: str = "Task09_Spleen", cases: int = 3, max_dim: int = 16, seed: int = 0) -> Path:
+    """A synthetic MSD task folder ``root/{task}`` (fast: tiny images)."""
+    return synthesize_task(task, root / task, cases=cases, seed=seed, max_dim=max_dim)
+
+
+def first_case(task_dir: Path) -> tuple[Path, Path]:
+    """``(image, label)`` paths of the first training case listed in ``dataset.json``."""
+    entry = json.loads((task_dir / "dataset.json").read_text())["training"][0]
+    return task_dir / entry["image"], task_dir / entry["label"]
+
+
+def rewrite_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> None:
+    """Overwrite ``path`` with ``data`` (keeping its affine unless one is given)."""
+    if affine is None:
+        affine = nib.load(path).affine
+    path.write_bytes(nifti_to_gz_bytes(make_nifti(data, affine)))
+
+
+def assert_nothing_left(output: Path) -> None:
+    """Neither ``output`` nor a temporary sibling of it exists."""
+    assert not output.exists(), f"{output} was left behind"
+    if output.parent.exists():
+        leftovers = [p.name for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
+        assert not leftovers, f"temporary files left beside {output}: {leftovers}"
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
