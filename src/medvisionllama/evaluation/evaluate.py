@@ -1,0 +1,177 @@
+"""``mvl evaluate``: score one run's best checkpoint on its test split, on the original image grid.
+
+For each test case: predict on the preprocessed volume (one forward pass at the model's input
+size; sliding windows for ``full`` volumes), take the argmax, map it back to the original grid with
+``restore_to_original`` (inverse resize and reorientation), and score it against the ORIGINAL
+label file of the raw task folder with the original voxel spacing (HD95 in mm). Writes into the
+run folder (docs/contracts.md):
+
+- ``metrics.csv``: one row per test case and foreground class (written last: its presence means
+  the evaluation finished);
+- ``predictions/{case}.nii.gz``: the first ``num_predictions`` test predictions, original grid and
+  affine;
+- ``samples.npz``: the first test case's axial slice through its largest foreground: image,
+  label, prediction, Dice and the activation maps at V_E, V_LLM (models with a bridge) and V_D.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from medvisionllama.errors import InputError
+from medvisionllama.evaluation.inference import (
+    activation_maps,
+    largest_foreground_slice,
+    load_run_model,
+    predict_logits,
+    resolve_device,
+)
+from medvisionllama.evaluation.metrics import METRIC_NAMES, SegmentationMetrics
+from medvisionllama.io_utils import atomic_dir, atomic_path
+from medvisionllama.training.checkpoint import load_checkpoint
+from medvisionllama.training.data import read_split
+from medvisionllama.training.preprocessed import read_preprocessed
+
+log = logging.getLogger(__name__)
+
+METRICS_COLUMNS: tuple[str, ...] = (
+    "task", "model", "attention", "size", "seed", "case_id", "class_index", "class_name", *METRIC_NAMES,
+)
+
+
+def load_original_label(path: Path, shape: list[int]) -> np.ndarray:
+    """The raw label volume (X, Y, Z) uint8, checked against the image's original shape."""
+    from medvisionllama.data.io import load_nifti
+
+    data = np.asanyarray(load_nifti(path).dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if list(data.shape) != list(shape):
+        raise InputError(f"{path}: label shape {tuple(data.shape)} differs from the image's original shape {tuple(shape)}")
+    return np.rint(data).astype(np.uint8)
+
+
+def _model_input(image: np.ndarray, roi: tuple[int, int, int]) -> torch.Tensor:
+    """(1, C, *roi): the volume itself when it has the model's input size, else resized to it."""
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]  # (1, C, X, Y, Z)
+    if tuple(t.shape[2:]) != roi:
+        t = torch.nn.functional.interpolate(t, size=roi, mode="trilinear", align_corners=False)
+    return t
+
+
+def evaluate_run(
+    *,
+    run_dir: str | Path,
+    preprocessed: str | Path,
+    split: str | Path,
+    data_dir: str | Path,
+    num_predictions: int = 2,
+    checkpoint: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Evaluate a run; returns the ``metrics.csv`` table (also written into ``run_dir``)."""
+    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    ckpt_path = Path(checkpoint) if checkpoint else run_dir / "checkpoint_best.pt"
+    if num_predictions < 0:
+        raise InputError(f"--num-predictions must be >= 0, got {num_predictions}")
+    ckpt = load_checkpoint(ckpt_path)
+    info = read_preprocessed(preprocessed)
+    trained = ckpt["data"]
+    if (trained["size"], trained["num_channels"], trained["num_classes"]) != (info.size, info.num_channels, info.num_classes):
+        raise InputError(
+            f"{ckpt_path}: trained on size {trained['size']} with {trained['num_channels']} channel(s) and "
+            f"{trained['num_classes']} classes, but {preprocessed} has size {info.size}, {info.num_channels} "
+            f"channel(s), {info.num_classes} classes"
+        )
+    test_ids = read_split(split)["test"]
+    if not test_ids:
+        raise InputError(f"{split}: the test split is empty")
+    dev = resolve_device(device)
+    model, config = load_run_model(ckpt, dev)
+    roi = tuple(int(v) for v in config.img_size)
+    foreground = {c: n for c, n in info.class_names.items() if c != 0}
+    scorer = SegmentationMetrics(foreground)
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    sample: dict[str, Any] = {}
+
+    for index, case_id in enumerate(tqdm(test_ids, desc=f"evaluate {run_dir}", unit="case", disable=not progress)):
+        meta = info.case_meta(case_id)
+        image, label = info.load_case(case_id)
+        with torch.no_grad():
+            logits = predict_logits(model, torch.from_numpy(image)[None], roi, dev)  # (1, K, X, Y, Z)
+        pred = logits[0].argmax(0).numpy().astype(np.uint8)  # (X, Y, Z) preprocessed grid
+        from medvisionllama.data.preprocess import restore_to_original
+
+        pred_orig = restore_to_original(pred, meta)
+        label_path = data_dir / meta.get("label_source", f"labelsTr/{case_id}.nii.gz")
+        gt = load_original_label(label_path, meta["original_shape"])
+        rows = scorer.update(case_id, pred_orig, gt, spacing=meta["original_spacing"])
+        if index < num_predictions:
+            predictions[case_id] = (pred_orig, np.asarray(meta["original_affine"], dtype=float))
+        if index == 0:
+            z = largest_foreground_slice(label)
+            dices = [r["dice"] for r in rows if not np.isnan(r["dice"])]
+            sample = {
+                "image": image[:, :, :, z].astype(np.float32), "label": label[:, :, z].astype(np.uint8),
+                "pred": pred[:, :, z].astype(np.uint8), "case_id": np.array(case_id),
+                "dice": np.float32(np.mean(dices) if dices else np.nan), "slice_index": np.int64(z),
+            }
+            zr = min(int(round((z + 0.5) * roi[2] / image.shape[3] - 0.5)), roi[2] - 1)
+            maps = activation_maps(model, _model_input(image, roi), max(zr, 0), dev)
+            for name, m in maps.items():  # (rx, ry) on the model grid -> (X, Y) of the slice
+                t = torch.from_numpy(m)[None, None]
+                sample[name] = torch.nn.functional.interpolate(t, size=image.shape[1:3], mode="bilinear",
+                                                               align_corners=False)[0, 0].numpy()
+
+    table = pd.DataFrame(scorer.rows)
+    for key, value in (("task", trained["task"]), ("model", config.model), ("attention", config.attention),
+                       ("size", trained["size"]), ("seed", int(ckpt["seed"]))):
+        table[key] = value
+    table = table[list(METRICS_COLUMNS)]
+
+    if predictions:
+        from medvisionllama.data.io import make_nifti, save_nifti
+
+        with atomic_dir(run_dir / "predictions") as tmp:
+            for case_id, (pred_orig, affine) in predictions.items():
+                save_nifti(make_nifti(pred_orig, affine), tmp / f"{case_id}.nii.gz")
+    else:
+        (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "samples.npz", suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **sample)
+    with atomic_path(run_dir / "metrics.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    summary = scorer.aggregate()["mean"]
+    log.info("%s: test Dice %.4f, HD95 %.2f mm over %d case(s)", run_dir, summary["dice"], summary["hd95"], len(test_ids))
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mvl evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-dir", required=True, help="run folder (holds checkpoint_best.pt); outputs go here")
+    p.add_argument("--preprocessed", required=True, help="preprocessed task folder the run was trained on")
+    p.add_argument("--split", required=True, help="split JSON (its 'test' cases are scored)")
+    p.add_argument("--data-dir", required=True, help="raw MSD task folder (original labels, data/{task})")
+    p.add_argument("--num-predictions", type=int, default=2, help="test predictions saved as NIfTI (default 2)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint to score (default: RUN_DIR/checkpoint_best.pt)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    evaluate_run(run_dir=args.run_dir, preprocessed=args.preprocessed, split=args.split, data_dir=args.data_dir,
+                 num_predictions=args.num_predictions, checkpoint=args.checkpoint, device=args.device,
+                 progress=not args.no_progress)
+    return 0

@@ -1,0 +1,196 @@
+"""Training data: preprocessed cases as tensors, seeded augmentation, and seeded data loaders.
+
+Reproducibility rests on two choices:
+
+- **Augmentation randomness is a function of (seed, epoch, case index)**, not of a stream that
+  workers or an interruption could advance differently: each ``__getitem__`` reseeds the MONAI
+  transforms from those three numbers. A resumed run, any ``num_workers``, and a straight run
+  therefore draw the same augmentations.
+- **Shuffling uses a dedicated ``torch.Generator``** whose state is saved in every checkpoint
+  (with the torch, NumPy and Python RNG states) and restored on resume; DataLoader workers are
+  seeded from it through :func:`seed_worker`.
+
+Augmentation (the paper applies it "where the number of images was substantially low"): random
+flips along each axis, a small random rotation, and a random intensity shift, applied identically
+to the image and its label (nearest-neighbour for the label). ``auto`` turns it on for tasks with
+fewer than :data:`AUGMENT_AUTO_BELOW` training cases.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from medvisionllama.errors import InputError
+
+#: ``--augment auto`` augments when the training split has fewer cases than this
+AUGMENT_AUTO_BELOW = 30
+
+
+def resolve_augment(augment: str | bool, num_train_cases: int) -> bool:
+    """``"on"``/``"off"``/``"auto"`` (or a bool) -> whether to augment."""
+    if isinstance(augment, bool):
+        return augment
+    if augment == "on":
+        return True
+    if augment == "off":
+        return False
+    if augment == "auto":
+        return num_train_cases < AUGMENT_AUTO_BELOW
+    raise InputError(f"--augment {augment!r}: expected auto, on or off")
+
+
+def build_augmentation(roi_size: Sequence[int] | None = None):
+    """The MONAI dictionary transforms applied to ``{"image": (C,X,Y,Z), "label": (1,X,Y,Z)}``.
+
+    ``roi_size``: when given (training on ``full`` volumes), a random crop of that size is taken
+    first (volumes smaller than it are zero-padded).
+    """
+    from monai.transforms import (
+        Compose,
+        RandFlipd,
+        RandRotated,
+        RandShiftIntensityd,
+        RandSpatialCropd,
+        SpatialPadd,
+    )
+
+    keys = ["image", "label"]
+    transforms = []
+    if roi_size is not None:
+        transforms += [SpatialPadd(keys, spatial_size=list(roi_size)), RandSpatialCropd(keys, roi_size=list(roi_size), random_size=False)]
+    transforms += [
+        RandFlipd(keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys, prob=0.5, spatial_axis=1),
+        RandFlipd(keys, prob=0.5, spatial_axis=2),
+        RandRotated(
+            keys, range_x=0.26, range_y=0.26, range_z=0.26, prob=0.3,  # up to ~15 degrees
+            mode=("bilinear", "nearest"), padding_mode="zeros", keep_size=True,
+        ),
+        RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+    ]
+    return Compose(transforms)
+
+
+def build_random_crop(roi_size: Sequence[int]):
+    """Pad-then-random-crop to ``roi_size`` (training on ``full`` volumes without augmentation)."""
+    from monai.transforms import Compose, RandSpatialCropd, SpatialPadd
+
+    keys = ["image", "label"]
+    return Compose([SpatialPadd(keys, spatial_size=list(roi_size)), RandSpatialCropd(keys, roi_size=list(roi_size), random_size=False)])
+
+
+class CaseDataset(Dataset):
+    """Preprocessed cases of one split as ``(image float32 (C,X,Y,Z), label int64 (X,Y,Z), case_id)``.
+
+    Args:
+        load_case: ``case_id -> (image (C,X,Y,Z) float32, label (X,Y,Z) uint8)``.
+        case_ids: the split's case ids, in order.
+        transform: MONAI dictionary transform (random), or ``None``.
+        seed: base seed of the augmentation randomness.
+        cache: keep loaded arrays in memory (the preprocessed sizes are small).
+    """
+
+    def __init__(
+        self,
+        load_case: Callable[[str], tuple[np.ndarray, np.ndarray]],
+        case_ids: Sequence[str],
+        *,
+        transform=None,
+        seed: int = 0,
+        cache: bool = True,
+    ) -> None:
+        if not case_ids:
+            raise ValueError("case_ids is empty")
+        self.load_case = load_case
+        self.case_ids = list(case_ids)
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+        self.cache = cache
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch`` (call before iterating a loader)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def _load(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+        if case_id in self._cache:
+            return self._cache[case_id]
+        image, label = self.load_case(case_id)
+        if image.ndim != 4 or label.shape != image.shape[1:]:
+            raise InputError(
+                f"case {case_id!r}: image shape {image.shape} and label shape {label.shape} do not match (C,X,Y,Z) / (X,Y,Z)"
+            )
+        if self.cache:
+            self._cache[case_id] = (image, label)
+        return image, label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        case_id = self.case_ids[index]
+        image, label = self._load(case_id)
+        image_t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        label_t = torch.from_numpy(np.ascontiguousarray(label)).long()
+        if self.transform is not None:
+            # the draw depends only on (seed, epoch, index): identical across resume and workers
+            self.transform.set_random_state(seed=(self.seed * 1_000_003 + self.epoch * 7919 + index) % (2**32))
+            out = self.transform({"image": image_t, "label": label_t[None].float()})
+            image_t = torch.as_tensor(out["image"]).float().contiguous()
+            label_t = torch.as_tensor(out["label"])[0].round().long().contiguous()
+        return image_t, label_t, case_id
+
+
+def seed_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's worker_init_fn signature
+    """Seed NumPy and Python in a DataLoader worker from the worker's torch seed."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def make_loader(
+    dataset: CaseDataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader with seeded shuffling and worker seeding."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        worker_init_fn=seed_worker,
+        pin_memory=pin_memory,
+        drop_last=False,
+    )
+
+
+def read_split(path: str | Path) -> dict[str, list[str]]:
+    """Read a split JSON (``{"train": [...], "val": [...], "test": [...]}``), checking its shape."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: split file does not exist")
+    try:
+        split = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: invalid JSON ({exc})") from exc
+    for key in ("train", "val", "test"):
+        if not isinstance(split.get(key), list) or not all(isinstance(c, str) for c in split[key]):
+            raise InputError(f"{path}: {key!r} must be a list of case ids")
+    if not split["train"]:
+        raise InputError(f"{path}: the train split is empty")
+    return split

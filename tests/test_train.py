@@ -1,0 +1,154 @@
+"""Training: a tiny run lowers the loss, resume is exact, bad checkpoints and NaN losses fail clearly."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medvisionllama.errors import InputError
+from medvisionllama.training.train import HISTORY_COLUMNS, NonFiniteLossError, train_run
+
+TINY_MODEL = dict(patch_size=4, hidden_size=16, num_layers=1, num_heads=2)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_tiny_task(root: Path, task: str = "Task09_Spleen", cases: int = 8, size: str = "16x16x8") -> dict[str, Path]:
+    """A synthetic MSD task, its split and its preprocessed folder, via the data stages."""
+    from medvisionllama.data.preprocess import preprocess_task
+    from medvisionllama.data.split import split_task
+    from medvisionllama.data.synthesize import synthesize_task
+
+    data = synthesize_task(task, root / "data" / task, cases=cases, seed=0, max_dim=16)
+    split = root / "splits" / f"{task}.json"
+    split_task(data, split, seed=0)
+    pre = root / "preprocessed" / task / size
+    preprocess_task(data, size, pre)
+    return {"data": data, "split": split, "preprocessed": pre}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    return make_tiny_task(tmp_path_factory.mktemp("tiny"))
+
+
+def _train(tiny, run_dir, **kw):
+    args = dict(preprocessed=tiny["preprocessed"], split=tiny["split"], run_dir=run_dir, model="vit", seed=0,
+                epochs=2, batch_size=2, lr=1e-2, augment="off", device="cpu", progress=False, **TINY_MODEL)
+    args.update(kw)
+    return train_run(**args)
+
+
+def _history(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "history.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_two_epochs_lower_the_loss(tiny, tmp_path):
+    run = tmp_path / "run"
+    summary = _train(tiny, run)
+    rows = _history(run)
+    assert list(rows[0]) == list(HISTORY_COLUMNS) and len(rows) == 2
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert float(rows[1]["val_loss"]) < float(rows[0]["val_loss"])
+    for name in ("run.json", "checkpoint_last.pt", "checkpoint_best.pt"):
+        assert (run / name).is_file(), name
+    stored = json.loads((run / "run.json").read_text())
+    assert stored == json.loads(json.dumps(summary))
+    assert stored["params"]["total"] == stored["params"]["trainable"] > 0
+    assert stored["seed"] == 0 and stored["version"] and stored["device"] == "cpu"
+    assert stored["training"]["augment"] is False and stored["data"]["kind"] == "CT"
+    ckpt = torch.load(run / "checkpoint_last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["model_config"]["hidden_size"] == 16
+    assert {"torch", "numpy", "python", "generator"} <= set(ckpt["rng"])
+    assert not list(run.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_resume_equals_uninterrupted_run(tiny, tmp_path):
+    # augmentation and dropout on, so every RNG (augment draws, shuffling, dropout) is exercised
+    kw = dict(augment="on", dropout=0.1)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _train(tiny, straight, epochs=3, **kw)
+    _train(tiny, resumed, epochs=2, **kw)
+    _train(tiny, resumed, epochs=3, **kw)  # continues from checkpoint_last.pt (epoch 2)
+    a, b = _history(straight), _history(resumed)
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
+    ca = torch.load(straight / "checkpoint_last.pt", weights_only=True)
+    cb = torch.load(resumed / "checkpoint_last.pt", weights_only=True)
+    assert ca["model_state"].keys() == cb["model_state"].keys()
+    for key in ca["model_state"]:
+        assert torch.equal(ca["model_state"][key], cb["model_state"][key]), key
+    for key, state in ca["optimizer_state"]["state"].items():
+        assert torch.equal(state["exp_avg"], cb["optimizer_state"]["state"][key]["exp_avg"])
+    assert ca["best_epoch"] == cb["best_epoch"] and torch.equal(ca["rng"]["torch"], cb["rng"]["torch"])
+
+
+def test_config_mismatch_names_checkpoint_and_fields(tiny, tmp_path):
+    run = tmp_path / "run"
+    _train(tiny, run, epochs=2)
+    with pytest.raises(InputError, match=r"checkpoint_last\.pt.*hidden_size: 16 in checkpoint, 32 requested"):
+        _train(tiny, run, epochs=3, hidden_size=32)
+    with pytest.raises(InputError, match=r"checkpoint_last\.pt.*training\.lr"):
+        _train(tiny, run, epochs=3, lr=1e-3)
+    with pytest.raises(InputError, match=r"checkpoint_last\.pt: checkpoint has 2 epochs, more than --epochs 1"):
+        _train(tiny, run, epochs=1)
+
+
+def test_corrupt_checkpoint_names_file(tiny, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint_last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match=r"checkpoint_last\.pt: corrupt"):
+        _train(tiny, run)
+    # a truncated real checkpoint
+    good = tmp_path / "good"
+    _train(tiny, good, epochs=1)
+    data = (good / "checkpoint_last.pt").read_bytes()
+    (run / "checkpoint_last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"checkpoint_last\.pt: corrupt"):
+        _train(tiny, run)
+
+
+def test_nan_loss_names_epoch_and_step_and_keeps_checkpoints(tiny, tmp_path):
+    run = tmp_path / "run"
+    _train(tiny, run, epochs=1)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(tiny["preprocessed"], poisoned)
+    for path in (poisoned / "cases").glob("*_image.npy"):
+        image = np.load(path)
+        image[:] = np.nan
+        np.save(path, image)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 2, step 1 \(cases "):
+        _train(tiny, run, epochs=2, preprocessed=poisoned)
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after == before  # checkpoints, history and run.json of epoch 1 untouched
+
+
+def test_cli_train(tiny, tmp_path):
+    from medvisionllama.cli import main
+
+    run = tmp_path / "cli"
+    argv = ["train", "--preprocessed", str(tiny["preprocessed"]), "--split", str(tiny["split"]), "--run-dir", str(run),
+            "--model", "vit", "--attention", "hybrid-parallel", "--seed", "1", "--epochs", "1", "--batch-size", "4",
+            "--lr", "1e-3", "--patch-size", "4", "--hidden-size", "16", "--num-layers", "1", "--num-heads", "2",
+            "--llm-layer", "none", "--augment", "auto", "--device", "cpu", "--num-workers", "0", "--no-progress"]
+    assert main(argv) == 0
+    stored = json.loads((run / "run.json").read_text())
+    assert stored["model_config"]["attention"] == "hybrid-parallel" and stored["seed"] == 1
+    assert stored["training"]["augment"] is True  # auto: 5 training cases < 30
+    assert main(argv[:-1] + ["--no-progress", "--lr", "1"]) == 2  # resume with another lr: one-line error
