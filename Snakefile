@@ -19,8 +19,13 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/paper.smk"
 
 
+# Cheap rules run where Snakemake runs (a cluster's login node); download_task too, since compute
+# nodes often have no internet. preprocess_task, train_run and evaluate_run go to the cluster.
 localrules:
     all,
+    download_task,
+    synthesize_task,
+    split_task,
     record_lineage,
     resolve_config,
     aggregate_metrics,

@@ -1,0 +1,393 @@
+"""Download Medical Segmentation Decathlon tasks: resumable, retried, md5-checked, extracted atomically.
+
+The archives and their md5 checksums are MONAI's (``monai.apps.DecathlonDataset.resource`` and
+``.md5``, the mirror ``DecathlonDataset(download=True)`` uses). One task is one ``.tar`` archive
+holding ``{task}/dataset.json``, ``{task}/imagesTr/``, ``{task}/labelsTr/`` and ``{task}/imagesTs/``.
+
+What happens, in order (``download_task``):
+
+1. ``data/{task}/`` already complete (its marker ``.mvl-download.json`` names the expected md5, or
+   it has no marker but its ``dataset.json`` and every file it lists are present): nothing to do,
+   no network.
+2. The archive is streamed into ``{cache}/{task}.tar.part`` (``cache`` defaults to
+   ``data/.downloads``). An interrupted transfer is resumed with an HTTP ``Range`` request;
+   connection errors, timeouts and 5xx answers are retried with exponential backoff; any other
+   HTTP error (404, 403, ...) fails at once, naming the URL and the status.
+3. The md5 is checked. A mismatch deletes the partial file and downloads once more from zero; a
+   second mismatch is an error naming the URL and both checksums.
+4. The archive is checked (no absolute paths, no ``..``, only files and folders, a
+   ``{task}/dataset.json``), extracted into a temporary folder beside ``data/{task}`` and renamed
+   into place, so a failure leaves no task folder. macOS ``._*`` resource-fork files, which the
+   real archives carry, are skipped. The archive is deleted once extracted (unless asked to keep
+   it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from medvisionllama.errors import InputError
+from medvisionllama.io_utils import atomic_dir, write_json_atomic
+from medvisionllama.tasks import TASKS, get_task
+
+MARKER = ".mvl-download.json"
+CHUNK = 1 << 20  # bytes read and hashed at a time
+
+
+class DownloadError(RuntimeError):
+    """A download that cannot complete: an HTTP error, a checksum mismatch, a broken archive."""
+
+
+class _Retryable(Exception):
+    """A transient failure (connection, timeout, 5xx, short read): try again after a pause."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a task's archive lives and what its md5 must be."""
+
+    url: str
+    md5: str
+
+
+def monai_source(task: str) -> Source:
+    """The URL and md5 MONAI's ``DecathlonDataset`` uses for ``task`` (imports MONAI, slow)."""
+    from monai.apps import DecathlonDataset
+
+    return Source(url=DecathlonDataset.resource[task], md5=DecathlonDataset.md5[task])
+
+
+# --------------------------------------------------------------------------------------------
+# small pieces
+# --------------------------------------------------------------------------------------------
+def file_md5(path: Path) -> str:
+    """Hex md5 of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _ensure_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` and prove a file can be written in it, else an InputError naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".mvl-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{what} {str(folder)!r} is not writable: {exc.strerror or exc}") from exc
+
+
+def _listed_files(dataset_json: dict) -> list[str]:
+    """Relative paths of every image and label ``dataset.json`` lists (training and test)."""
+    paths: list[str] = []
+    for entry in dataset_json.get("training", []):
+        if isinstance(entry, dict):
+            paths += [entry[k] for k in ("image", "label") if isinstance(entry.get(k), str)]
+    for entry in dataset_json.get("test", []):
+        if isinstance(entry, str):
+            paths.append(entry)
+        elif isinstance(entry, dict) and isinstance(entry.get("image"), str):
+            paths.append(entry["image"])
+    return paths
+
+
+def missing_files(task_dir: Path) -> list[str]:
+    """What ``task_dir`` lacks: ``dataset.json`` itself, or files it lists. Empty when complete."""
+    dataset = task_dir / "dataset.json"
+    if not dataset.is_file():
+        return ["dataset.json"]
+    try:
+        listed = _listed_files(json.loads(dataset.read_text()))
+    except (OSError, ValueError):
+        return ["dataset.json (unreadable)"]
+    return [p for p in listed if not (task_dir / p).is_file()]
+
+
+def is_present(task_dir: Path, md5: str | None) -> bool:
+    """True when ``task_dir`` holds a complete task: its marker names ``md5`` (when it has a
+    marker) and ``dataset.json`` and every file it lists exist."""
+    if not task_dir.is_dir() or missing_files(task_dir):
+        return False
+    marker = task_dir / MARKER
+    if marker.is_file() and md5 is not None:
+        try:
+            return json.loads(marker.read_text()).get("md5") == md5
+        except (OSError, ValueError):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# transfer
+# --------------------------------------------------------------------------------------------
+def _fetch(url: str, part: Path, *, timeout: float, progress: bool, label: str) -> None:
+    """Append the rest of ``url`` to ``part`` (resuming with ``Range`` when ``part`` has bytes).
+
+    Raises ``_Retryable`` for transient failures and ``DownloadError`` for final ones.
+    """
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "medvisionllama-download"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # the partial file is already whole (or too long)
+            return  # the md5 check decides; a mismatch restarts from zero
+        if exc.code >= 500 or exc.code == 429:
+            raise _Retryable(f"HTTP {exc.code} {exc.reason} from {url}") from exc
+        raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+        raise _Retryable(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from exc
+
+    with response:
+        if offset and response.status == 206:
+            mode = "ab"
+        else:  # 200: the server sent the whole file (no Range support, or no partial file)
+            offset, mode = 0, "wb"
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length and length.isdigit() else None
+        from tqdm import tqdm
+
+        interactive = sys.stderr.isatty()
+        with open(part, mode) as out, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=label, disable=not progress, mininterval=0.5 if interactive else 30.0,
+            file=sys.stderr,
+        ) as bar:
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except http.client.IncompleteRead as exc:
+                    out.write(exc.partial)  # keep what arrived: the next attempt resumes after it
+                    raise _Retryable(f"connection to {url} broke after {out.tell()} bytes") from exc
+                except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+                    raise _Retryable(f"connection to {url} broke after {out.tell()} bytes: {exc!r}") from exc
+                if not chunk:
+                    break
+                out.write(chunk)
+                bar.update(len(chunk))
+            received = out.tell()
+    if total is not None and received < total:
+        raise _Retryable(f"connection to {url} closed after {received} of {total} bytes")
+
+
+def fetch_verified(
+    url: str,
+    md5: str,
+    archive: Path,
+    *,
+    retries: int,
+    timeout: float,
+    backoff: float,
+    progress: bool = True,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Path:
+    """Download ``url`` to ``archive`` (via ``archive.part``), resuming, retrying and md5-checking.
+
+    Transient failures are retried up to ``retries`` times, waiting ``backoff * 2**k`` seconds; a
+    checksum mismatch deletes the partial file and starts once more from zero.
+    """
+    part = archive.with_name(archive.name + ".part")
+    failures = 0
+    mismatches = 0
+    while True:
+        try:
+            _fetch(url, part, timeout=timeout, progress=progress, label=archive.name)
+        except _Retryable as exc:
+            failures += 1
+            if failures > retries:
+                raise DownloadError(f"cannot download {url}: gave up after {failures} attempts; last error: {exc}") from exc
+            wait = backoff * 2 ** (failures - 1)
+            print(f"mvl download: {exc}; retrying in {wait:.1f} s ({failures}/{retries})", file=sys.stderr)
+            sleep(wait)
+            continue
+        actual = file_md5(part) if part.exists() else "(no data)"
+        if actual == md5:
+            os.replace(part, archive)
+            return archive
+        part.unlink(missing_ok=True)
+        mismatches += 1
+        if mismatches > 1:
+            raise DownloadError(
+                f"checksum mismatch for {url}: expected md5 {md5}, got {actual} "
+                f"(downloaded twice from zero; the mirror's file differs from the expected one)"
+            )
+        print(f"mvl download: md5 of {url} is {actual}, expected {md5}; downloading again from zero", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# extraction
+# --------------------------------------------------------------------------------------------
+def _checked_members(tar: tarfile.TarFile, task: str) -> list[tuple[tarfile.TarInfo, str]]:
+    """Members under ``{task}/`` with their path relative to it; rejects unsafe members."""
+    selected: list[tuple[tarfile.TarInfo, str]] = []
+    for member in tar.getmembers():
+        name = member.name
+        if name.startswith("/") or PurePosixPath(name).is_absolute():
+            raise DownloadError(f"archive member {name!r} has an absolute path: refusing to extract")
+        parts = PurePosixPath(name).parts
+        if ".." in parts:
+            raise DownloadError(f"archive member {name!r} contains '..': refusing to extract")
+        parts = tuple(p for p in parts if p != ".")
+        if not parts or parts[0] != task:
+            continue  # not part of the task folder (e.g. a top-level ._ file)
+        if not (member.isfile() or member.isdir()):
+            raise DownloadError(f"archive member {name!r} is a link or device, not a file: refusing to extract")
+        if parts[-1].startswith("._"):
+            continue  # macOS resource fork, not data
+        selected.append((member, "/".join(parts[1:])))
+    if not any(rel == "dataset.json" and m.isfile() for m, rel in selected):
+        raise DownloadError(f"archive holds no {task}/dataset.json: not an MSD task archive for {task}")
+    return selected
+
+
+def extract_task(archive: Path, task: str, target: Path, *, source: Source) -> Path:
+    """Extract ``{task}/`` of ``archive`` into ``target`` atomically and write the marker."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = _checked_members(tar, task)
+            with atomic_dir(target) as tmp:
+                for member, rel in members:
+                    if not rel:
+                        continue
+                    member = member.replace(name=rel, deep=False)
+                    tar.extract(member, tmp, filter="data")
+                missing = missing_files(tmp)
+                if missing:
+                    raise DownloadError(
+                        f"archive {archive} is incomplete: {task}/ lacks {', '.join(missing[:5])}"
+                        + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                    )
+                write_json_atomic(tmp / MARKER, {
+                    "task": task, "url": source.url, "md5": source.md5,
+                    "archive_bytes": archive.stat().st_size,
+                    "files": sum(1 for m, _ in members if m.isfile()),
+                })
+    except (tarfile.TarError, EOFError, DownloadError) as exc:
+        archive.unlink(missing_ok=True)  # broken: the next attempt downloads again
+        if isinstance(exc, DownloadError):
+            raise
+        raise DownloadError(f"archive {archive} from {source.url} is corrupt or truncated: {exc}") from exc
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# the typed function and the command line
+# --------------------------------------------------------------------------------------------
+def download_task(
+    task: str,
+    data_dir: str | os.PathLike[str],
+    *,
+    url: str | None = None,
+    md5: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    retries: int = 5,
+    timeout: float = 60.0,
+    backoff: float = 2.0,
+    keep_archive: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Make ``data_dir/{task}`` a complete, verified MSD task folder; return its path.
+
+    ``url``/``md5`` override MONAI's address and checksum (a local mirror; ``{task}`` in ``url``
+    is replaced by the task name). A task already present and verified is not downloaded again.
+    Raises ``InputError`` for bad arguments or an unwritable folder, ``DownloadError`` when the
+    download, the checksum or the archive fails; neither leaves a task folder behind.
+    """
+    name = get_task(task).name
+    if retries < 0:
+        raise InputError(f"retries must be >= 0, got {retries}")
+    if timeout <= 0 or backoff < 0:
+        raise InputError(f"timeout must be > 0 and backoff >= 0, got timeout={timeout}, backoff={backoff}")
+    if md5 is not None and not (len(md5) == 32 and all(c in "0123456789abcdef" for c in md5.lower())):
+        raise InputError(f"invalid md5 {md5!r}: expected 32 hex digits")
+    if url is None or md5 is None:
+        default = monai_source(name)
+        url, md5 = url or default.url, md5 or default.md5
+    source = Source(url=url.replace("{task}", name), md5=md5.lower())
+
+    data_dir = Path(data_dir)
+    target = data_dir / name
+    if is_present(target, source.md5):
+        print(f"mvl download: {target} is present and complete; not downloading", file=sys.stderr)
+        return target
+    _ensure_writable(data_dir, "data folder")
+    cache = Path(cache_dir) if cache_dir is not None else data_dir / ".downloads"
+    _ensure_writable(cache, "download cache folder")
+
+    archive = cache / f"{name}.tar"
+    if not (archive.is_file() and file_md5(archive) == source.md5):
+        archive.unlink(missing_ok=True)
+        fetch_verified(source.url, source.md5, archive, retries=retries, timeout=timeout,
+                       backoff=backoff, progress=progress)
+    extract_task(archive, name, target, source=source)
+    if not keep_archive:
+        archive.unlink(missing_ok=True)
+        try:
+            cache.rmdir()  # only when empty
+        except OSError:
+            pass
+    print(f"mvl download: {name} ready in {target}", file=sys.stderr)
+    return target
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mvl download",
+        description="Download MSD tasks (MONAI's mirror), verify their md5 and extract them into DATA_DIR/{task}.",
+    )
+    p.add_argument("--task", nargs="+", required=True,
+                   help="task name(s) (Task09_Spleen or Task09), or 'all' for the ten tasks")
+    p.add_argument("--data-dir", default="data", help="folder that receives {task}/ (default: data)")
+    p.add_argument("--url", help="archive URL instead of MONAI's (a local mirror); '{task}' is replaced")
+    p.add_argument("--md5", help="expected md5 of the archive instead of MONAI's (one task only)")
+    p.add_argument("--cache-dir", help="where partial downloads live (default: DATA_DIR/.downloads)")
+    p.add_argument("--retries", type=int, default=5, help="retries on connection errors and 5xx (default: 5)")
+    p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds (default: 60)")
+    p.add_argument("--backoff", type=float, default=2.0, help="first retry pause in seconds, doubled each time (default: 2)")
+    p.add_argument("--keep-archive", action="store_true", help="keep the .tar in the cache folder after extraction")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    tasks = list(TASKS) if args.task == ["all"] else args.task
+    if args.md5 and len(tasks) > 1:
+        raise InputError("--md5 applies to one task; give one --task with it")
+    if args.url and len(tasks) > 1 and "{task}" not in args.url:
+        raise InputError("--url for several tasks must contain '{task}'")
+    for task in tasks:
+        try:
+            download_task(
+                task, args.data_dir, url=args.url, md5=args.md5, cache_dir=args.cache_dir,
+                retries=args.retries, timeout=args.timeout, backoff=args.backoff,
+                keep_archive=args.keep_archive, progress=not args.no_progress,
+            )
+        except DownloadError as exc:
+            print(f"mvl download: error: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

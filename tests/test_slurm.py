@@ -1,0 +1,211 @@
+"""The SLURM profile (slurm/config.yaml): parsed by a dry run, then used for real on a one-node cluster.
+
+The cluster test starts scripts/slurm/start-cluster.sh (root; it installs SLURM with apt-get if
+missing), runs the real DAG on a tiny config in a copy of the project with
+``snakemake --profile slurm``, and checks with ``sacct`` that every rule went through sbatch and
+that the GPU rules got a (fake) GPU. It is skipped only where it cannot run: not root, or neither
+SLURM nor apt-get to install it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, copy_project, env_with_venv, tiny_config
+
+START = ROOT / "scripts" / "slurm" / "start-cluster.sh"
+STOP = ROOT / "scripts" / "slurm" / "stop-cluster.sh"
+STATE = Path(os.environ.get("MVL_SLURM_STATE", "/tmp/mvl-slurm"))
+SLURM_PROGRAMS = ("sbatch", "sacct", "sacctmgr", "slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
+
+#: rules that must never be localrules: they need a compute node (the others may run either way)
+CLUSTER_RULES = {"preprocess_task", "train_run", "evaluate_run"}
+GPU_RULES = {"train_run", "evaluate_run"}
+SNAKEMAKE_TIMEOUT_S = 900
+
+
+def cluster_config() -> dict:
+    """The config of the cluster run: the workflow tests' tiny config, one epoch."""
+    config = tiny_config()
+    config["training"].update(epochs=1)
+    return config
+
+
+def cluster_targets(config: dict) -> list[str]:
+    """What the cluster run builds: one run's metrics.csv (the run layout of docs/contracts.md),
+    i.e. the chain synthesize_task -> split_task, preprocess_task -> train_run -> evaluate_run of
+    one task with the ViT (the cheapest model). Change this to widen the test."""
+    task = config["data"]["tasks"][0]
+    size = config["preprocess"]["sizes"][0]
+    seed = config["training"]["seeds"][0]
+    return [f"{config['results_dir']}/runs/{task}/vit/hybrid-sequential/{size}/seed{seed}/metrics.csv"]
+
+
+def _which(program: str) -> str | None:
+    return shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the one-node SLURM cluster needs root (apt-get install, munged, slurmctld, slurmd)"
+    if not all(_which(p) for p in SLURM_PROGRAMS) and not shutil.which("apt-get"):
+        return "SLURM is not installed and there is no apt-get to install it"
+    return None
+
+
+def _alive(pidfile: Path, name: str) -> bool:
+    try:
+        pid = pidfile.read_text().strip()
+        return name in Path(f"/proc/{pid}/comm").read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running one-node cluster; stopped at the end unless it was running before."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    was_running = _alive(STATE / "run" / "slurmctld.pid", "slurmctld")
+    t0 = time.monotonic()
+    result = subprocess.run(["bash", str(START)], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=900)
+    seconds = time.monotonic() - t0
+    assert result.returncode == 0, f"start-cluster.sh failed:\n{result.stdout}\n{result.stderr}"
+    print(f"\nstart-cluster.sh: {seconds:.1f} s\n{result.stdout}")
+    yield {"start_seconds": seconds}
+    if not was_running:
+        subprocess.run(["bash", str(STOP)], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+
+
+def _snakemake(args: list[str], cwd: Path, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
+    command = ["timeout", "-k", "10", str(timeout), "snakemake", *args]
+    return subprocess.run(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout + 30)
+
+
+def _site_env(**values: str) -> dict[str, str]:
+    env = env_with_venv()
+    for key in [k for k in env if k.startswith("MVL_SLURM_")]:
+        del env[key]
+    env.update(values)
+    return env
+
+
+def _job_blocks(dry_run_output: str, rule: str) -> list[str]:
+    """The blocks of a dry run's job listing that belong to ``rule``."""
+    blocks = dry_run_output.split("\n\n")
+    return [b for b in blocks if f"rule {rule}:" in b]
+
+
+# --------------------------------------------------------------------------------------------
+# the profile, without a cluster
+# --------------------------------------------------------------------------------------------
+def test_profile_dry_run_parses_and_sets_resources(project):
+    env = _site_env(MVL_SLURM_ACCOUNT="proj123", MVL_SLURM_PARTITION="cpuq",
+                    MVL_SLURM_GPU_PARTITION="gpuq", MVL_SLURM_GPU_MODEL="a100")
+    result = _snakemake(["--profile", "slurm", "-n", "--cores", "16"], project, env, timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    train = _job_blocks(out, "train_run")
+    assert train, out[-3000:]
+    for needle in ("gpu=1", "gpu_model=a100", "slurm_partition=gpuq", "slurm_account=proj123",
+                   "mem_mb=32000", "runtime=1440", "cpus_per_task=8"):
+        assert needle in train[0], (needle, train[0])
+    split = _job_blocks(out, "split_task")
+    assert split and "slurm_partition=cpuq" in split[0] and "slurm_account=proj123" in split[0], split[:1]
+    assert "gpu=" not in split[0]
+
+
+def test_profile_without_site_settings_leaves_account_to_the_plugin(project):
+    result = _snakemake(["--profile", "slurm", "-n", "--cores", "16"], project, _site_env(), timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    assert "slurm_account" not in out and "slurm_partition" not in out and "gpu_model" not in out
+    train = _job_blocks(out, "train_run")
+    assert train and "gpu=1" in train[0]
+
+
+def test_profile_options_exist_in_the_installed_plugin():
+    """Every slurm-* key of the profile is a setting of snakemake-executor-plugin-slurm."""
+    from dataclasses import fields
+
+    from snakemake_executor_plugin_slurm import ExecutorSettings
+
+    names = {f"slurm-{f.name.replace('_', '-')}" for f in fields(ExecutorSettings)}
+    text = (ROOT / "slurm" / "config.yaml").read_text()
+    keys = {line.split(":", 1)[0] for line in text.splitlines() if line.startswith("slurm-")}
+    assert keys and keys <= names, keys - names
+
+
+def test_cluster_scripts_refuse_without_root():
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # exercise the refusal as an unprivileged user
+        if not shutil.which("runuser"):
+            pytest.skip("running as root without runuser: the refusal path cannot be exercised")
+        prefix = ["runuser", "-u", "nobody", "--"]
+    for script in (START, STOP):
+        result = subprocess.run([*prefix, "bash", str(script)], capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL)
+        assert result.returncode != 0 and "must run as root" in result.stderr, result.stderr
+
+
+def test_cluster_scripts_are_valid_bash():
+    for script in (START, STOP):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the real DAG on a real (one-node) cluster
+# --------------------------------------------------------------------------------------------
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
+    project = copy_project(tmp_path / "project")
+    config = cluster_config()
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    targets = cluster_targets(config)
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    t0 = time.monotonic()
+    result = _snakemake(
+        ["--profile", "slurm", "--cores", "2", "--jobs", "2", "--configfile", "config.yaml",
+         "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs", *targets],
+        project, _site_env(), timeout=SNAKEMAKE_TIMEOUT_S,
+    )
+    seconds = time.monotonic() - t0
+    out = result.stdout + result.stderr
+    logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((project / "logs").rglob("*.log")))
+    assert result.returncode == 0, f"snakemake on SLURM failed after {seconds:.0f} s:\n{out[-6000:]}\n{logs[-6000:]}"
+    print(f"\nsnakemake --profile slurm: {seconds:.1f} s for {', '.join(targets)}")
+    for target in targets:
+        assert (project / target).is_file()
+
+    sacct = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-a", "-S", since, "-o", "JobID,State,AllocTRES,Comment,WorkDir"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    jobs = [line.split("|") for line in sacct.splitlines() if line.strip()]
+    ours = [j for j in jobs if Path(j[4]).resolve() == project.resolve()]
+    by_rule: dict[str, list[list[str]]] = {}
+    for job in ours:
+        rule = job[3].removeprefix("rule_").split("_wildcards_")[0]
+        by_rule.setdefault(rule, []).append(job)
+    # Snakemake prints "rule X:" for a submitted job and "localrule X:" for one run in place
+    submitted = set(re.findall(r"^rule (\w+):", out, flags=re.MULTILINE))
+    local = set(re.findall(r"^localrule (\w+):", out, flags=re.MULTILINE))
+    assert CLUSTER_RULES <= submitted and not CLUSTER_RULES & local, (submitted, local)
+    assert submitted == set(by_rule), f"submitted {sorted(submitted)}, sacct saw {sorted(by_rule)}\n{sacct}"
+    assert all(j[1] == "COMPLETED" for j in ours), sacct
+    for rule in GPU_RULES:
+        assert all("gres/gpu=1" in j[2] for j in by_rule[rule]), (rule, by_rule[rule])
+    for rule in submitted - GPU_RULES:
+        assert all("gres/gpu" not in j[2] for j in by_rule[rule]), (rule, by_rule[rule])
