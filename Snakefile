@@ -14,6 +14,7 @@ validate(config, schema="workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/lineage.smk"
+include: "workflow/rules/llm.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/paper.smk"
@@ -24,6 +25,7 @@ include: "workflow/rules/paper.smk"
 localrules:
     all,
     download_task,
+    extract_llm_layer,
     synthesize_task,
     split_task,
     record_lineage,

@@ -122,9 +122,35 @@ def test_missing_unexpected_misshaped_weights_name_the_key(checkpoint, tiny_regi
 
 def test_weights_source_errors(tmp_path, tiny_registry):
     (tmp_path / "weights.bin").write_bytes(b"")
-    with pytest.raises(InputError, match="not a .gguf file"):
+    with pytest.raises(InputError, match="neither a .gguf file nor a layer file"):
         build_frozen_block("tiny-llama", weights=str(tmp_path / "weights.bin"))
     with pytest.raises(InputError, match="no such file or directory"):
         build_frozen_block("tiny-llama", weights=str(tmp_path / "absent" / "model.gguf"))
     with pytest.raises(InputError, match="neither model.safetensors.index.json nor model.safetensors"):
         build_frozen_block("tiny-llama", weights=str(tmp_path))
+
+
+def test_extracted_layer_file_gives_the_same_block_and_refuses_another_layer(checkpoint, tiny_registry, tmp_path):
+    from medvisionllama.cli import main as mvl
+    from medvisionllama.llm.extract import extract_layer
+
+    layer_file = extract_layer("tiny-llama", tmp_path / "tiny.safetensors", layer=2, weights=str(checkpoint))
+    direct = build_frozen_block("tiny-llama", layer=2, weights=str(checkpoint))
+    from_file = build_frozen_block("tiny-llama", layer=2, weights=str(layer_file))
+    for (key, a), (_, b) in zip(direct.state_dict().items(), from_file.state_dict().items()):
+        assert torch.equal(a, b), key
+    assert from_file.source.startswith(f"layer-file:{layer_file}") and str(checkpoint) in from_file.source
+    with pytest.raises(InputError, match="holds layer 2 of tiny-llama, but layer 1 of tiny-llama"):
+        build_frozen_block("tiny-llama", layer=1, weights=str(layer_file))
+    # a safetensors file that is not a layer file, and the command line
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(InputError, match="not a layer file"):
+        build_frozen_block("tiny-llama", layer=2, weights=str(tmp_path / "other.safetensors"))
+    out = tmp_path / "cli.safetensors"
+    assert mvl(["extract-layer", "--llm", "tiny-llama", "--layer", "2", "--weights", str(checkpoint), "--output", str(out)]) == 0
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(out)), load_file(str(layer_file))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -220,3 +220,11 @@ def test_param_counts_default_vit_and_cli(tmp_path, capsys):
     assert [r["model"] for r in table] == ["vit", "mistral-7b"]
     assert int(table[1]["frozen_params"]) == 218_112_000 and table[1]["paper_params_m"] == "218.12"
     assert "mistral-7b" in capsys.readouterr().out
+
+
+def test_light_name_list_matches_the_registry():
+    """llm.names (read by Snakemake at parse time, without transformers) lists the registry's LLMs."""
+    from medvisionllama.llm.names import LLM_NAMES
+    from medvisionllama.llm.registry import LLM_REGISTRY
+
+    assert tuple(LLM_REGISTRY) == LLM_NAMES

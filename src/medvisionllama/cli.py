@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "preprocess": ("medvisionllama.data.preprocess", "reorient, resize and normalise a task"),
     "config": ("medvisionllama.config", "write the resolved pipeline configuration"),
     "lineage": ("medvisionllama.lineage", "record data lineage with DVC (dvc add / dvc commit)"),
+    "extract-layer": ("medvisionllama.llm.extract", "save one LLM decoder layer as a small safetensors file"),
     "params": ("medvisionllama.models.params", "count parameters of model variants (meta device)"),
     "train": ("medvisionllama.training.train", "train one run"),
     "evaluate": ("medvisionllama.evaluation.evaluate", "score one run on its test split"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from medvisionllama.errors import InputError
+from medvisionllama.llm.names import check_model_name
 from medvisionllama.paper.spec import ATTENTIONS, ExperimentSpec, RunKey
 from medvisionllama.tasks import TASKS, get_task
 
@@ -52,6 +53,11 @@ def experiment_specs(config: dict, names: Iterable[str] | None = None) -> list[E
         spec.setdefault("seeds", seeds)
         spec.setdefault("llm_for_paper", {m: stand_ins[m] for m in spec.get("models", []) if m in stand_ins})
         parsed = ExperimentSpec.from_dict(name, spec)
+        for model in parsed.models:
+            try:
+                check_model_name(model)
+            except InputError as exc:
+                raise InputError(f"config: experiment {name!r}: {exc}") from None
         outside = [t for t in parsed.tasks if t not in data_tasks]
         if outside:
             raise InputError(f"config: experiment {name!r} uses tasks {outside} that are not in data.tasks")

@@ -5,6 +5,7 @@ import os
 from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import experiment_outputs, figure_outputs
 from medvisionllama.experiments import ATTENTIONS, all_runs, check_tasks, experiment_specs
+from medvisionllama.llm.names import pretrained_llm
 
 try:
     check_tasks(config)
@@ -50,13 +51,38 @@ def model_options(wildcards):
         f"--patch-size {m['patch_size']} --hidden-size {m['hidden_size']} "
         f"--num-layers {m['num_layers']} --num-heads {m['num_heads']} --dropout {m['dropout']}"
     )
+    if wildcards.size == "full":
+        if not m["full_img_size"]:
+            raise WorkflowError("config: model.full_img_size must be set for runs on the 'full' input size")
+        opts += f" --img-size {m['full_img_size']}"
     if m["llm_layer"] is not None:
         opts += f" --llm-layer {m['llm_layer']}"
-    name = wildcards.model.removesuffix("-random")
-    weights = config["llm_weights"].get(name)
-    if weights:
-        opts += f" --llm-weights {weights}"
+    llm = pretrained_llm(wildcards.model)
+    if llm:
+        opts += f" --llm-weights {layer_file(llm)}"
     return opts
+
+
+def layer_file(llm):
+    """Where extract_llm_layer saves the decoder layer of ``llm``."""
+    return f"{RESULTS}/llm/{llm}.safetensors"
+
+
+def run_llm_layer(wildcards):
+    """The layer file a run reads: none for vit, mlp and the random controls."""
+    llm = pretrained_llm(wildcards.model)
+    return [layer_file(llm)] if llm else []
+
+
+def extract_options(wildcards):
+    """`mvl extract-layer` options from the config: the layer index and the weights' source."""
+    opts = []
+    if config["model"]["llm_layer"] is not None:
+        opts.append(f"--layer {config['model']['llm_layer']}")
+    weights = config["llm_weights"].get(wildcards.llm)
+    if weights:
+        opts.append(f"--weights {weights}")
+    return " ".join(opts)
 
 
 TABLES = f"{RESULTS}/tables"

@@ -7,6 +7,7 @@ rule evaluate_run:
         preprocessed=f"{RESULTS}/preprocessed/{{task}}/{{size}}",
         split=f"{RESULTS}/splits/{{task}}.json",
         data=f"{DATA}/{{task}}",
+        llm_layer=run_llm_layer,
     output:
         metrics=f"{RUN_DIR}/metrics.csv",
         samples=f"{RUN_DIR}/samples.npz",
@@ -18,7 +19,7 @@ rule evaluate_run:
         run_dir=lambda wildcards, input: os.path.dirname(input.run),
         num_predictions=config["evaluation"]["num_predictions"],
         device=config["training"]["device"],
-    threads: 1
+    threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
         mem_mb=16000,
@@ -29,4 +30,4 @@ rule evaluate_run:
     shell:
         "mvl evaluate --run-dir {params.run_dir} --preprocessed {input.preprocessed}"
         " --split {input.split} --data-dir {input.data} --num-predictions {params.num_predictions}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+        " --device {params.device} --threads {threads} --no-progress > {log} 2>&1"

@@ -7,6 +7,7 @@ rule train_run:
     input:
         preprocessed=f"{RESULTS}/preprocessed/{{task}}/{{size}}",
         split=f"{RESULTS}/splits/{{task}}.json",
+        llm_layer=run_llm_layer,
     output:
         run=f"{RUN_DIR}/run.json",
         history=report(
@@ -28,7 +29,7 @@ rule train_run:
         augment=config["training"]["augment"],
         device=config["training"]["device"],
         num_workers=config["training"]["num_workers"],
-    threads: 1
+    threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
         mem_mb=16000,
@@ -41,4 +42,4 @@ rule train_run:
         " --model {wildcards.model} --attention {wildcards.attention} --seed {wildcards.seed}"
         " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
         " --augment {params.augment} {params.model} --device {params.device}"
-        " --num-workers {params.num_workers} --threads {threads} > {log} 2>&1"
+        " --num-workers {params.num_workers} --threads {threads} --no-progress > {log} 2>&1"

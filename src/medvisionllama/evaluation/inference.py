@@ -55,9 +55,16 @@ def build_run_model(model_config: dict[str, Any], seed: int, device: torch.devic
     return build_model(config, device=device, load_weights=load_weights), config
 
 
-def load_run_model(checkpoint: dict[str, Any], device: torch.device):
-    """The model of a loaded checkpoint, with its trained weights, in eval mode."""
-    model, config = build_run_model(checkpoint["model_config"], checkpoint["seed"], device)
+def load_run_model(checkpoint: dict[str, Any], device: torch.device, *, llm_weights: str | None = None):
+    """The model of a loaded checkpoint, with its trained weights, in eval mode.
+
+    The frozen LLM layer is read again from the source the checkpoint records, or from
+    ``llm_weights`` when given (e.g. where the run's ``results/llm/*.safetensors`` is elsewhere).
+    """
+    model_config = dict(checkpoint["model_config"])
+    if llm_weights is not None:
+        model_config["llm_weights"] = llm_weights
+    model, config = build_run_model(model_config, checkpoint["seed"], device)
     model.load_trainable_state_dict(checkpoint["model_state"])
     model.eval()
     return model, config

@@ -56,8 +56,12 @@ def predict_files(
     input: str | Path,  # noqa: A002 - mirrors the --input flag
     output: str | Path,
     device: str = "auto",
+    llm_weights: str | None = None,
 ) -> list[Path]:
-    """Segment one NIfTI file or every NIfTI file of a folder; returns the written label files."""
+    """Segment one NIfTI file or every NIfTI file of a folder; returns the written label files.
+
+    ``llm_weights`` overrides where the frozen LLM layer is read from (default: the source the
+    checkpoint records, relative to the folder the pipeline ran in)."""
     from medvisionllama.data.io import make_nifti, save_nifti
     from medvisionllama.data.preprocess import preprocess_image, restore_to_original
 
@@ -65,7 +69,7 @@ def predict_files(
     data = ckpt["data"]
     pairs = _pairs(Path(input), Path(output))
     dev = resolve_device(device)
-    model, config = load_run_model(ckpt, dev)
+    model, config = load_run_model(ckpt, dev, llm_weights=llm_weights)
     roi = tuple(int(v) for v in config.img_size)
     written = []
     for src, dst in pairs:
@@ -87,9 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="label NIfTI to write, or a folder (for a folder input)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--llm-weights", default=None,
+        help="where to read the frozen LLM layer (default: the source the checkpoint records)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    predict_files(checkpoint=args.checkpoint, input=args.input, output=args.output, device=args.device)
+    predict_files(
+        checkpoint=args.checkpoint, input=args.input, output=args.output, device=args.device,
+        llm_weights=args.llm_weights,
+    )
     return 0

@@ -5,6 +5,8 @@ Sources, in the order they are recognised from ``weights`` (``ModelConfig.llm_we
 - ``None``: the entry's default: its packaged GGUF file if it has one (SmolLM2), else its hub id.
 - a path ending in ``.gguf``: a GGUF file (``llm.gguf_source``).
 - a directory: a local Hugging Face checkpoint with (sharded) safetensors (``llm.sources``).
+- a ``.safetensors`` file: one layer saved by ``mvl extract-layer`` (``llm.extract``); what the
+  pipeline's jobs read, so the source itself is read once.
 - ``owner/name`` that is not a local path: a hub id; only the index and the shards holding the
   layer are downloaded.
 
@@ -27,7 +29,7 @@ from medvisionllama.llm.gguf_source import packaged_gguf_path, read_layer_from_g
 from medvisionllama.llm.registry import LLMSpec, get_spec
 from medvisionllama.llm.sources import read_layer_from_directory, read_layer_from_hub
 
-SourceKind = Literal["gguf", "directory", "hub"]
+SourceKind = Literal["gguf", "directory", "hub", "layer-file"]
 
 
 def resolve_weights_source(spec: LLMSpec, weights: str | None) -> tuple[SourceKind, str]:
@@ -40,8 +42,13 @@ def resolve_weights_source(spec: LLMSpec, weights: str | None) -> tuple[SourceKi
     if path.is_dir():
         return "directory", str(path)
     if path.is_file():
+        if path.suffix.lower() == ".safetensors":
+            return "layer-file", str(path)
         if path.suffix.lower() != ".gguf":
-            raise InputError(f"llm_weights {weights!r} is a file but not a .gguf file (give the checkpoint directory)")
+            raise InputError(
+                f"llm_weights {weights!r} is a file but neither a .gguf file nor a layer file of "
+                "`mvl extract-layer` (.safetensors); for a checkpoint, give its directory"
+            )
         return "gguf", str(path)
     looks_like_hub_id = weights.count("/") == 1 and not weights.startswith((".", "/", "~")) and not weights.endswith(".gguf")
     if looks_like_hub_id:
@@ -52,6 +59,26 @@ def resolve_weights_source(spec: LLMSpec, weights: str | None) -> tuple[SourceKi
 def default_dtype(device: torch.device | str | None) -> torch.dtype:
     """bf16 on CUDA, float32 elsewhere (the frozen block's compute dtype)."""
     return torch.bfloat16 if torch.device(device or "cpu").type == "cuda" else torch.float32
+
+
+def read_pretrained_layer(
+    spec: LLMSpec, layer_index: int, weights: str | None
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Layer ``layer_index`` of ``spec`` from its source (see the module docstring): the tensors,
+    keyed relative to the layer, and a description of where they came from."""
+    kind, location = resolve_weights_source(spec, weights)
+    if kind == "layer-file":
+        from medvisionllama.llm.extract import read_layer_file
+
+        state, origin = read_layer_file(location, llm=spec.name, layer=layer_index)
+        return state, f"layer-file:{location} (from {origin})"
+    if kind == "gguf":
+        with torch.device("meta"):
+            expected = FrozenLLMBlock(spec.make_config(), spec.family, layer_index).expected_shapes()
+        return read_layer_from_gguf(location, spec, layer_index, expected), f"gguf:{location}"
+    if kind == "directory":
+        return read_layer_from_directory(location, layer_index), f"directory:{location}"
+    return read_layer_from_hub(location, layer_index), f"hub:{location}"
 
 
 def random_seed(llm_name: str, layer_index: int) -> int:
@@ -85,16 +112,9 @@ def build_frozen_block(
     if device.type == "meta":
         return block
     if pretrained and load_weights:
-        kind, location = resolve_weights_source(spec, weights)
-        expected = block.expected_shapes()
-        if kind == "gguf":
-            state = read_layer_from_gguf(location, spec, layer_index, expected)
-        elif kind == "directory":
-            state = read_layer_from_directory(location, layer_index)
-        else:
-            state = read_layer_from_hub(location, layer_index)
+        state, source = read_pretrained_layer(spec, layer_index, weights)
         block.load_layer_state_dict(state)
-        block.source = f"{kind}:{location}"
+        block.source = source
     else:
         block.init_random(random_seed(spec.name, layer_index), spec.make_config().initializer_range)
         block.to(dtype)

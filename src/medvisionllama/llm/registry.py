@@ -25,7 +25,7 @@ Family = Literal["llama", "gemma2", "mistral", "qwen2"]
 Bridge = Literal["none", "mlp", "llm"]
 
 #: Name suffix of the random-weights control of a registry entry.
-RANDOM_SUFFIX = "-random"
+from medvisionllama.llm.names import RANDOM_SUFFIX  # noqa: E402  (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)

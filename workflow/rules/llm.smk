@@ -1,0 +1,16 @@
+# The one LLM decoder layer every run of an LLM model needs, read once from its source (the
+# packaged GGUF, a local checkpoint, or the hub: hence a local rule on a cluster's login node)
+# into a small safetensors file that training and evaluation jobs read.
+
+
+rule extract_llm_layer:
+    output:
+        f"{RESULTS}/llm/{{llm}}.safetensors",
+    log:
+        "logs/extract_llm_layer/{llm}.log",
+    params:
+        options=extract_options,
+    conda:
+        "../../envs/medvisionllama.yaml"
+    shell:
+        "mvl extract-layer --llm {wildcards.llm} --output {output} {params.options} > {log} 2>&1"
