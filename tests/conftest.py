@@ -58,6 +58,17 @@ def tiny_config(**overrides) -> dict:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny models train faster on one thread than on two that share the machine with others."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A fresh copy of the project in a temporary folder."""
     return copy_project(tmp_path / "project")

@@ -15,12 +15,7 @@ from medvisionllama.evaluation.predict import predict_files
 TINY_MODEL = dict(patch_size=4, hidden_size=16, num_layers=1, num_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

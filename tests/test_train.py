@@ -17,12 +17,7 @@ from medvisionllama.training.train import HISTORY_COLUMNS, NonFiniteLossError, t
 TINY_MODEL = dict(patch_size=4, hidden_size=16, num_layers=1, num_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_tiny_task(root: Path, task: str = "Task09_Spleen", cases: int = 8, size: str = "16x16x8") -> dict[str, Path]:

@@ -84,13 +84,13 @@ def predict_logits(
     The volume goes through the model directly when its spatial shape equals ``roi_size``;
     otherwise through ``sliding_window_inference`` with windows of ``roi_size``.
     """
-    from monai.inferers import sliding_window_inference
-
     image = image.to(device, non_blocking=True)
     with autocast(device):
         if tuple(image.shape[2:]) == tuple(roi_size):
             logits = model(image)
         else:
+            from monai.inferers import sliding_window_inference  # imported only when needed: seconds
+
             logits = sliding_window_inference(
                 image, roi_size=list(roi_size), sw_batch_size=sw_batch_size, predictor=model,
                 overlap=overlap, mode="gaussian", sw_device=device, device=device,

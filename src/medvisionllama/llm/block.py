@@ -26,25 +26,33 @@ causal mask.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
-from transformers import PretrainedConfig
-from transformers.models.gemma2.modeling_gemma2 import Gemma2DecoderLayer
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer
-from transformers.models.mistral.modeling_mistral import MistralDecoderLayer
-from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
 from medvisionllama.llm.sources import check_layer_weights
 
-#: family -> (decoder-layer class, attention backend). Gemma-2 soft-caps its attention logits,
-#: which ``sdpa`` refuses, hence ``eager``.
-DECODER_LAYERS: dict[str, tuple[type[nn.Module], str]] = {
-    "llama": (LlamaDecoderLayer, "sdpa"),
-    "mistral": (MistralDecoderLayer, "sdpa"),
-    "qwen2": (Qwen2DecoderLayer, "sdpa"),
-    "gemma2": (Gemma2DecoderLayer, "eager"),
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+#: family -> (transformers module, decoder-layer class, attention backend). Gemma-2 soft-caps its
+#: attention logits, which ``sdpa`` refuses, hence ``eager``. The modules are imported when a
+#: block of that family is built (importing all four costs seconds in every job).
+DECODER_LAYERS: dict[str, tuple[str, str, str]] = {
+    "llama": ("transformers.models.llama.modeling_llama", "LlamaDecoderLayer", "sdpa"),
+    "mistral": ("transformers.models.mistral.modeling_mistral", "MistralDecoderLayer", "sdpa"),
+    "qwen2": ("transformers.models.qwen2.modeling_qwen2", "Qwen2DecoderLayer", "sdpa"),
+    "gemma2": ("transformers.models.gemma2.modeling_gemma2", "Gemma2DecoderLayer", "eager"),
 }
 ATTENTION_BACKENDS = ("sdpa", "eager")
+
+
+def decoder_layer_class(family: str) -> type[nn.Module]:
+    """The transformers decoder-layer class of ``family``."""
+    module, name, _ = DECODER_LAYERS[family]
+    return getattr(importlib.import_module(module), name)
 
 
 class FrozenLLMBlock(nn.Module):
@@ -73,7 +81,7 @@ class FrozenLLMBlock(nn.Module):
         super().__init__()
         if family not in DECODER_LAYERS:
             raise ValueError(f"family {family!r} is not one of {sorted(DECODER_LAYERS)}")
-        layer_cls, default_backend = DECODER_LAYERS[family]
+        layer_cls, default_backend = decoder_layer_class(family), DECODER_LAYERS[family][2]
         backend = attn_implementation or default_backend
         if backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attn_implementation {backend!r} is not one of {ATTENTION_BACKENDS}")

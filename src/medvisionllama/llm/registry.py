@@ -15,9 +15,10 @@ that tells pretrained knowledge from extra capacity); :func:`parse_model_name` r
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
-from transformers import Gemma2Config, LlamaConfig, MistralConfig, PretrainedConfig, Qwen2Config
+if TYPE_CHECKING:  # transformers is imported by the config builders below, when called: it costs seconds
+    from transformers import PretrainedConfig
 
 from medvisionllama.errors import InputError
 
@@ -69,6 +70,8 @@ class LLMSpec:
 
 
 def _llama31_8b() -> PretrainedConfig:  # meta-llama/Llama-3.1-8B config.json
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
         num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5, hidden_act="silu",
@@ -81,6 +84,8 @@ def _llama31_8b() -> PretrainedConfig:  # meta-llama/Llama-3.1-8B config.json
 
 
 def _gemma2_9b() -> PretrainedConfig:  # google/gemma-2-9b config.json
+    from transformers import Gemma2Config
+
     return Gemma2Config(
         hidden_size=3584, intermediate_size=14336, num_hidden_layers=42, num_attention_heads=16,
         num_key_value_heads=8, head_dim=256, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
@@ -91,6 +96,8 @@ def _gemma2_9b() -> PretrainedConfig:  # google/gemma-2-9b config.json
 
 
 def _mistral_7b() -> PretrainedConfig:  # mistralai/Mistral-7B-v0.1 config.json
+    from transformers import MistralConfig
+
     return MistralConfig(
         hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
         num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5, hidden_act="silu",
@@ -100,6 +107,8 @@ def _mistral_7b() -> PretrainedConfig:  # mistralai/Mistral-7B-v0.1 config.json
 
 
 def _qwen2_7b() -> PretrainedConfig:  # Qwen/Qwen2-7B config.json (q/k/v biases are built in)
+    from transformers import Qwen2Config
+
     return Qwen2Config(
         hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
         num_key_value_heads=4, rms_norm_eps=1e-6, hidden_act="silu", max_position_embeddings=131072,
@@ -109,6 +118,8 @@ def _qwen2_7b() -> PretrainedConfig:  # Qwen/Qwen2-7B config.json (q/k/v biases 
 
 
 def _yi15_9b() -> PretrainedConfig:  # 01-ai/Yi-1.5-9B config.json (Llama architecture)
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         hidden_size=4096, intermediate_size=11008, num_hidden_layers=48, num_attention_heads=32,
         num_key_value_heads=4, head_dim=128, rms_norm_eps=1e-6, hidden_act="silu",
@@ -118,6 +129,8 @@ def _yi15_9b() -> PretrainedConfig:  # 01-ai/Yi-1.5-9B config.json (Llama archit
 
 
 def _smollm2_135m() -> PretrainedConfig:  # HuggingFaceTB/SmolLM2-135M-Instruct config.json
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
         num_key_value_heads=3, head_dim=64, rms_norm_eps=1e-5, hidden_act="silu",

@@ -143,8 +143,10 @@ class CaseDataset(Dataset):
             # the draw depends only on (seed, epoch, index): identical across resume and workers
             self.transform.set_random_state(seed=(self.seed * 1_000_003 + self.epoch * 7919 + index) % (2**32))
             out = self.transform({"image": image_t, "label": label_t[None].float()})
-            image_t = torch.as_tensor(out["image"]).float().contiguous()
-            label_t = torch.as_tensor(out["label"])[0].round().long().contiguous()
+            # plain tensors: MONAI's MetaTensor would route every later op through its
+            # __torch_function__ (seconds per run for these tiny models)
+            image_t = torch.as_tensor(out["image"]).as_subclass(torch.Tensor).float().contiguous()
+            label_t = torch.as_tensor(out["label"]).as_subclass(torch.Tensor)[0].round().long().contiguous()
         return image_t, label_t, case_id
 
 
