@@ -42,16 +42,26 @@ def env_with_venv() -> dict[str, str]:
 
 
 def tiny_config(**overrides) -> dict:
-    """config.yaml shrunk to seconds: two tasks, a few tiny cases, one size, two epochs."""
+    """config.yaml shrunk to a minute: two tasks of a few tiny cases, two epochs, and every kind of
+    experiment (so every table and figure is made) on as few runs as will do."""
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["data"]["tasks"] = ["Task04_Hippocampus", "Task09_Spleen"]
-    config["data"]["synthetic"].update(cases=5, max_dim=24)
-    config["preprocess"].update(sizes=["16x16x8"], workers=1)
+    config["data"]["synthetic"].update(cases=6, max_dim=24)
+    config["preprocess"].update(sizes=["16x16x8", "24x24x8"], workers=1)
     config["model"].update(patch_size=8, hidden_size=16, num_heads=2, num_layers=1)
     config["training"].update(epochs=2)
     config["evaluation"].update(num_predictions=1)
+    one = ["Task04_Hippocampus"]
     config["experiments"] = {
         "main": {"tasks": "all", "models": ["vit", "smollm2-135m"]},
+        "llm_comparison": {"tasks": "all", "models": ["vit", "smollm2-135m", "smollm2-135m-random"]},
+        "capacity": {"tasks": one, "models": ["smollm2-135m", "vit", "mlp"], "attention": ["hybrid-sequential", "spatial"]},
+        "attention_strategy": {
+            "tasks": one, "models": ["smollm2-135m"],
+            "attention": ["hybrid-sequential", "hybrid-parallel", "hybrid-interleaved"],
+        },
+        "input_size": {"tasks": one, "models": ["vit", "smollm2-135m"], "sizes": ["16x16x8", "24x24x8"]},
+        "complexity": {"tasks": one, "models": ["vit", "smollm2-135m", "mlp"]},
     }
     config.update(overrides)
     return config

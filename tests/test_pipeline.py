@@ -57,6 +57,33 @@ def test_every_run_is_trained_and_scored(finished):
         assert metrics["dice"].notna().any()
 
 
+def test_every_table_and_figure_is_made_and_the_report_builds(finished):
+    project, config = finished
+    tables = project / "results" / "tables"
+    for name in config["experiments"]:
+        for part in ("", "_comparison", "_claims"):
+            html = tables / f"{name}{part}.html"
+            assert html.stat().st_size > 0, html
+        assert "NOT the paper's configuration" in (tables / f"{name}.md").read_text()
+    figures = sorted(p.name for p in (project / "results" / "figures").glob("*.png"))
+    assert figures == sorted(
+        f"{stem}.png"
+        for stem in ("fig3_training_curves", "fig4_activation_maps", "fig5_segmentations", "appfig2_segmentations",
+                     "appfig3_radar", "appfig1_attention_strategies", "published_vs_reproduced")
+    )
+    run(["snakemake", "--report", "report.html"], project)
+    report = project / "report.html"
+    assert report.stat().st_size > 100_000  # one self-contained file with the figures inside
+
+
+def test_dvc_metrics_and_plots_read_the_results(finished):
+    project, _ = finished
+    metrics = run(["dvc", "metrics", "show"], project)
+    assert "results/metrics.json" in metrics.stdout and "dice" in metrics.stdout
+    plots = run(["dvc", "plots", "show", "--json"], project)
+    assert "curves.csv" in plots.stdout
+
+
 def test_nothing_left_to_do_after_a_run(finished):
     project, _ = finished
     result = run(["snakemake", "-n", "--cores", "2"], project)

@@ -74,6 +74,9 @@ def test_paper_config_is_valid_and_plans_the_paper_grid():
         ({"data": {"tasks": ["Task11_Nope"]}}, "Task11_Nope"),
         ({"preprocess": {"sizes": ["64x64"]}}, "64x64"),
         ({"training": {"lr": -1}}, "lr"),
+        ({"experiments": {"main": {"models": ["vit", "gpt5"]}}}, "unknown model 'gpt5'"),
+        ({"experiments": {"main": {"models": ["vit"], "tasks": ["Task07_Pancreas"]}},
+          "data": {"tasks": ["Task09_Spleen"]}}, "not in data.tasks"),
     ],
 )
 def test_bad_config_is_refused_with_the_setting_named(project, change, message):

@@ -160,12 +160,14 @@ def figure_segmentations(samples: Mapping[tuple[str, str], Sample], tasks: list[
     if missing:
         raise InputError(f"{title}: no samples.npz for {missing}")
     fig, axes = plt.subplots(len(tasks), len(models), figsize=(2.6 * len(models), 2.8 * len(tasks) + 0.6), squeeze=False)
+    classes: set[int] = set()  # foreground classes drawn anywhere, for the legend
     for i, task in enumerate(tasks):
         for j, model in enumerate(models):
             s, ax = samples[(task, model)], axes[i, j]
             ax.imshow(np.asarray(s["image"])[0].T, cmap="gray", origin="lower")
             pred, label = np.asarray(s["pred"]).T, np.asarray(s["label"]).T
             for k in sorted(set(np.unique(pred)) - {0}):
+                classes.add(int(k))
                 color = matplotlib.colors.to_rgba(_PRED_COLORS[(int(k) - 1) % len(_PRED_COLORS)], 0.45)
                 ax.imshow(np.where(pred[..., None] == k, np.array(color), 0.0), origin="lower")
             for k in sorted(set(np.unique(label)) - {0}):  # one contour per class (nested classes: >= k)
@@ -177,9 +179,9 @@ def figure_segmentations(samples: Mapping[tuple[str, str], Sample], tasks: list[
             if j == 0:
                 ax.set_ylabel(_short(task), fontsize=11)
     handles = [matplotlib.lines.Line2D([], [], color="#3cb44b", lw=1.5, label="ground truth (contour per class)"),
-               matplotlib.patches.Patch(color=_PRED_COLORS[0], alpha=0.45, label="prediction, class 1"),
-               matplotlib.patches.Patch(color=_PRED_COLORS[1], alpha=0.45, label="prediction, class 2")]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.02))
+               *[matplotlib.patches.Patch(color=_PRED_COLORS[(k - 1) % len(_PRED_COLORS)], alpha=0.45,
+                                          label=f"prediction, class {k}") for k in sorted(classes)]]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return _save(fig, stem, axes.size)
