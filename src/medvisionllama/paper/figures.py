@@ -159,7 +159,8 @@ def figure_segmentations(samples: Mapping[tuple[str, str], Sample], tasks: list[
     missing = [f"{t}/{m}" for t in tasks for m in models if (t, m) not in samples]
     if missing:
         raise InputError(f"{title}: no samples.npz for {missing}")
-    fig, axes = plt.subplots(len(tasks), len(models), figsize=(2.6 * len(models), 2.8 * len(tasks) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(tasks), len(models), figsize=(2.6 * len(models), 2.8 * len(tasks) + 0.6),
+                             squeeze=False, layout="constrained")
     classes: set[int] = set()  # foreground classes drawn anywhere, for the legend
     for i, task in enumerate(tasks):
         for j, model in enumerate(models):
@@ -181,9 +182,8 @@ def figure_segmentations(samples: Mapping[tuple[str, str], Sample], tasks: list[
     handles = [matplotlib.lines.Line2D([], [], color="#3cb44b", lw=1.5, label="ground truth (contour per class)"),
                *[matplotlib.patches.Patch(color=_PRED_COLORS[(k - 1) % len(_PRED_COLORS)], alpha=0.45,
                                           label=f"prediction, class {k}") for k in sorted(classes)]]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return _save(fig, stem, axes.size)
 
 

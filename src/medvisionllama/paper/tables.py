@@ -59,9 +59,12 @@ def _params(row: pd.Series) -> str:
 
 
 def _hours(seconds: float) -> str:
-    """Training hours: two decimals, or three significant digits below 0.1 h (demo runs)."""
+    """Training time in hours, as the paper gives it (two decimals); below 0.1 h (demo runs) in
+    seconds or minutes with the unit, since 0.00 h would hide the comparison."""
     hours = seconds / 3600.0
-    return fmt(hours) if pd.isna(hours) or hours >= 0.1 else f"{hours:.3g}"
+    if pd.isna(hours) or hours >= 0.1:
+        return fmt(hours)
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def build_table(long: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
