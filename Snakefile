@@ -20,13 +20,12 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/paper.smk"
 
 
-# Cheap rules run where Snakemake runs (a cluster's login node); download_task too, since compute
-# nodes often have no internet. preprocess_task, train_run and evaluate_run go to the cluster.
+# Cheap rules run where Snakemake runs (a cluster's login node); so do synthesize_task and
+# download_task (marked in data.smk: only one of them exists) and extract_llm_layer (the hub).
+# preprocess_task, train_run and evaluate_run go to the cluster.
 localrules:
     all,
-    download_task,
     extract_llm_layer,
-    synthesize_task,
     split_task,
     record_lineage,
     resolve_config,

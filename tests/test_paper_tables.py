@@ -103,7 +103,7 @@ def test_other_layouts():
     assert list(att.index) == ["Sequential", "Parallel"] and list(att.columns) == ["Params (M)", "Task01 Dice", "Task03 Dice"]
     size = build_table(long, spec("input_size", tasks=[T1], sizes=["16x16x8", "32x32x16"]))
     assert list(size.columns) == [("16×16×8", "TT"), ("16×16×8", "DSC"), ("32×32×16", "TT"), ("32×32×16", "DSC")]
-    assert size.iloc[0, 0] == "0.01"  # 36 s
+    assert size.iloc[0, 0] == "36.0 s"  # below 0.1 h: seconds, with the unit
     cx = build_table(long, spec("complexity", tasks=[T1], models=["vit", "smollm2-135m"]))
     assert list(cx.columns) == ["Params (M)", "Task01 Dice", "Task01 HD95"]
 

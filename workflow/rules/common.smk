@@ -125,7 +125,9 @@ def provenance_options():
 
 
 def paper_outputs():
-    return table_files() + figure_files() if SPECS else []
+    """The tables and figures as plain paths, for the final target: report flags belong where
+    the files are made, or the report attributes them to the target."""
+    return [str(path) for path in table_files() + figure_files()] if SPECS else []
 
 
 def final_outputs(wildcards):

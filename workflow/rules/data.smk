@@ -4,6 +4,7 @@
 if config["data"]["source"] == "synthetic":
 
     rule synthesize_task:
+        localrule: True
         output:
             directory(f"{DATA}/{{task}}"),
         log:
@@ -21,6 +22,7 @@ if config["data"]["source"] == "synthetic":
 else:
 
     rule download_task:
+        localrule: True  # compute nodes often have no internet
         output:
             directory(f"{DATA}/{{task}}"),
         log:
