@@ -126,6 +126,17 @@ def test_profile_dry_run_parses_and_sets_resources(project):
     assert "gpu=" not in split[0]
 
 
+def test_profile_dry_run_of_the_paper_config_asks_a_gpu_for_every_training_job(project):
+    result = _snakemake(["--profile", "slurm", "-n", "--cores", "16", "--configfile", "configs/paper.yaml"],
+                        project, _site_env(MVL_SLURM_GPU_MODEL="a100"), timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    train = _job_blocks(out, "train_run")
+    assert len(train) >= 70  # the paper's grid: 10 tasks x 6 models, plus the ablations
+    assert all("gpu=1" in block and "gpu_model=a100" in block for block in train)
+    assert any("llama3.1-8b" in block for block in train) and any("yi1.5-9b" in block for block in train)
+
+
 def test_profile_without_site_settings_leaves_account_to_the_plugin(project):
     result = _snakemake(["--profile", "slurm", "-n", "--cores", "16"], project, _site_env(), timeout=300)
     out = result.stdout + result.stderr
