@@ -69,6 +69,20 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def read_json(path: str | os.PathLike[str], *, missing: str = "file does not exist") -> Any:
+    """The parsed JSON file ``path``; an ``InputError`` naming it when it is absent (``missing``
+    says what to do) or not valid JSON."""
+    from medvisionllama.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {missing}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: invalid JSON ({exc})") from exc
+
+
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``target`` atomically."""
     with atomic_path(target) as tmp:

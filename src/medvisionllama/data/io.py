@@ -9,7 +9,6 @@ always give the same bytes.
 from __future__ import annotations
 
 import gzip
-import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from medvisionllama.errors import InputError
-from medvisionllama.io_utils import atomic_path
+from medvisionllama.io_utils import atomic_path, read_json
 
 #: keys every MSD ``dataset.json`` must hold for the pipeline to use it
 REQUIRED_KEYS: tuple[str, ...] = ("name", "modality", "labels", "numTraining", "training")
@@ -60,12 +59,7 @@ def read_dataset_json(task_dir: str | Path) -> dict[str, Any]:
     path = task_dir / "dataset.json"
     if not task_dir.is_dir():
         raise InputError(f"{task_dir}: task folder does not exist")
-    if not path.is_file():
-        raise InputError(f"{path}: missing (an MSD task folder holds dataset.json, imagesTr/, labelsTr/)")
-    try:
-        dataset = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: invalid JSON ({exc})") from exc
+    dataset = read_json(path, missing="missing (an MSD task folder holds dataset.json, imagesTr/, labelsTr/)")
     if not isinstance(dataset, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(dataset).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in dataset]

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from medvisionllama.data.io import LabelledCase, list_labelled_cases, load_nifti, read_dataset_json
 from medvisionllama.errors import InputError
-from medvisionllama.io_utils import atomic_dir
+from medvisionllama.io_utils import atomic_dir, read_json
 from medvisionllama.tasks import parse_size
 
 #: what the normalisation does, per kind of image (recorded in the manifest)
@@ -341,12 +341,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         InputError: the manifest is missing, not JSON, or lacks ``cases``/``size``/``kind``.
     """
     path = Path(folder) / "manifest.json"
-    if not path.is_file():
-        raise InputError(f"{path}: missing (run `mvl preprocess` first)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: invalid JSON ({exc})") from exc
+    manifest = read_json(path, missing="missing (run `mvl preprocess` first)")
     missing = [k for k in ("task", "size", "kind", "num_channels", "labels", "cases") if k not in manifest]
     if missing:
         raise InputError(f"{path}: missing key(s) {', '.join(missing)}")

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medvisionllama.errors import InputError
+from medvisionllama.io_utils import read_json
 
 #: ``--augment auto`` augments when the training split has fewer cases than this
 AUGMENT_AUTO_BELOW = 30
@@ -181,15 +182,9 @@ def make_loader(
 
 def read_split(path: str | Path) -> dict[str, list[str]]:
     """Read a split JSON (``{"train": [...], "val": [...], "test": [...]}``), checking its shape."""
-    import json
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: split file does not exist")
-    try:
-        split = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: invalid JSON ({exc})") from exc
+    split = read_json(path, missing="split file does not exist")
     for key in ("train", "val", "test"):
         if not isinstance(split.get(key), list) or not all(isinstance(c, str) for c in split[key]):
             raise InputError(f"{path}: {key!r} must be a list of case ids")
