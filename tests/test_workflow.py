@@ -185,3 +185,14 @@ def test_committed_params_yaml_matches_the_default_config(tmp_path):
     validate(config, str(SCHEMA))
     expected = write_params(config, tmp_path / "params.yaml")
     assert (ROOT / "params.yaml").read_text() == expected.read_text()
+
+
+def test_lineage_outside_a_dvc_repository_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from medvisionllama.cli import main as mvl
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    params = '{"results_dir": "results", "data": {}, "split": {}, "preprocess": {}}'
+    assert mvl(["lineage", "--data", "data", "--params", params]) == 2
+    assert "not inside a DVC repository" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -53,8 +53,6 @@ def _dvc(args: list[str], *, retries: int = 8, delay: float = 1.0) -> str:
             time.sleep(wait)
             continue
         output = (proc.stderr or proc.stdout).strip()
-        if "not inside of a DVC repository" in output or "you are not inside" in output.lower():
-            raise InputError(f"{Path.cwd()}: not a DVC repository (run `dvc init`, or set lineage.dvc: false)")
         raise RuntimeError(f"`dvc {' '.join(args)}` failed (exit {proc.returncode}):\n{output}")
     raise AssertionError("unreachable")
 
@@ -80,9 +78,12 @@ def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path(
     """
     if not data.is_dir():
         raise InputError(f"{data}: raw data folder not found")
+    here = Path.cwd().resolve()
+    if not any((folder / ".dvc").is_dir() for folder in (here, *here.parents)):
+        raise InputError(f"{here}: not inside a DVC repository (run `dvc init`, or set lineage.dvc: false)")
     write_params(params, params_file)
-    _dvc(["add", "--quiet", str(data)])
-    _dvc(["commit", "--force", "--quiet"])
+    _dvc(["add", str(data)])
+    _dvc(["commit", "--force"])
     return [params_file, data.with_name(data.name + ".dvc"), Path("dvc.lock")]
 
 
