@@ -21,7 +21,7 @@ from medvisionllama.llm.names import check_model_name
 from medvisionllama.paper.spec import ATTENTIONS, ExperimentSpec, RunKey
 from medvisionllama.tasks import TASKS, get_task
 
-__all__ = ["ATTENTIONS", "RunKey", "active_experiments", "all_runs", "check_tasks", "experiment_specs"]
+__all__ = ["ATTENTIONS", "RunKey", "active_experiments", "all_runs", "experiment_specs", "runs_of"]
 
 
 def active_experiments(config: dict) -> dict[str, dict]:
@@ -70,13 +70,11 @@ def experiment_specs(config: dict, names: Iterable[str] | None = None) -> list[E
     return specs
 
 
+def runs_of(specs: Iterable[ExperimentSpec]) -> list[RunKey]:
+    """Every distinct run of ``specs``, each once (a run shared by experiments is trained once), sorted."""
+    return sorted({run for spec in specs for run in spec.required_runs()})
+
+
 def all_runs(config: dict, names: Iterable[str] | None = None) -> list[RunKey]:
-    """Every distinct run of the named experiments (default: all active ones), each once, sorted."""
-    return sorted({run for spec in experiment_specs(config, names) for run in spec.required_runs()})
-
-
-def check_tasks(config: dict) -> None:
-    """Fail early, naming the setting, when the config names an unknown task."""
-    for name in config["data"]["tasks"]:
-        if name not in TASKS:
-            raise InputError(f"config: data.tasks: unknown task {name!r}; expected one of {', '.join(TASKS)}")
+    """Every distinct run of the named experiments of ``config`` (default: all active ones)."""
+    return runs_of(experiment_specs(config, names))

@@ -4,13 +4,12 @@ import os
 
 from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import experiment_outputs, figure_outputs
-from medvisionllama.experiments import ATTENTIONS, all_runs, check_tasks, experiment_specs
+from medvisionllama.experiments import ATTENTIONS, experiment_specs, runs_of
 from medvisionllama.llm.names import pretrained_llm
 
-try:
-    check_tasks(config)
+try:  # the schema has checked each value; this checks how the experiments fit together
     SPECS = experiment_specs(config)
-    RUNS = all_runs(config)
+    RUNS = runs_of(SPECS)
 except InputError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -18,7 +17,6 @@ DATA = config["data"]["dir"]
 RESULTS = config["results_dir"]
 TASKS = config["data"]["tasks"]
 SIZES = config["preprocess"]["sizes"]
-MODELS = sorted({run.model for run in RUNS})
 
 
 wildcard_constraints:

@@ -29,7 +29,6 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import sys
 import tarfile
 import tempfile

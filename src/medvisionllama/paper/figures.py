@@ -16,7 +16,6 @@ Each ``figure_*`` function takes in-memory data and an output stem, saves ``{ste
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,7 +31,7 @@ import seaborn as sns  # noqa: E402
 
 from medvisionllama.errors import InputError  # noqa: E402
 from medvisionllama.io_utils import atomic_dir, atomic_path  # noqa: E402
-from medvisionllama.paper.aggregate import CURVE_COLUMNS, read_long  # noqa: E402
+from medvisionllama.paper.aggregate import read_long  # noqa: E402
 from medvisionllama.paper.compare import comparison_values, configuration_differences  # noqa: E402
 from medvisionllama.paper.published import ATTENTION_LABELS, model_label  # noqa: E402
 from medvisionllama.paper.outputs import first_of_kind as _first, figure_outputs  # noqa: E402,F401
