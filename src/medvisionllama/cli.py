@@ -3,6 +3,10 @@
 Each verb lives in its own module, which defines ``main(argv) -> int``: it parses arguments and
 calls that module's typed function by keyword. Modules are imported only when their verb runs, so
 ``mvl split`` does not pay for importing torch.
+
+Exit status: 0 done; 2 an error the user can fix, printed as one line ``mvl <verb>: error: ...``
+(bad input, a failed download, and ``OSError``s such as a full disk, a read-only folder or a
+missing permission, which name the path and the cause); 1 an unexpected error (a bug: traceback).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from medvisionllama.errors import InputError
+from medvisionllama.errors import ExternalError, InputError
 
 #: verb -> (module, one-line help). The module defines ``main(argv: list[str]) -> int``.
 VERBS: dict[str, tuple[str, str]] = {
@@ -38,6 +42,15 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def describe_os_error(exc: OSError) -> str:
+    """``"<path>: <cause>"`` of an ``OSError`` (no space left, read-only, permission denied ...)."""
+    cause = exc.strerror or str(exc)
+    if exc.filename is None:
+        return cause
+    path = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{path}: {cause}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
@@ -55,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(VERBS[verb][0])
     try:
         return int(module.main(rest) or 0)
-    except InputError as exc:
+    except (InputError, ExternalError) as exc:
         print(f"mvl {verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only folder, a missing permission: the user's to fix
+        print(f"mvl {verb}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
 
 

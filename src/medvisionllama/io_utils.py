@@ -15,6 +15,26 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def with_path(exc: OSError, path: str | os.PathLike[str]) -> OSError:
+    """A copy of ``exc`` (same errno, hence same subclass) that names ``path``.
+
+    Writes through a file object fail without a file name (``[Errno 28] No space left on
+    device``), and writes under a temporary name name that name; the user needs the output's own
+    path.
+    """
+    new = OSError(exc.errno, exc.strerror or str(exc), str(path))
+    new.__cause__ = exc
+    return new
+
+
+def _names_no_user_file(exc: OSError, temporary: Path) -> bool:
+    """True when ``exc`` names no file, or ``temporary`` or a file inside it."""
+    if exc.filename is None:
+        return True
+    name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes)) else str(exc.filename)
+    return name == str(temporary) or name.startswith(str(temporary) + os.sep)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -26,17 +46,25 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     """Yield a temporary file path beside ``target``; rename it onto ``target`` on success.
 
     The caller writes to the yielded path (with any library). On an exception the temporary file
-    is removed and ``target`` is untouched.
+    is removed and ``target`` is untouched. An ``OSError`` that names no file (or the temporary
+    one) is re-raised naming ``target``.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    except OSError as exc:
+        raise with_path(exc, target) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give it a normal file's mode
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if _names_no_user_file(exc, tmp_path):
+            raise with_path(exc, target) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -47,11 +75,15 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``target``; it replaces ``target`` on success.
 
     An existing ``target`` is only removed once the new folder is complete. On an exception the
-    temporary folder is deleted and ``target`` is left as it was.
+    temporary folder is deleted and ``target`` is left as it was. An ``OSError`` that names no
+    file (or the temporary folder) is re-raised naming ``target``.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise with_path(exc, target) from exc
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
@@ -64,6 +96,10 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             os.replace(tmp, target)
+    except OSError as exc:
+        if _names_no_user_file(exc, tmp):
+            raise with_path(exc, target) from exc
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
