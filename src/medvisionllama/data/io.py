@@ -45,12 +45,75 @@ def case_id_from_path(path: str | Path) -> str:
     return name
 
 
+def _is_dvc_cache_object(path: Path) -> bool:
+    """True for a file in a DVC (3.x) cache: ``{cache}/files/md5/{2 hex}/{30 hex}``."""
+    hexdigits = set("0123456789abcdef")
+    parts = path.parts
+    return (
+        len(parts) >= 4 and parts[-4:-2] == ("files", "md5") and len(parts[-2]) == 2 and len(parts[-1]) == 30
+        and set(parts[-2] + parts[-1]) <= hexdigits
+    )
+
+
+def check_inside_task(task_dir: Path, path: Path, *, dataset_path: str | Path, entry: str) -> Path:
+    """``path`` unchanged if it lies inside ``task_dir`` once ``..``, absolute paths and symlinks
+    are resolved; else an ``InputError`` naming ``dataset_path`` and ``entry``.
+
+    Resolving follows symlinks, so a link inside the folder that points out of it is refused too;
+    the one exception is a file that is itself a link into a DVC cache (what
+    ``dvc config cache.type symlink`` checks out), as long as the link lies inside the folder.
+    """
+    root = task_dir.resolve()
+    resolved = path.resolve()
+    if resolved != root and resolved.is_relative_to(root):
+        return path
+    link_inside = path.is_symlink() and path.parent.resolve().is_relative_to(root)
+    if link_inside and _is_dvc_cache_object(resolved):
+        return path
+    raise InputError(
+        f"{dataset_path}: {entry} resolves to {resolved}, outside the task folder {root}; "
+        "every file a task lists must lie inside its folder"
+    )
+
+
+def listed_files(
+    task_dir: str | Path, dataset: dict[str, Any], *, dataset_path: str | Path | None = None
+) -> list[tuple[str, str, Path]]:
+    """Every file ``dataset.json`` lists: ``(entry, path as written, task_dir / path)``.
+
+    ``entry`` is ``training[i].image``, ``training[i].label`` or ``test[i]``. Each file is checked
+    with :func:`check_inside_task` (``dataset_path`` names dataset.json in messages; default
+    ``task_dir/dataset.json``); whether it exists is the caller's question. Entries of the wrong
+    shape are skipped here (:func:`read_dataset_json` refuses them).
+
+    Raises:
+        InputError: an entry that resolves outside ``task_dir``.
+    """
+    task_dir = Path(task_dir)
+    dataset_path = dataset_path or task_dir / "dataset.json"
+    found: list[tuple[str, str, Path]] = []
+    training = dataset.get("training")
+    for index, item in enumerate(training if isinstance(training, list) else []):
+        if isinstance(item, dict):
+            found += [(f"training[{index}].{role}", item[role], task_dir / item[role])
+                      for role in ("image", "label") if isinstance(item.get(role), str)]
+    test = dataset.get("test")
+    for index, item in enumerate(test if isinstance(test, list) else []):
+        rel = item.get("image") if isinstance(item, dict) else item
+        if isinstance(rel, str):
+            found.append((f"test[{index}]", rel, task_dir / rel))
+    for entry, rel, file in found:
+        check_inside_task(task_dir, file, dataset_path=dataset_path, entry=f"{entry} {rel!r}")
+    return found
+
+
 def read_dataset_json(task_dir: str | Path) -> dict[str, Any]:
     """Read and check ``{task_dir}/dataset.json``.
 
     Checks that the file exists and is a JSON object, that it holds :data:`REQUIRED_KEYS` with
-    the right types, and that every ``training`` entry names an image and a label file that
-    exist (``test`` entries are not checked: no stage reads them).
+    the right types, that every file it lists (``training`` and ``test``) lies inside
+    ``task_dir`` (:func:`listed_files`), and that every ``training`` entry names an image and a
+    label file that exist (``test`` files need not exist: no stage reads them).
 
     Raises:
         InputError: naming ``dataset.json`` (or the missing file) and the problem.
@@ -60,6 +123,7 @@ def read_dataset_json(task_dir: str | Path) -> dict[str, Any]:
     if not task_dir.is_dir():
         raise InputError(f"{task_dir}: task folder does not exist")
     dataset = read_json(path, missing="missing (an MSD task folder holds dataset.json, imagesTr/, labelsTr/)")
+    check_inside_task(task_dir, path, dataset_path=path, entry="dataset.json (a link)")
     if not isinstance(dataset, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(dataset).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in dataset]
@@ -80,10 +144,10 @@ def read_dataset_json(task_dir: str | Path) -> dict[str, Any]:
     for index, entry in enumerate(training):
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not isinstance(entry.get("label"), str):
             raise InputError(f"{path}: training[{index}] must be an object with string 'image' and 'label', got {entry!r}")
-        for role in ("image", "label"):
-            file = task_dir / entry[role]
-            if not file.is_file():
-                raise InputError(f"{path}: training[{index}] names {role} {entry[role]!r}, but {file} does not exist")
+    for entry, rel, file in listed_files(task_dir, dataset, dataset_path=path):
+        if entry.startswith("training[") and not file.is_file():
+            index, role = entry[len("training["):].split("].")
+            raise InputError(f"{path}: training[{index}] names {role} {rel!r}, but {file} does not exist")
     return dataset
 
 
@@ -99,6 +163,8 @@ def list_labelled_cases(task_dir: str | Path, dataset: dict[str, Any] | None = N
     task_dir = Path(task_dir)
     if dataset is None:
         dataset = read_dataset_json(task_dir)
+    else:
+        listed_files(task_dir, dataset)  # an already-read dataset is held to the same folder rule
     cases: dict[str, LabelledCase] = {}
     for entry in dataset["training"]:
         case_id = case_id_from_path(entry["image"])
