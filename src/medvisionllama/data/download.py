@@ -8,7 +8,11 @@ What happens, in order (``download_task``):
 
 1. ``data/{task}/`` already complete (its marker ``.mvl-download.json`` names the expected md5, or
    it has no marker but its ``dataset.json`` and every file it lists are present): nothing to do,
-   no network.
+   no network. Every file ``dataset.json`` lists must lie inside the task folder
+   (``data.io.listed_files``), or the folder is refused.
+   A folder that exists but is not complete is never deleted unless the downloader made it (its
+   marker names the expected md5) or it is empty: otherwise the download refuses, naming what it
+   found, and the user moves or deletes the folder (it may hold their own files).
 2. The archive is streamed into ``{cache}/{task}.tar.part`` (``cache`` defaults to
    ``data/.downloads``). An interrupted transfer is resumed with an HTTP ``Range`` request;
    connection errors, timeouts and 5xx answers are retried with exponential backoff; any other
@@ -16,8 +20,9 @@ What happens, in order (``download_task``):
 3. The md5 is checked. A mismatch deletes the partial file and downloads once more from zero; a
    second mismatch is an error naming the URL and both checksums.
 4. The archive is checked (no absolute paths, no ``..``, only files and folders, a
-   ``{task}/dataset.json``), extracted into a temporary folder beside ``data/{task}`` and renamed
-   into place, so a failure leaves no task folder. macOS ``._*`` resource-fork files, which the
+   ``{task}/dataset.json``, not truncated: the end-of-archive blocks follow the last member),
+   extracted into a temporary folder beside ``data/{task}`` and renamed into place, so a failure
+   leaves no task folder. macOS ``._*`` resource-fork files, which the
    real archives carry, are skipped. The archive is deleted once extracted (unless asked to keep
    it).
 """
@@ -39,16 +44,20 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from medvisionllama.errors import InputError
-from medvisionllama.io_utils import atomic_dir, write_json_atomic
+from medvisionllama.data.io import listed_files
+from medvisionllama.errors import ExternalError, InputError
+from medvisionllama.io_utils import atomic_dir, read_json, with_path, write_json_atomic
 from medvisionllama.tasks import TASKS, get_task
 
 MARKER = ".mvl-download.json"
 CHUNK = 1 << 20  # bytes read and hashed at a time
 
 
-class DownloadError(RuntimeError):
-    """A download that cannot complete: an HTTP error, a checksum mismatch, a broken archive."""
+class DownloadError(ExternalError):
+    """A download that cannot complete: an HTTP error, a checksum mismatch, a broken archive.
+
+    The user fixes it (another URL or md5, a retry later); ``mvl`` prints it on one line, exit 2.
+    """
 
 
 class _Retryable(Exception):
@@ -93,30 +102,58 @@ def _ensure_writable(folder: Path, what: str) -> None:
         raise InputError(f"{what} {str(folder)!r} is not writable: {exc.strerror or exc}") from exc
 
 
-def _listed_files(dataset_json: dict) -> list[str]:
-    """Relative paths of every image and label ``dataset.json`` lists (training and test)."""
-    paths: list[str] = []
-    for entry in dataset_json.get("training", []):
-        if isinstance(entry, dict):
-            paths += [entry[k] for k in ("image", "label") if isinstance(entry.get(k), str)]
-    for entry in dataset_json.get("test", []):
-        if isinstance(entry, str):
-            paths.append(entry)
-        elif isinstance(entry, dict) and isinstance(entry.get("image"), str):
-            paths.append(entry["image"])
-    return paths
+def missing_files(task_dir: Path, *, dataset_name: str | None = None) -> list[str]:
+    """What ``task_dir`` lacks: ``dataset.json`` itself, or files it lists. Empty when complete.
 
-
-def missing_files(task_dir: Path) -> list[str]:
-    """What ``task_dir`` lacks: ``dataset.json`` itself, or files it lists. Empty when complete."""
+    Raises:
+        InputError: ``dataset.json`` lists a file outside ``task_dir`` (``dataset_name`` names
+            dataset.json in the message; default its path).
+    """
     dataset = task_dir / "dataset.json"
     if not dataset.is_file():
         return ["dataset.json"]
     try:
-        listed = _listed_files(json.loads(dataset.read_text()))
-    except (OSError, ValueError):
+        content = read_json(dataset)
+    except InputError:
         return ["dataset.json (unreadable)"]
-    return [p for p in listed if not (task_dir / p).is_file()]
+    if not isinstance(content, dict):
+        return ["dataset.json (not a JSON object)"]
+    listed = listed_files(task_dir, content, dataset_path=dataset_name or dataset)
+    return [rel for _, rel, file in listed if not file.is_file()]
+
+
+def check_replaceable(target: Path, md5: str) -> None:
+    """Refuse to replace ``target`` (an existing, incomplete task folder) unless this downloader
+    made it for the same archive (its marker names ``md5``) or it is empty.
+
+    Raises:
+        InputError: naming the folder, what was found in it and what to do.
+    """
+    if not target.exists() and not target.is_symlink():
+        return
+    advice = "move it aside or delete it, then run `mvl download` again"
+    if target.is_symlink() or not target.is_dir():
+        raise InputError(f"{target}: exists but is not a folder `mvl download` made ({advice})")
+    if not any(target.iterdir()):
+        return  # an empty folder: nothing of the user's to lose
+    marker = target / MARKER
+    try:
+        recorded = json.loads(marker.read_text()).get("md5") if marker.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        recorded = "(unreadable marker)"
+    if recorded == md5:
+        return  # our own download of this archive, left incomplete: replaced
+    lacks = missing_files(target)
+    found = f"incomplete (lacks {', '.join(lacks[:3])}{' ...' if len(lacks) > 3 else ''})" if lacks else "complete"
+    if recorded is None:
+        raise InputError(
+            f"{target}: exists, is {found} and was not made by `mvl download` (no {MARKER}); "
+            f"it may hold your own files, so it is left alone: {advice}"
+        )
+    raise InputError(
+        f"{target}: holds another download (its {MARKER} records md5 {recorded}, expected {md5}); "
+        f"it is left alone: {advice}"
+    )
 
 
 def is_present(task_dir: Path, md5: str | None) -> bool:
@@ -182,7 +219,10 @@ def _fetch(url: str, part: Path, *, timeout: float, progress: bool, label: str) 
                     raise _Retryable(f"connection to {url} broke after {out.tell()} bytes: {exc!r}") from exc
                 if not chunk:
                     break
-                out.write(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:  # a full disk: the .part file keeps what arrived
+                    raise with_path(exc, part) from exc
                 bar.update(len(chunk))
             received = out.tell()
     if total is not None and received < total:
@@ -236,10 +276,32 @@ def fetch_verified(
 # --------------------------------------------------------------------------------------------
 # extraction
 # --------------------------------------------------------------------------------------------
-def _checked_members(tar: tarfile.TarFile, task: str) -> list[tuple[tarfile.TarInfo, str]]:
+def _check_not_truncated(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    """The members of ``tar``; a ``DownloadError`` when the archive ends early.
+
+    ``tarfile`` stops listing silently at a cut-off header, so a truncated archive would look
+    like a shorter one. A complete archive holds every member's data and then the end-of-archive
+    marker (two zero blocks).
+    """
+    members = tar.getmembers()
+    end = 0
+    if members:
+        last = members[-1]
+        end = last.offset_data + (-(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE if last.isreg() else 0)
+    tar.fileobj.seek(end)
+    trailer = tar.fileobj.read(2 * tarfile.BLOCKSIZE)
+    if len(trailer) < 2 * tarfile.BLOCKSIZE or trailer.count(0) != len(trailer):
+        raise DownloadError(
+            f"archive {archive} is corrupt or truncated: it ends after {len(members)} member(s) "
+            "without the end-of-archive marker"
+        )
+    return members
+
+
+def _checked_members(tar: tarfile.TarFile, task: str, members: list[tarfile.TarInfo]) -> list[tuple[tarfile.TarInfo, str]]:
     """Members under ``{task}/`` with their path relative to it; rejects unsafe members."""
     selected: list[tuple[tarfile.TarInfo, str]] = []
-    for member in tar.getmembers():
+    for member in members:
         name = member.name
         if name.startswith("/") or PurePosixPath(name).is_absolute():
             raise DownloadError(f"archive member {name!r} has an absolute path: refusing to extract")
@@ -260,17 +322,27 @@ def _checked_members(tar: tarfile.TarFile, task: str) -> list[tuple[tarfile.TarI
 
 
 def extract_task(archive: Path, task: str, target: Path, *, source: Source) -> Path:
-    """Extract ``{task}/`` of ``archive`` into ``target`` atomically and write the marker."""
+    """Extract ``{task}/`` of ``archive`` into ``target`` atomically and write the marker.
+
+    An ``OSError`` while writing (a full disk) names ``target``; the archive is kept for the next
+    attempt. A truncated or unsafe archive is deleted.
+    """
     try:
         with tarfile.open(archive, "r:*") as tar:
-            members = _checked_members(tar, task)
+            members = _checked_members(tar, task, _check_not_truncated(tar, archive))
             with atomic_dir(target) as tmp:
                 for member, rel in members:
                     if not rel:
                         continue
                     member = member.replace(name=rel, deep=False)
-                    tar.extract(member, tmp, filter="data")
-                missing = missing_files(tmp)
+                    try:
+                        tar.extract(member, tmp, filter="data")
+                    except OSError as exc:
+                        raise with_path(exc, target) from exc
+                try:
+                    missing = missing_files(tmp, dataset_name=f"{archive}: {task}/dataset.json")
+                except InputError as exc:  # lists a file outside the task folder
+                    raise DownloadError(str(exc)) from None
                 if missing:
                     raise DownloadError(
                         f"archive {archive} is incomplete: {task}/ lacks {', '.join(missing[:5])}"
@@ -329,6 +401,7 @@ def download_task(
     if is_present(target, source.md5):
         print(f"mvl download: {target} is present and complete; not downloading", file=sys.stderr)
         return target
+    check_replaceable(target, source.md5)
     _ensure_writable(data_dir, "data folder")
     cache = Path(cache_dir) if cache_dir is not None else data_dir / ".downloads"
     _ensure_writable(cache, "download cache folder")
@@ -352,7 +425,12 @@ def download_task(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mvl download",
-        description="Download MSD tasks (MONAI's mirror), verify their md5 and extract them into DATA_DIR/{task}.",
+        description=(
+            "Download MSD tasks (MONAI's mirror), verify their md5 and extract them into DATA_DIR/{task}. "
+            "An existing DATA_DIR/{task} that is incomplete is replaced only if mvl download made it for "
+            "the same archive (its .mvl-download.json) or it is empty; any other folder is left alone and "
+            "the download refuses (exit 2): move it aside or delete it. Errors the user can fix exit 2."
+        ),
     )
     p.add_argument("--task", nargs="+", required=True,
                    help="task name(s) (Task09_Spleen or Task09), or 'all' for the ten tasks")
@@ -375,16 +453,12 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--md5 applies to one task; give one --task with it")
     if args.url and len(tasks) > 1 and "{task}" not in args.url:
         raise InputError("--url for several tasks must contain '{task}'")
-    for task in tasks:
-        try:
-            download_task(
-                task, args.data_dir, url=args.url, md5=args.md5, cache_dir=args.cache_dir,
-                retries=args.retries, timeout=args.timeout, backoff=args.backoff,
-                keep_archive=args.keep_archive, progress=not args.no_progress,
-            )
-        except DownloadError as exc:
-            print(f"mvl download: error: {exc}", file=sys.stderr)
-            return 1
+    for task in tasks:  # a DownloadError reaches `mvl`, which prints it on one line (exit 2)
+        download_task(
+            task, args.data_dir, url=args.url, md5=args.md5, cache_dir=args.cache_dir,
+            retries=args.retries, timeout=args.timeout, backoff=args.backoff,
+            keep_archive=args.keep_archive, progress=not args.no_progress,
+        )
     return 0
 
 
