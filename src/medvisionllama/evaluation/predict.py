@@ -50,6 +50,25 @@ def _pairs(input_path: Path, output: Path) -> list[tuple[Path, Path]]:
     return [(input_path, output)]
 
 
+def check_output_apart(input_path: Path, output: Path, pairs: list[tuple[Path, Path]]) -> None:
+    """Refuse an output that is the input or lies inside it (after resolving ``..``, relative
+    spellings and symlinks), and any output file that is one of the input files.
+
+    Raises:
+        InputError: one line naming both paths; checked before anything is written.
+    """
+    source, destination = input_path.resolve(), output.resolve()
+    if destination == source or destination.is_relative_to(source):
+        raise InputError(
+            f"--output {output} is {'the input' if destination == source else 'inside the input'} {input_path}: "
+            "predictions would overwrite or mix with the images; choose an output outside the input"
+        )
+    inputs = {src.resolve(): src for src, _ in pairs}
+    for _, dst in pairs:
+        if dst.resolve() in inputs:
+            raise InputError(f"--output {output}: would write {dst}, which is the input image {inputs[dst.resolve()]}")
+
+
 def predict_files(
     *,
     checkpoint: str | Path,
@@ -65,9 +84,10 @@ def predict_files(
     from medvisionllama.data.io import make_nifti, save_nifti
     from medvisionllama.data.preprocess import preprocess_image, restore_to_original
 
+    pairs = _pairs(Path(input), Path(output))
+    check_output_apart(Path(input), Path(output), pairs)
     ckpt = load_checkpoint(checkpoint)
     data = ckpt["data"]
-    pairs = _pairs(Path(input), Path(output))
     dev = resolve_device(device)
     model, config = load_run_model(ckpt, dev, llm_weights=llm_weights)
     roi = tuple(int(v) for v in config.img_size)
@@ -88,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mvl predict", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a run's checkpoint_best.pt (or checkpoint_last.pt)")
     p.add_argument("--input", required=True, help="a NIfTI image, or a folder of them")
-    p.add_argument("--output", required=True, help="label NIfTI to write, or a folder (for a folder input)")
+    p.add_argument(
+        "--output", required=True,
+        help="label NIfTI to write, or a folder (for a folder input); never the input or inside it",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument(
