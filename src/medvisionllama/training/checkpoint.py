@@ -18,16 +18,21 @@ best_metric         best validation Dice so far, ``best_epoch`` its epoch
 history             the rows of ``history.csv`` up to ``epoch``
 rng                 torch, CUDA, NumPy, Python and DataLoader-generator states after ``epoch``
 seed, version       run seed and package version
+checksum            ``{"algorithm": "sha256", "digest": ...}`` over every other key's content
+                    (:func:`content_digest`), added by :func:`save_checkpoint`
 ==================  ==========================================================================
 
 It holds only tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``.
+``torch.load`` does not check the CRCs of its zip container, so bytes flipped inside tensor data
+load silently; :func:`load_checkpoint` therefore recomputes the checksum and refuses a mismatch.
+A checkpoint without a checksum (format 1, written before checksums) is refused: it cannot be
+verified, and the message says to delete it (training then starts again).
 """
 
 from __future__ import annotations
 
-import pickle
+import hashlib
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +40,9 @@ import numpy as np
 import torch
 
 from medvisionllama.errors import InputError
-from medvisionllama.io_utils import atomic_path
+from medvisionllama.io_utils import atomic_path, with_path
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  #: 2: with ``checksum``; 1 (no checksum) is refused
 REQUIRED_KEYS = ("format", "model_config", "training", "data", "model_state", "epoch", "seed", "version")
 
 
@@ -80,33 +85,113 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None)
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _feed(digest: Any, value: Any) -> None:
+    """Add ``value`` (tensors and plain Python values, nested) to ``digest``, tagged by type."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):  # a tuple may come back as a list, and vice versa
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:  # str, int, float, bool, None: repr is exact (floats round-trip)
+        digest.update(f"V{type(value).__name__}:{value!r};".encode())
+
+
+def content_digest(checkpoint: dict[str, Any]) -> str:
+    """Hex sha256 over every key of ``checkpoint`` but ``checksum``: tensors by dtype, shape and
+    bytes, other values by type and ``repr``, dict keys sorted, so it is the same before saving
+    and after loading."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in checkpoint.items() if k != "checksum"})
+    return digest.hexdigest()
+
+
+class _WriteRecorder:
+    """A binary file for ``torch.save`` that remembers an ``OSError`` of ``write``: torch turns
+    it into a ``RuntimeError`` that no longer says "no space left on device"."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
-    """Write ``checkpoint`` to ``path`` atomically (temporary file, then rename)."""
+    """Write ``checkpoint`` with its ``checksum`` to ``path`` atomically (temporary file, then
+    rename). A failed write (a full disk) raises the ``OSError``, naming ``path``."""
+    payload = {k: v for k, v in checkpoint.items() if k != "checksum"}
+    payload["checksum"] = {"algorithm": "sha256", "digest": content_digest(payload)}
     with atomic_path(path, suffix=".pt.tmp") as tmp:
-        torch.save(checkpoint, tmp)
+        with open(tmp, "wb") as handle:
+            recorder = _WriteRecorder(handle)
+            try:
+                torch.save(payload, recorder)
+            except RuntimeError as exc:
+                if recorder.error is not None:
+                    raise with_path(recorder.error, path) from exc
+                raise
+
+
+def _load_error(exc: BaseException) -> str:
+    """A one-line reason from a ``torch.load`` failure, without torch's advice to load unsafely."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    if "weights_only" in first or "Weights only" in first or not first:
+        first = "not a checkpoint that loads safely (weights only)"
+    return f"{type(exc).__name__}: {first[:200]}"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a checkpoint.
 
     Raises:
-        InputError: ``{path}: missing``, ``{path}: corrupt or unreadable checkpoint (...)``, or
-            ``{path}: not a medvisionllama checkpoint (missing keys ...)``.
+        InputError: ``{path}: missing``, ``{path}: corrupt or unreadable checkpoint (...)``,
+            ``{path}: not a medvisionllama checkpoint (missing keys ...)``, an old format without
+            a checksum, or a checksum that does not match the content.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: checkpoint does not exist")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError) as exc:
-        raise InputError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - on damaged bytes torch fails in many ways (UnpicklingError,
+        # BadZipFile, RuntimeError, EOFError, even IndexError); all mean an unreadable file
+        raise InputError(f"{path}: corrupt or unreadable checkpoint ({_load_error(exc)})") from None
     if not isinstance(checkpoint, dict):
         raise InputError(f"{path}: not a medvisionllama checkpoint (a {type(checkpoint).__name__}, expected a dict)")
     missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
     if missing:
         raise InputError(f"{path}: not a medvisionllama checkpoint (missing keys {', '.join(missing)})")
+    if checkpoint["format"] == 1:
+        raise InputError(
+            f"{path}: checkpoint format 1 has no content checksum, so it cannot be verified; "
+            "delete it to train this run again"
+        )
     if checkpoint["format"] != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: checkpoint format {checkpoint['format']!r}, this version reads {CHECKPOINT_FORMAT}")
+    stored = checkpoint.get("checksum")
+    if not isinstance(stored, dict) or stored.get("algorithm") != "sha256":
+        raise InputError(f"{path}: checkpoint has no sha256 content checksum, so it cannot be verified")
+    if content_digest(checkpoint) != stored.get("digest"):
+        raise InputError(
+            f"{path}: corrupt checkpoint (its content does not match the sha256 stored in it); "
+            "restore it from a copy or delete it to train again"
+        )
     return checkpoint
 
 
