@@ -14,6 +14,8 @@ the LLM's registry name, the layer index and the source it came from, checked wh
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -21,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from medvisionllama.errors import InputError
-from medvisionllama.io_utils import atomic_path
+from medvisionllama.io_utils import atomic_path, with_path
 
 FORMAT = "medvisionllama-llm-layer"
 
@@ -30,7 +32,14 @@ def save_layer_file(state: dict[str, torch.Tensor], output: Path, *, llm: str, l
     """Write ``state`` (one layer's tensors) and its identity to ``output`` atomically."""
     metadata = {"format": FORMAT, "llm": llm, "layer": str(layer), "source": source}
     with atomic_path(output, suffix=".safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+        except Exception as exc:  # noqa: BLE001 - SafetensorError wraps the OS error in its message
+            code = re.search(r"\(os error (\d+)\)", str(exc))
+            if code is None:
+                raise
+            number = int(code.group(1))
+            raise with_path(OSError(number, os.strerror(number)), output) from exc
     return output
 
 
@@ -58,15 +67,34 @@ def read_layer_file(path: str | Path, *, llm: str, layer: int) -> tuple[dict[str
     return state, metadata.get("source", "unknown")
 
 
+def expected_layer_shapes(llm: str, layer_index: int) -> dict[str, tuple[int, ...]]:
+    """Weight name (relative to the layer) -> shape, from the state dict of the transformers
+    decoder layer built from the registry entry's config on the ``meta`` device (nothing is
+    allocated)."""
+    from medvisionllama.llm.block import FrozenLLMBlock
+    from medvisionllama.llm.registry import get_spec
+
+    spec = get_spec(llm)
+    with torch.device("meta"):
+        return FrozenLLMBlock(spec.make_config(), spec.family, layer_index).expected_shapes()
+
+
 def extract_layer(llm: str, output: Path, *, layer: int | None = None, weights: str | None = None) -> Path:
     """Read layer ``layer`` (default: the last) of registry entry ``llm`` from ``weights`` (default:
-    the entry's own source) and save it to ``output``."""
+    the entry's own source) and save it to ``output``.
+
+    Before anything is written, the weights read are checked against
+    :func:`expected_layer_shapes`: a missing, extra or mis-shaped weight is an ``InputError``
+    naming the source and the keys.
+    """
     from medvisionllama.llm.factory import read_pretrained_layer
     from medvisionllama.llm.registry import get_spec
+    from medvisionllama.llm.sources import check_layer_weights
 
     spec = get_spec(llm)
     layer_index = spec.resolve_layer(layer)
     state, source = read_pretrained_layer(spec, layer_index, weights)
+    check_layer_weights(state, expected_layer_shapes(spec.name, layer_index), source=source)
     return save_layer_file(state, output, llm=spec.name, layer=layer_index, source=source)
 
 

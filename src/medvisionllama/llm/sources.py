@@ -51,6 +51,26 @@ def check_layer_weights(
             )
 
 
+def _read_weight_map(index_path: Path, source: str) -> dict[str, str]:
+    """The ``weight_map`` of a checkpoint's index (tensor name -> shard file); ``InputError`` when
+    the index is not valid JSON or has no such map."""
+    try:
+        weight_map = json.loads(index_path.read_text()).get("weight_map")
+    except (ValueError, AttributeError) as exc:
+        raise InputError(f"{source}: {INDEX_FILE} is not a valid index ({exc})") from None
+    if not isinstance(weight_map, dict):
+        raise InputError(f"{source}: {INDEX_FILE} has no 'weight_map' object")
+    return weight_map
+
+
+def _fetch_shard(fetch: Fetch, shard: str, source: str) -> Path:
+    """The local path of ``shard``; ``InputError`` naming the index and the shard when it is absent."""
+    try:
+        return fetch(shard)
+    except FileNotFoundError:
+        raise InputError(f"{source}: {INDEX_FILE} lists shard {shard!r}, which is missing") from None
+
+
 def _shards_for_layer(fetch: Fetch, prefix: str, source: str) -> dict[str, list[str]]:
     """shard filename -> full tensor names under ``prefix``, from the index (or the single file)."""
     try:
@@ -58,7 +78,7 @@ def _shards_for_layer(fetch: Fetch, prefix: str, source: str) -> dict[str, list[
     except FileNotFoundError:
         index_path = None
     if index_path is not None:
-        weight_map = json.loads(Path(index_path).read_text())["weight_map"]
+        weight_map = _read_weight_map(Path(index_path), source)
         shards: dict[str, list[str]] = {}
         for name, shard in weight_map.items():
             if name.startswith(prefix):
@@ -81,13 +101,18 @@ def read_layer(fetch: Fetch, layer_index: int, source: str) -> dict[str, torch.T
         raise InputError(f"{source}: no weights named {prefix}* (is layer {layer_index} in this checkpoint?)")
     weights: dict[str, torch.Tensor] = {}
     for shard, names in sorted(shards.items()):
-        path = fetch(shard)
-        with safe_open(str(path), framework="pt") as f:  # lazy: only the named tensors are read
-            available = set(f.keys())
-            for name in names:
-                if name not in available:
-                    raise InputError(f"{source}: index lists {name!r} in {shard}, which lacks it")
-                weights[name[len(prefix):]] = f.get_tensor(name)
+        path = _fetch_shard(fetch, shard, source)
+        try:
+            with safe_open(str(path), framework="pt") as f:  # lazy: only the named tensors are read
+                available = set(f.keys())
+                for name in names:
+                    if name not in available:
+                        raise InputError(f"{source}: index lists {name!r} in {shard}, which lacks it")
+                    weights[name[len(prefix):]] = f.get_tensor(name)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError has no stable import path
+            raise InputError(f"{source}: shard {shard} is not a readable safetensors file ({exc})") from None
     return weights
 
 
