@@ -318,6 +318,21 @@ def test_download_leaves_another_download_alone_and_replaces_its_own(server, cap
     assert tree_bytes(task_dir) == before and len(state.requests) == requests
 
 
+def test_download_leaves_a_folder_with_a_damaged_or_linked_marker_alone(server, capsys, tmp_path):
+    base, state = server
+    data = make_archive()
+    state.files["/a.tar"] = data
+    task_dir = make_task(tmp_path / "data")
+    first_case(task_dir)[1].unlink()
+    elsewhere = tmp_path / "marker.json"
+    elsewhere.write_text(json.dumps({"md5": md5_of(data)}))  # claims the right md5, but from outside
+    (task_dir / ".mvl-download.json").symlink_to(elsewhere)
+    before = tree_bytes(task_dir)
+    code, line = _download(capsys, base, tmp_path / "data", data)
+    assert code == 2 and ".mvl-download.json is unreadable or a link" in line
+    assert tree_bytes(task_dir) == before and state.requests == []
+
+
 def test_download_into_an_empty_folder(server, capsys, tmp_path):
     base, state = server
     data = make_archive()
@@ -397,6 +412,16 @@ def test_read_only_results(tiny_run, capsys, mounts):
     code, line = mvl(capsys, *train_argv(tiny_run, results / "runs", epochs=1))
     assert code == 2 and line == f"mvl train: error: {results / 'runs' / 'checkpoint_best.pt'}: Read-only file system"
     assert sorted(p.name for p in results.iterdir()) == ["runs"] and not list((results / "runs").iterdir())
+
+
+def test_read_only_data_folder_for_download(server, capsys, mounts):
+    base, state = server
+    data_dir = mounts.tmpfs("data", "1m")
+    mounts.read_only(data_dir)
+    code, line = _download(capsys, base, data_dir, make_archive())
+    assert code == 2 and line == (f"mvl download: error: data folder {str(data_dir)!r} is not writable: "
+                                  "Read-only file system")
+    assert state.requests == [] and list(data_dir.iterdir()) == []
 
 
 def test_read_only_folder_through_the_real_command(tiny_run, mounts):

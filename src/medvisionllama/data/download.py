@@ -50,6 +50,7 @@ from medvisionllama.io_utils import atomic_dir, read_json, with_path, write_json
 from medvisionllama.tasks import TASKS, get_task
 
 MARKER = ".mvl-download.json"
+UNREADABLE = "(unreadable marker)"  #: what :func:`marker_md5` gives for a damaged marker
 CHUNK = 1 << 20  # bytes read and hashed at a time
 
 
@@ -136,11 +137,7 @@ def check_replaceable(target: Path, md5: str) -> None:
         raise InputError(f"{target}: exists but is not a folder `mvl download` made ({advice})")
     if not any(target.iterdir()):
         return  # an empty folder: nothing of the user's to lose
-    marker = target / MARKER
-    try:
-        recorded = json.loads(marker.read_text()).get("md5") if marker.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        recorded = "(unreadable marker)"
+    recorded = marker_md5(target)
     if recorded == md5:
         return  # our own download of this archive, left incomplete: replaced
     lacks = missing_files(target)
@@ -150,10 +147,29 @@ def check_replaceable(target: Path, md5: str) -> None:
             f"{target}: exists, is {found} and was not made by `mvl download` (no {MARKER}); "
             f"it may hold your own files, so it is left alone: {advice}"
         )
+    if recorded == UNREADABLE:
+        raise InputError(f"{target}: its {MARKER} is unreadable or a link, so it is left alone: {advice}")
     raise InputError(
         f"{target}: holds another download (its {MARKER} records md5 {recorded}, expected {md5}); "
         f"it is left alone: {advice}"
     )
+
+
+def marker_md5(task_dir: Path) -> str | None:
+    """The md5 the marker of ``task_dir`` records; ``None`` without a marker; :data:`UNREADABLE`
+    for a marker that is a link, not JSON or without an md5 string."""
+    marker = task_dir / MARKER
+    if not marker.exists() and not marker.is_symlink():
+        return None
+    try:
+        if marker.is_symlink() or not marker.is_file():
+            raise ValueError("not a plain file")
+        recorded = json.loads(marker.read_text()).get("md5")
+        if not isinstance(recorded, str):
+            raise ValueError("no md5")
+        return recorded
+    except (OSError, ValueError, AttributeError):
+        return UNREADABLE
 
 
 def is_present(task_dir: Path, md5: str | None) -> bool:
@@ -161,13 +177,8 @@ def is_present(task_dir: Path, md5: str | None) -> bool:
     marker) and ``dataset.json`` and every file it lists exist."""
     if not task_dir.is_dir() or missing_files(task_dir):
         return False
-    marker = task_dir / MARKER
-    if marker.is_file() and md5 is not None:
-        try:
-            return json.loads(marker.read_text()).get("md5") == md5
-        except (OSError, ValueError):
-            return False
-    return True
+    recorded = marker_md5(task_dir)
+    return recorded is None or md5 is None or recorded == md5
 
 
 # --------------------------------------------------------------------------------------------
