@@ -54,9 +54,10 @@ def mvl(capsys, *argv: str | Path) -> tuple[int, str]:
     return code, errors[0] if errors else ""
 
 
-def no_temporaries(folder: Path) -> list[str]:
-    """Names under ``folder`` that look like our temporary files or folders (``.name.xxxx.tmp``)."""
-    return [p.name for p in folder.rglob(".*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes or p.name.endswith(".old")]
+def temporaries(folder: Path) -> list[str]:
+    """Hidden names under ``folder``: temporary files and folders of atomic writes
+    (``.{name}.xxxx.tmp``, ``.{name}.old``); the download marker and cache are not counted."""
+    return [p.name for p in folder.rglob(".*") if p.name not in {".mvl-download.json", ".downloads"}]
 
 
 class Mounts:
@@ -183,7 +184,7 @@ def test_dataset_entry_outside_the_task_folder_is_refused(capsys, tmp_path, how)
     code, line = mvl(capsys, "preprocess", "--task-dir", task_dir, "--size", "16x16x8", "--output", output)
     assert code == 2
     assert f"{task_dir / 'dataset.json'}: {entry}" in line and "outside the task folder" in line
-    assert not output.exists() and not no_temporaries(tmp_path)
+    assert not output.exists() and not temporaries(tmp_path)
     code, line = mvl(capsys, "split", "--task-dir", task_dir, "--output", tmp_path / "split.json")
     assert code == 2 and entry in line and not (tmp_path / "split.json").exists()
 
@@ -221,7 +222,7 @@ def test_archive_listing_a_file_outside_is_refused(server, capsys, tmp_path):
                      "--md5", md5_of(data), "--retries", "0", "--no-progress")
     assert code == 2
     assert f"{TASK}/dataset.json: test[0] '../../../../etc/passwd'" in line and "outside the task folder" in line
-    assert not (tmp_path / "data" / TASK).exists() and not no_temporaries(tmp_path)
+    assert not (tmp_path / "data" / TASK).exists() and not temporaries(tmp_path)
 
 
 def test_present_folder_listing_a_file_outside_is_refused_without_network(server, capsys, tmp_path):
@@ -354,7 +355,7 @@ def test_disk_full_during_download(server, capsys, mounts):
     code, line = _download(capsys, base, small / "data", data)
     assert code == 2
     assert line.endswith(f"{small / 'data' / '.downloads' / (TASK + '.tar.part')}: No space left on device")
-    assert not (small / "data" / TASK).exists() and not no_temporaries(small)
+    assert not (small / "data" / TASK).exists() and not temporaries(small)
 
 
 def test_disk_full_during_extraction_keeps_the_archive(server, capsys, tmp_path, mounts):
@@ -365,7 +366,7 @@ def test_disk_full_during_extraction_keeps_the_archive(server, capsys, tmp_path,
     cache = tmp_path / "cache"
     code, line = _download(capsys, base, small / "data", data, "--cache-dir", str(cache))
     assert code == 2 and line.endswith(f"{small / 'data' / TASK}: No space left on device")
-    assert not (small / "data" / TASK).exists() and not no_temporaries(small)
+    assert not (small / "data" / TASK).exists() and not temporaries(small)
     assert (cache / f"{TASK}.tar").read_bytes() == data  # verified archive kept for the next attempt
 
 
@@ -375,7 +376,7 @@ def test_disk_full_during_preprocessing(tiny_run, capsys, mounts):
     output = disk / "pre"
     code, line = mvl(capsys, "preprocess", "--task-dir", tiny_run["data"], "--size", "16x16x8", "--output", output)
     assert code == 2 and line.endswith(f"{output}: No space left on device")
-    assert not output.exists() and not no_temporaries(disk)
+    assert not output.exists() and not temporaries(disk)
 
 
 def test_disk_full_during_checkpointing(tiny_run, capsys, mounts):
@@ -385,7 +386,7 @@ def test_disk_full_during_checkpointing(tiny_run, capsys, mounts):
     code, line = mvl(capsys, *train_argv(tiny_run, run, epochs=1))
     assert code == 2 and line.endswith("checkpoint_best.pt: No space left on device")
     assert str(run) in line
-    assert not list(run.glob("checkpoint*")) and not no_temporaries(disk)
+    assert not list(run.glob("checkpoint*")) and not temporaries(disk)
 
 
 def test_disk_full_during_evaluation(tiny_run, capsys, mounts):
@@ -397,7 +398,7 @@ def test_disk_full_during_evaluation(tiny_run, capsys, mounts):
     code, line = mvl(capsys, "evaluate", "--run-dir", run, "--preprocessed", tiny_run["pre"], "--split",
                      tiny_run["split"], "--data-dir", tiny_run["data"], "--device", "cpu", "--no-progress")
     assert code == 2 and line.endswith("No space left on device") and str(run) in line
-    assert tree_bytes(run) == before and not no_temporaries(disk)
+    assert tree_bytes(run) == before and not temporaries(disk)
 
 
 def test_read_only_results(tiny_run, capsys, mounts):
@@ -515,7 +516,7 @@ def test_truncated_archive_says_truncated(server, capsys, tmp_path, cut):
     code, line = _download(capsys, base, tmp_path / "data", data)
     assert code == 2 and "corrupt or truncated" in line and f"{TASK}.tar" in line
     assert "no " + TASK + "/dataset.json" not in line
-    assert not (tmp_path / "data" / TASK).exists() and not no_temporaries(tmp_path)
+    assert not (tmp_path / "data" / TASK).exists() and not temporaries(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -580,7 +581,7 @@ def test_misshaped_layer_weight_is_refused_before_writing(sharded, capsys, tmp_p
     output = tmp_path / "layer.safetensors"
     code, line = _extract(capsys, sharded, output)
     assert code == 2 and f"directory:{sharded}" in line and "'self_attn.o_proj.weight' has shape (3, 5)" in line
-    assert not output.exists() and not no_temporaries(tmp_path)
+    assert not output.exists() and not temporaries(tmp_path)
 
 
 def test_missing_shard_file_is_one_line(sharded, capsys, tmp_path):
