@@ -39,8 +39,8 @@ hd95         MONAI, mm          D (substituted)    D (substituted)    0
 D is the worst case of HD95: the diagonal of the image in millimetres on the grid evaluated,
 ``sqrt(sum((shape * spacing) ** 2))`` (:func:`worst_case_distance`). It is strictly larger than
 any HD95 of two non-empty masks on that grid (their distances are between voxel centres, at most
-``sqrt(sum(((shape - 1) * spacing) ** 2))``), so a miss or a false alarm always scores worse than
-any prediction that puts foreground somewhere.
+``sqrt(sum(((shape - 1) * spacing) ** 2))``), so a miss always has a worse HD95 than any
+prediction that puts some of the class somewhere, however far from the reference.
 
 Sources. The BraTS challenges score a class that is empty in both masks as Dice 1 and HD95 0, and
 a class that is empty in exactly one as Dice 0 and HD95 373.13 mm, the diagonal of their
@@ -49,9 +49,9 @@ a class that is empty in exactly one as Dice 0 and HD95 373.13 mm, the diagonal 
 and HD95 374 mm, github.com/rachitsaluja/brats_val_2023). D generalises that value to each image's
 grid and spacing. Metrics Reloaded (Maier-Hein et al., Nature Methods 21:195-212, 2024; the
 pitfalls in Reinke et al., Nature Methods 2024) asks that empty references and empty predictions
-be handled by a rule fixed in advance and reported with the results, and warns that dropping the
+be handled by a rule fixed in advance and reported with the results. A rule that drops the
 undefined values of failed cases from an aggregate rewards the failure; a worst-case value for a
-miss, as here, avoids that. The statuses let every aggregate report how many of its cases were
+miss, as here, does not. The statuses let every aggregate report how many of its cases were
 penalised or empty.
 
 Accuracy is the exception to "a miss never beats a partial find": it counts voxels, so a

@@ -23,7 +23,9 @@ amplified). A tensor whose entries are all equal is returned as a copy, unchange
 
 Determinism: a tensor's permutation depends only on ``seed``, its name and its number of elements
 (``torch.randperm`` on a CPU generator, whose Mersenne-Twister stream is the same on every
-platform), not on the order of the state dict or on other tensors.
+platform), not on the order of the state dict or on other tensors, so a checkpoint can rebuild
+the control from its name and seed. ``tests/test_llm_controls.py`` pins the permutation of a known
+tensor, so a PyTorch release that changed ``randperm`` would be caught, not silently followed.
 """
 
 from __future__ import annotations
