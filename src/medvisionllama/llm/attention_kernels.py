@@ -48,9 +48,10 @@ ATTENTION_NAME = "medvisionllama_noncausal"
 CHUNK_ELEMENTS = 2**27
 
 
-def query_chunk_size(batch: int, heads: int, tokens: int, budget: int = CHUNK_ELEMENTS) -> int:
+def query_chunk_size(batch: int, heads: int, tokens: int, budget: int | None = None) -> int:
     """Queries per chunk so that one chunk's (B, H, chunk, T) scores hold at most ``budget``
-    elements (at least 1, at most ``tokens``)."""
+    elements (default: :data:`CHUNK_ELEMENTS`, read at call time), at least 1, at most ``tokens``."""
+    budget = CHUNK_ELEMENTS if budget is None else budget
     if min(batch, heads, tokens, budget) < 1:
         raise ValueError(f"batch {batch}, heads {heads}, tokens {tokens}, budget {budget}: all must be >= 1")
     return max(1, min(tokens, budget // (batch * heads * tokens)))
