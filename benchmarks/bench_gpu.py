@@ -285,6 +285,8 @@ def check_resume(model_name: str, work: Path, device: torch.device, size: str) -
     _, split, pre = _tiny_task(work, size)
     common = dict(preprocessed=pre, split=split, model=model_name, seed=0, batch_size=2, augment="off",
                   device=str(device), progress=False)
+    for run in ("straight_a", "straight_b", "resumed"):  # a kept --workdir must not make them resume
+        shutil.rmtree(work / run, ignore_errors=True)
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
@@ -313,14 +315,15 @@ def check_eval(model_name: str, work: Path, device: torch.device, size: str) -> 
     from medvisionllama.evaluation.evaluate import evaluate_run
 
     task, split, pre = _tiny_task(work, size)
-    run = work / "straight_a"
+    run = work / "straight_a"  # trained by check_resume when it ran, else here
     if not (run / "checkpoint_best.pt").exists():
         from medvisionllama.training.train import train_run
 
         train_run(preprocessed=pre, split=split, run_dir=run, model=model_name, epochs=1, batch_size=2,
                   augment="off", device=str(device), progress=False)
     cpu_run = work / "eval_cpu"
-    shutil.copytree(run, cpu_run, dirs_exist_ok=True)
+    shutil.rmtree(cpu_run, ignore_errors=True)
+    shutil.copytree(run, cpu_run)
     frames = {}
     for label, folder, dev in (("device", run, str(device)), ("cpu", cpu_run, "cpu")):
         frames[label] = evaluate_run(run_dir=folder, preprocessed=pre, split=split, data_dir=task, device=dev,
@@ -460,7 +463,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 model, size, loop = item
                 shape = shape_of(size)
                 cases = 8 if args.dry else CASES[size]
-                data = write_preprocessed(work / "pre" / size, shape, cases)
+                data = write_preprocessed(work / "pre" / f"{'x'.join(map(str, shape))}-{cases}cases", shape, cases)
                 state["rows"].append(measure_training(model, size, shape, data, device, args.num_workers,
                                                       1 if args.dry else TIMED_EPOCHS[size], loop))
             else:
