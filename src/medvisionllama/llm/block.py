@@ -1,7 +1,8 @@
 """V_LLM: one frozen decoder layer of a pre-trained LLM, as a plain token mixer.
 
 This module is the only place that knows ``transformers``' calling contract for decoder layers
-(pinned: transformers 5.23). Elsewhere the block is ``(B, T, d_llm) -> (B, T, d_llm)``.
+(pinned: transformers 5.23; the block's tests also pass with 5.17.0, the GPU machines' version).
+Elsewhere the block is ``(B, T, d_llm) -> (B, T, d_llm)``.
 
 What the contract is in 5.23 (read from ``models/*/modeling_*.py`` and
 ``integrations/sdpa_attention.py``):
