@@ -189,12 +189,19 @@ def measure_training(model_name: str, size_name: str, shape: tuple[int, int, int
                          num_workers=num_workers, pin_memory=device.type == "cuda")
     net.train()
     losses: list[torch.Tensor] = []
-    seen, t0 = 0, 0.0
+    seen, t0, waited = 0, 0.0, 0.0
     for epoch in range(1 + timed_epochs):
         if epoch == 1:
             _sync(device)
-            t0, seen = time.perf_counter(), 0
-        for image, label, _ in loader:
+            t0, seen, waited = time.perf_counter(), 0, 0.0
+        batches = iter(loader)
+        while True:
+            t_ask = time.perf_counter()
+            batch = next(batches, None)  # host time spent waiting for data: the loader starving the GPU
+            waited += time.perf_counter() - t_ask
+            if batch is None:
+                break
+            image, label, _ = batch
             image = image.to(device, non_blocking=True)
             label = label.to(device, non_blocking=True)
             with amp(device):
@@ -218,7 +225,7 @@ def measure_training(model_name: str, size_name: str, shape: tuple[int, int, int
         "model": model_name, "size": size_name, "shape": shape, "tokens": tokens_of(shape), "loop": loop,
         "params_total_m": total / 1e6, "params_trainable_m": trainable / 1e6, "build_s": build_s,
         "cases_per_s": seen / seconds, "s_per_step": seconds / math.ceil(seen / BATCH) if seen else float("nan"),
-        "workers": num_workers, "status": "ok",
+        "loader_wait": waited / seconds, "workers": num_workers, "status": "ok",
     }
     if device.type == "cuda":
         result["peak_alloc_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -355,7 +362,8 @@ def render(state: dict[str, Any]) -> str:
               f"transformers {env['transformers']}, Python {env['python']}",
               f"- date (UTC): {env['date']}; command: `{env['command']}`",
               f"- batch {BATCH}, bf16 autocast, Adam lr 1e-5, patch 8; data loading included "
-              f"(project loader, {env['workers']} workers, pinned memory on CUDA); one warm-up epoch, then whole epochs timed",
+              f"(project loader, {env['workers']} workers, pinned memory on CUDA); one warm-up epoch, then whole epochs timed; "
+              "'waiting for data' is the share of the timed wall time the host spent waiting for the next batch",
               f"- status: {state['status']}", ""]
     lines += ["## Targets", ""]
     head = [r for r in rows if r["model"] == HEADLINE and r["size"] == "128x128x80" and r["status"] == "ok"]
@@ -380,16 +388,17 @@ def render(state: dict[str, Any]) -> str:
             lines.append(f"- full size, {name}: ran (no GPU memory figure on the CPU)")
     lines += ["", "## Peak GPU memory and training throughput per model × size", "",
               "| model | input | tokens | loop | params total (M) | trainable (M) | cases/s | s/step | "
-              "peak allocated (GiB) | peak reserved (GiB) | hours/100 ep Task01 | status |",
-              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "waiting for data | peak allocated (GiB) | peak reserved (GiB) | hours/100 ep Task01 | status |",
+              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['model']} | {r['size']} | {r.get('tokens', '')} | {r.get('loop', '')} | | | | | | | | {r['status']} |")
+            lines.append(f"| {r['model']} | {r['size']} | {r.get('tokens', '')} | {r.get('loop', '')} | | | | | | | | | {r['status']} |")
             continue
         hours = TASK01_TRAIN_CASES * 100 / r["cases_per_s"] / 3600
         mem = (f"{r['peak_alloc_gib']:.2f} | {r['peak_reserved_gib']:.2f}" if "peak_alloc_gib" in r else "– | –")
         lines.append(f"| {r['model']} | {r['size']} | {r['tokens']} | {r['loop']} | {r['params_total_m']:.1f} | "
-                     f"{r['params_trainable_m']:.2f} | {r['cases_per_s']:.2f} | {r['s_per_step']:.3f} | {mem} | "
+                     f"{r['params_trainable_m']:.2f} | {r['cases_per_s']:.2f} | {r['s_per_step']:.3f} | "
+                     f"{r['loader_wait']:.0%} | {mem} | "
                      f"{hours:.2f} | ok |")
     lines += ["", "## Correctness on the device", "", "| check | result | measured | tolerance |", "|---|---|---|---|"]
     for c in checks:
