@@ -252,3 +252,21 @@ def test_attention_function_refuses_a_mask_and_sizes_chunks():
         noncausal_attention_forward(torch.nn.Module(), q, q, q, torch.zeros(1, 1, 4, 4))
     assert query_chunk_size(4, 16, 17_000) == 2**27 // (4 * 16 * 17_000)  # 123 queries: ~0.5 GiB fp32
     assert query_chunk_size(1, 1, 10) == 10 and query_chunk_size(64, 64, 2**20, budget=1) == 1
+
+
+@pytest.mark.parametrize("softcap", [None, 2.0], ids=["sdpa", "chunked"])
+def test_attention_dropout_only_while_training(softcap):
+    """Dropout p=0.5 is applied when the attention module trains and ignored in eval mode (the
+    frozen block keeps its layer in eval mode, so it never drops)."""
+    from medvisionllama.llm.attention_kernels import noncausal_attention_forward
+
+    q, k = torch.randn(1, 4, 12, 8), torch.randn(1, 2, 12, 8)
+    module = torch.nn.Module()
+
+    def attend():
+        return noncausal_attention_forward(module, q, k, k, None, dropout=0.5, softcap=softcap, query_chunk_size=5)[0]
+
+    module.eval()
+    torch.testing.assert_close(attend(), attend())
+    module.train()
+    assert not torch.allclose(attend(), attend())
