@@ -1,7 +1,8 @@
 """V_LLM: one frozen decoder layer of a pre-trained LLM, as a plain token mixer.
 
 This module is the only place that knows ``transformers``' calling contract for decoder layers
-(pinned: transformers 5.23). Elsewhere the block is ``(B, T, d_llm) -> (B, T, d_llm)``.
+(pinned: transformers 5.23; the block's tests also pass with 5.17.0, the GPU machines' version).
+Elsewhere the block is ``(B, T, d_llm) -> (B, T, d_llm)``.
 
 What the contract is in 5.23 (read from ``models/*/modeling_*.py`` and
 ``integrations/sdpa_attention.py``):
@@ -13,15 +14,22 @@ What the contract is in 5.23 (read from ``models/*/modeling_*.py`` and
   attention unpacks it (``cos, sin = position_embeddings``), so it is required. It returns a
   tensor (earlier releases returned a tuple; both are accepted here).
 - Attention runs through ``ALL_ATTENTION_FUNCTIONS[config._attn_implementation]``. ``eager`` is
-  non-causal when no mask is given. ``sdpa`` is *causal* with no mask unless the call passes
-  ``is_causal=False`` (``is_causal = q_len > 1 and mask is None and (kwarg or module.is_causal)``);
-  flash attention reads the same kwarg/attribute. ``sdpa`` refuses Gemma-2's logit soft-capping,
-  so Gemma-2 runs ``eager``.
+  non-causal when no mask is given but materialises (B, H, T, T) scores. ``sdpa`` is *causal* with
+  no mask unless the call passes ``is_causal=False`` (``is_causal = q_len > 1 and mask is None and
+  (kwarg or module.is_causal)``), and refuses Gemma-2's logit soft-capping.
 
 The paper (Section 3.1, after R-LLM) removes the rotary position embedding and the attention mask:
 we pass ``cos = 1, sin = 0`` (RoPE becomes the identity), no mask, ``is_causal=False``, and also
 set every attention module's ``is_causal`` attribute to False, so no backend can fall back to a
 causal mask.
+
+By default every family runs our own attention function, registered with transformers'
+``AttentionInterface`` (``llm.attention_kernels``): non-causal SDPA (flash / memory-efficient
+kernels on CUDA, memory linear in T) and, for Gemma-2's soft-capped logits, query-chunked attention
+with checkpointed chunks (memory O(chunk × T)). It computes what ``eager`` computes, without the
+T × T matrices that ~17,000 tokens of a full-size volume would need; ``eager`` and ``sdpa`` remain
+selectable (the tests compare them). No sliding window is applied on any layer (see
+``llm.attention_kernels``): as before, every token attends to every token.
 """
 
 from __future__ import annotations
@@ -32,26 +40,28 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from medvisionllama.llm.attention_kernels import ATTENTION_NAME, register_attention
 from medvisionllama.llm.sources import check_layer_weights
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-#: family -> (transformers module, decoder-layer class, attention backend). Gemma-2 soft-caps its
-#: attention logits, which ``sdpa`` refuses, hence ``eager``. The modules are imported when a
-#: block of that family is built (importing all four costs seconds in every job).
-DECODER_LAYERS: dict[str, tuple[str, str, str]] = {
-    "llama": ("transformers.models.llama.modeling_llama", "LlamaDecoderLayer", "sdpa"),
-    "mistral": ("transformers.models.mistral.modeling_mistral", "MistralDecoderLayer", "sdpa"),
-    "qwen2": ("transformers.models.qwen2.modeling_qwen2", "Qwen2DecoderLayer", "sdpa"),
-    "gemma2": ("transformers.models.gemma2.modeling_gemma2", "Gemma2DecoderLayer", "eager"),
+#: family -> (transformers module, decoder-layer class). The modules are imported when a block of
+#: that family is built (importing all four costs seconds in every job).
+DECODER_LAYERS: dict[str, tuple[str, str]] = {
+    "llama": ("transformers.models.llama.modeling_llama", "LlamaDecoderLayer"),
+    "mistral": ("transformers.models.mistral.modeling_mistral", "MistralDecoderLayer"),
+    "qwen2": ("transformers.models.qwen2.modeling_qwen2", "Qwen2DecoderLayer"),
+    "gemma2": ("transformers.models.gemma2.modeling_gemma2", "Gemma2DecoderLayer"),
 }
-ATTENTION_BACKENDS = ("sdpa", "eager")
+#: attention backends: ours (the default, memory-efficient) and transformers' two references.
+#: ``sdpa`` cannot soft-cap, so Gemma-2 accepts only ours and ``eager``.
+ATTENTION_BACKENDS = (ATTENTION_NAME, "sdpa", "eager")
 
 
 def decoder_layer_class(family: str) -> type[nn.Module]:
     """The transformers decoder-layer class of ``family``."""
-    module, name, _ = DECODER_LAYERS[family]
+    module, name = DECODER_LAYERS[family]
     return getattr(importlib.import_module(module), name)
 
 
@@ -68,7 +78,10 @@ class FrozenLLMBlock(nn.Module):
         family: ``llama``, ``gemma2``, ``mistral`` or ``qwen2``.
         layer_index: which decoder layer of the LLM this is (matters for Gemma-2's alternating
             sliding/full layers and for naming weights).
-        attn_implementation: ``sdpa`` or ``eager``; default: the family's (see DECODER_LAYERS).
+        attn_implementation: one of :data:`ATTENTION_BACKENDS`; default: ours, memory-efficient
+            (``llm.attention_kernels``).
+        query_chunk_size: queries per chunk of the soft-capped (Gemma-2) attention; default: as
+            many as fit :data:`llm.attention_kernels.CHUNK_ELEMENTS` scores.
     """
 
     def __init__(
@@ -77,17 +90,26 @@ class FrozenLLMBlock(nn.Module):
         family: str,
         layer_index: int,
         attn_implementation: str | None = None,
+        query_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         if family not in DECODER_LAYERS:
             raise ValueError(f"family {family!r} is not one of {sorted(DECODER_LAYERS)}")
-        layer_cls, default_backend = decoder_layer_class(family), DECODER_LAYERS[family][2]
-        backend = attn_implementation or default_backend
+        layer_cls = decoder_layer_class(family)
+        backend = attn_implementation or ATTENTION_NAME
         if backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attn_implementation {backend!r} is not one of {ATTENTION_BACKENDS}")
         if family == "gemma2" and backend == "sdpa":
-            raise ValueError("attn_implementation 'sdpa' cannot soft-cap Gemma-2's attention logits; use 'eager'")
+            raise ValueError(
+                f"attn_implementation 'sdpa' cannot soft-cap Gemma-2's attention logits; use {ATTENTION_NAME!r} or 'eager'"
+            )
+        if query_chunk_size is not None and query_chunk_size < 1:
+            raise ValueError(f"query_chunk_size must be >= 1, got {query_chunk_size}")
+        if backend == ATTENTION_NAME:
+            register_attention()
         config._attn_implementation = backend
+        self.attn_implementation = backend
+        self.query_chunk_size = query_chunk_size
         self.family = family
         self.layer_index = layer_index
         self.source = "unloaded"  # where the weights came from (set by llm.factory)
@@ -152,6 +174,7 @@ class FrozenLLMBlock(nn.Module):
         batch, tokens, _ = x.shape
         cos = x.new_ones(1, tokens, self.head_dim)  # (1, T, head_dim): RoPE with cos=1, sin=0 is the identity
         sin = x.new_zeros(1, tokens, self.head_dim)  # (1, T, head_dim)
+        extra = {"query_chunk_size": self.query_chunk_size} if self.attn_implementation == ATTENTION_NAME else {}
         out = self.layer(
             x,
             attention_mask=None,
@@ -159,6 +182,7 @@ class FrozenLLMBlock(nn.Module):
             past_key_values=None,
             position_embeddings=(cos, sin),
             is_causal=False,
+            **extra,
         )
         if isinstance(out, tuple):  # transformers < 4.54 returned (hidden_states, ...)
             out = out[0]
