@@ -30,8 +30,9 @@ On a CPU (``device: cpu``) the ViT part is ``K_CPU = 18`` times slower (measured
 benchmarks/results/training.md, 2 cores, 2.35 s per case at 64x64x40 against the paper's 0.135 s;
 4.7 s against 0.34 s at 128x128x80) and the LLM layer costs its arithmetic,
 ``4 * P * T + 8 * T**2 * d_attn`` floating-point operations per case (forward, and backward to its
-input: the layer is frozen), at ``R_CPU = 30 GFLOP/s`` (measured: SmolLM2's block alone, 0.63 s per
-step of 4 cases at 320 tokens, 3.8 s at 2,560 tokens); ``T = V / patch_size**3`` tokens.
+input: the layer is frozen), at ``R_CPU = 30 GFLOP/s``, the slower of two measurements (SmolLM2's
+block alone: 0.63 s per step of 4 cases at 320 tokens, i.e. 32 GFLOP/s; 3.8 s at 2,560 tokens, 70
+GFLOP/s), so larger inputs are overestimated by up to 2.3x; ``T = V / patch_size**3`` tokens.
 
 A job's time = ``epochs * train_cases * t_case`` plus ``STARTUP_MIN = 10`` minutes (imports,
 reading the data, checkpoints), times ``SAFETY = 1.5``, rounded up to 5 minutes, at least
