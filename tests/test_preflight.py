@@ -379,3 +379,16 @@ def test_command_line_exit_codes(site_env, tmp_path, capsys):
 def test_tiny_config_fits_the_recorded_one_node_cluster(site_env):
     problems, warnings, count = preflight(tiny_config(), load_profile(ROOT / "slurm"), recorded("one-node-22.05"))
     assert problems == [] and warnings == [] and count > 0
+
+
+def test_the_suggestion_names_the_setting_that_decides_the_cpus(site_env):
+    cluster = recorded("small-node-22.05")
+    config = paper_config()
+    config["training"]["threads"] = 6
+    runs = [RunKey("Task02_Heart", "vit", "hybrid-sequential", "64x64x40", 0)]
+    problems, _, _ = preflight(config, Profile(), cluster, runs=runs)  # no profile: the config decides
+    train = next(p.message for p in problems if p.rule == "train_run")
+    assert "asks 6 CPUs" in train and "set training.threads: 2 in the config, or --set-threads train_run=2" in train
+    problems, _, _ = preflight(config, load_profile(ROOT / "slurm"), cluster, runs=runs)  # set-threads decides
+    train = next(p.message for p in problems if p.rule == "train_run")
+    assert "asks 8 CPUs" in train and "training.threads" not in train

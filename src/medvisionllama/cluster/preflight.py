@@ -87,7 +87,9 @@ def job_problems(job: JobRequest, cluster: Cluster) -> list[str]:
     gpus = [n.gpu_count(job.gpu_model) for n in part.nodes]
     if job.cpus.value > max(cpus):
         setting = THREADS_SETTING.get(job.rule)
-        fix = f"--set-threads {job.rule}={max(cpus)}" + (f" or {setting}: {max(cpus)}" if setting else "")
+        fix = f"--set-threads {job.rule}={max(cpus)}"
+        if job.cpus.source == "rule" and setting:  # the config decides, no profile overrides it
+            fix = f"set {setting}: {max(cpus)} in the config, or {fix}"
         out.append(f"asks {job.cpus.value} CPUs, {where} nodes have at most {max(cpus)}: {fix}")
     if job.mem_mb is not None and job.mem_mb.value > max(mems):
         fix = _setting(job.mem_mb.source, job.rule, "mem_mb", max(mems), MAX_MEM_ENV)
