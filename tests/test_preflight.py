@@ -392,3 +392,22 @@ def test_the_suggestion_names_the_setting_that_decides_the_cpus(site_env):
     problems, _, _ = preflight(config, load_profile(ROOT / "slurm"), cluster, runs=runs)  # set-threads decides
     train = next(p.message for p in problems if p.rule == "train_run")
     assert "asks 8 CPUs" in train and "training.threads" not in train
+
+
+def test_the_config_is_validated_and_completed_by_the_schema(site_env, tmp_path):
+    big = ["--sinfo", str(DATA / "one-node-22.05.sinfo.json"), "--partitions", str(DATA / "one-node-22.05.partitions.txt")]
+    schema = ["--schema", str(ROOT / "workflow" / "schemas" / "config.schema.yaml")]
+    config = tiny_config()
+    config["training"]["threads"] = "many"
+    (tmp_path / "bad.yaml").write_text(__import__("yaml").safe_dump(config))
+    with pytest.raises(InputError, match="config does not match"):
+        main(["--config", str(tmp_path / "bad.yaml"), *schema, *big])
+    config = tiny_config()
+    del config["preprocess"]["workers"]  # the schema's default (2) fills it
+    from medvisionllama.cluster.preflight import validate_config
+
+    assert validate_config(__import__("copy").deepcopy(config), Path(schema[1]))["preprocess"]["workers"] == 2
+    (tmp_path / "ok.yaml").write_text(__import__("yaml").safe_dump(config))
+    small = ["--sinfo", str(DATA / "small-node-22.05.sinfo.txt"), "--partitions", str(DATA / "small-node-22.05.partitions.txt")]
+    assert main(["--config", str(tmp_path / "ok.yaml"), *schema, *small, "--set-threads", "train_run=2"]) == 0
+    assert main(["--config", str(tmp_path / "ok.yaml"), *schema, *small, "--set-threads", "preprocess_task=3"]) == 2

@@ -163,6 +163,18 @@ def load_config(paths: list[Path]) -> dict:
     return config
 
 
+def validate_config(config: dict, schema: Path) -> dict:
+    """Check ``config`` against the pipeline's schema and fill its defaults, as the Snakefile does."""
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(schema), set_default=True)
+    except Exception as exc:  # Snakemake's WorkflowError: one message naming the setting
+        first = str(exc).strip().splitlines()
+        raise InputError(f"config does not match {schema}: {first[0] if first else exc}") from None
+    return config
+
+
 def _summary(cluster: Cluster) -> str:
     parts = []
     for p in cluster.partitions.values():
@@ -208,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", type=Path, default=None,
                         help="pipeline config YAML; repeat to layer files like --configfile (default: config.yaml)")
+    parser.add_argument("--schema", type=Path, default=Path("workflow/schemas/config.schema.yaml"),
+                        help="the config's JSON schema; fills defaults (skipped when the file does not exist)")
     parser.add_argument("--profile", default=None,
                         help="Snakemake profile folder or name (e.g. slurm); its YTE templates read MVL_SLURM_*")
     parser.add_argument("--set-threads", nargs="+", metavar="RULE=N", help="as snakemake --set-threads")
@@ -222,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = args.config or [Path("config.yaml")]
     config = load_config(paths)
+    if args.schema.is_file():
+        config = validate_config(config, args.schema)
     profile = load_profile(args.profile) if args.profile else Profile()
     profile = profile.override(set_threads=args.set_threads, set_resources=args.set_resources,
                                default_resources=args.default_resources)
