@@ -411,3 +411,21 @@ def test_the_config_is_validated_and_completed_by_the_schema(site_env, tmp_path)
     small = ["--sinfo", str(DATA / "small-node-22.05.sinfo.txt"), "--partitions", str(DATA / "small-node-22.05.partitions.txt")]
     assert main(["--config", str(tmp_path / "ok.yaml"), *schema, *small, "--set-threads", "train_run=2"]) == 0
     assert main(["--config", str(tmp_path / "ok.yaml"), *schema, *small, "--set-threads", "preprocess_task=3"]) == 2
+
+
+def test_retries_beyond_the_time_limit_are_warnings(site_env):
+    cluster = recorded("two-partitions-23.02", json_nodes=False)
+    runs = [RunKey("Task02_Heart", "vit", "hybrid-sequential", "64x64x40", 0)]
+    profile = Profile(set_resources={"train_run": {"runtime": "600 * attempt", "slurm_partition": "'gpu'"},
+                                     "evaluate_run": {"slurm_partition": "'gpu,long'"}},
+                      default_resources={"mem_mb": "4000"}, retries=1)
+    problems, warnings, _ = preflight(paper_config(), profile, cluster, runs=runs)
+    assert not [p for p in problems if p.rule in {"train_run", "evaluate_run"}], problems
+    (warning,) = [w.message for w in warnings if w.rule == "train_run"]
+    assert warning.startswith("train_run on attempt 2") and "asks 1200 min, partition 'gpu' allows 12:00:00" in warning
+    # two partitions: fits where one fits; fails only where none does
+    jobs = cluster_jobs(paper_config(), runs, Profile(set_resources={"train_run": {"slurm_partition": "'cpu,gpu'"}}))
+    assert not [p for p in check(jobs, cluster) if p.rule == "train_run"]
+    jobs = cluster_jobs(paper_config(), runs, Profile(set_resources={"train_run": {"slurm_partition": "'cpu,nope'"}}))
+    (train,) = [p.message for p in check(jobs, cluster) if p.rule == "train_run"]
+    assert "in every partition of 'cpu,nope'" in train

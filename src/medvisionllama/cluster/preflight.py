@@ -16,7 +16,7 @@ a retry that would not fit is a warning, not a failure.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -65,6 +65,10 @@ def _setting(value_source: str, rule: str, key: str, limit: int, env_var: str | 
 def job_problems(job: JobRequest, cluster: Cluster) -> list[str]:
     """Why ``job`` can never run on ``cluster`` (empty when some node of its partition fits)."""
     names = ", ".join(cluster.partitions)
+    if job.partition and "," in job.partition:  # sbatch -p a,b: the job runs where it fits first
+        options = [replace(job, partition=p.strip()) for p in job.partition.split(",")]
+        found = [job_problems(option, cluster) for option in options]
+        return [] if any(not f for f in found) else [f"in every partition of {job.partition!r}: {found[0][0]}"]
     part: Partition | None
     if job.partition is None:
         part = cluster.default
@@ -233,18 +237,30 @@ def main(argv: list[str] | None = None) -> int:
                         " output, instead of asking the cluster (with --partitions)")
     parser.add_argument("--partitions", type=Path, help="recorded `scontrol show partition -o` output")
     args = parser.parse_args(argv)
+    return run_preflight(
+        config_files=args.config or [Path("config.yaml")], schema=args.schema, profile=args.profile,
+        set_threads=args.set_threads, set_resources=args.set_resources,
+        default_resources=args.default_resources, cores=args.cores, sinfo=args.sinfo, partitions=args.partitions,
+    )
 
-    paths = args.config or [Path("config.yaml")]
-    config = load_config(paths)
-    if args.schema.is_file():
-        config = validate_config(config, args.schema)
-    profile = load_profile(args.profile) if args.profile else Profile()
-    profile = profile.override(set_threads=args.set_threads, set_resources=args.set_resources,
-                               default_resources=args.default_resources)
-    if (args.sinfo is None) != (args.partitions is None):
+
+def run_preflight(*, config_files: list[Path], schema: Path | None = None, profile: str | None = None,
+                  set_threads: list[str] | None = None, set_resources: list[str] | None = None,
+                  default_resources: list[str] | None = None, cores: int | None = None,
+                  sinfo: Path | None = None, partitions: Path | None = None) -> int:
+    """Print one line per rule that cannot be scheduled (and retry warnings), then a summary;
+    return 2 when a rule cannot be scheduled, else 0. ``sinfo``/``partitions``: recorded outputs
+    to read instead of asking the cluster."""
+    config = load_config(config_files)
+    if schema is not None and schema.is_file():
+        config = validate_config(config, schema)
+    options = load_profile(profile) if profile else Profile()
+    options = options.override(set_threads=set_threads, set_resources=set_resources,
+                               default_resources=default_resources)
+    if (sinfo is None) != (partitions is None):
         raise InputError("--sinfo and --partitions go together")
-    cluster = _read_recorded(args.sinfo, args.partitions) if args.sinfo else read_cluster()
-    problems, warnings, count = preflight(config, profile, cluster, cores=args.cores)
+    cluster = _read_recorded(sinfo, partitions) if sinfo and partitions else read_cluster()
+    problems, warnings, count = preflight(config, options, cluster, cores=cores)
     for problem in problems:
         print(f"cannot run: {problem.message}")
     for warning in warnings:
