@@ -429,3 +429,27 @@ def test_retries_beyond_the_time_limit_are_warnings(site_env):
     jobs = cluster_jobs(paper_config(), runs, Profile(set_resources={"train_run": {"slurm_partition": "'cpu,nope'"}}))
     (train,) = [p.message for p in check(jobs, cluster) if p.rule == "train_run"]
     assert "in every partition of 'cpu,nope'" in train
+
+
+def test_jobs_snakemake_resolved_are_checked_as_they_are(site_env):
+    """The onstart hook's input: Snakemake's own jobs, resources already resolved (duck-typed here)."""
+    from types import SimpleNamespace
+
+    from medvisionllama.cluster.preflight import preflight_snakemake_jobs
+
+    class Resources(dict):
+        pass
+
+    def job(rule, threads, local=False, **resources):
+        return SimpleNamespace(rule=SimpleNamespace(name=rule), wildcards_dict={"task": "Task02_Heart"},
+                               threads=threads, resources=Resources(tmpdir="/tmp", _cores=threads, **resources),
+                               attempt=1, is_local=local)
+
+    small = recorded("small-node-22.05")
+    fits = [job("train_run", 2, mem_mb=16000, runtime=600, gpu=1), job("make_tables", 8, local=True)]
+    assert preflight_snakemake_jobs(fits, small).startswith("preflight: all 1 cluster jobs fit")
+    with pytest.raises(InputError) as info:
+        preflight_snakemake_jobs(fits + [job("train_run", 8, mem_mb=32000, runtime=600, gpu=1, cpus_per_task=8)], small)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("cannot run: train_run (1 of 2 jobs, e.g. Task02_Heart) asks 8 CPUs")
+    assert "--set-resources train_run:mem_mb=20000" in lines[0] and len(lines) == 2

@@ -22,8 +22,8 @@ from typing import Any, Iterable
 
 import yaml
 
-from medvisionllama.cluster.jobs import JobRequest, cluster_jobs
-from medvisionllama.cluster.profile import Profile, load_profile
+from medvisionllama.cluster.jobs import JobRequest, cluster_jobs, to_request
+from medvisionllama.cluster.profile import Profile, Value, load_profile
 from medvisionllama.cluster.resources import MAX_MEM_ENV, MAX_RUNTIME_ENV
 from medvisionllama.cluster.slurm import (
     Cluster,
@@ -142,6 +142,30 @@ def check(jobs: Iterable[JobRequest], cluster: Cluster) -> list[Problem]:
         attempt = f" on attempt {job.attempt}" if job.attempt > 1 else ""
         result.append(Problem(rule, f"{rule}{attempt} ({count}, e.g. {job.label}) " + "; ".join(problems)))
     return result
+
+
+def preflight_snakemake_jobs(jobs: Iterable[Any], cluster: Cluster | None = None) -> str:
+    """Check the jobs Snakemake is about to submit (from a Snakefile ``onstart:`` hook:
+    ``workflow.dag.needrun_jobs()``; each has ``rule.name``, ``wildcards_dict``, ``threads``,
+    ``resources``, ``attempt``, ``is_local``), with the resources Snakemake itself resolved.
+    Returns the summary line; raises ``InputError`` with one line per rule that cannot be
+    scheduled. ``cluster``: default, ask it (``sinfo``, ``scontrol``)."""
+    requests = []
+    for job in jobs:
+        if getattr(job, "is_local", False):
+            continue
+        resources = {k: Value(v, "snakemake") for k, v in dict(job.resources.items()).items()}
+        label = "/".join(str(v) for v in dict(job.wildcards_dict).values()) or job.rule.name
+        requests.append(to_request(job.rule.name, label, int(getattr(job, "attempt", 1) or 1),
+                                   Value(int(job.threads), "snakemake"), resources))
+    cluster = read_cluster() if cluster is None else cluster
+    problems = check(requests, cluster)
+    if problems:
+        lines = [f"cannot run: {p.message}" for p in problems]
+        lines.append(f"preflight: {len(problems)} rule(s) can never be scheduled: nothing was submitted"
+                     f" ({_summary(cluster)})")
+        raise InputError("\n".join(lines))
+    return f"preflight: all {len(requests)} cluster jobs fit ({_summary(cluster)})"
 
 
 def merge(base: dict, extra: dict) -> dict:
