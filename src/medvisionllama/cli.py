@@ -32,6 +32,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "aggregate": ("medvisionllama.paper.aggregate", "collect run metrics into one long table"),
     "tables": ("medvisionllama.paper.tables", "write the paper's tables"),
     "figures": ("medvisionllama.paper.figures", "draw the paper's figures"),
+    "preflight": ("medvisionllama.cluster.preflight", "check every cluster job against the SLURM partitions"),
 }
 
 
