@@ -223,6 +223,8 @@ def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path(
             "keep results_dir inside it (data.dir may be anywhere)"
         )
     inside = is_inside(data, here)
+    if inside and data.resolve() == here:
+        raise InputError(f"data.dir {data}: is the repository itself; keep the raw data in a folder of it or elsewhere")
     tracked = Path(os.path.relpath(data.resolve(), here)) if inside else None
     dvc_file = _dvc_file_of(tracked) if tracked else None
     protected = [params_file, LOCK_FILE]
