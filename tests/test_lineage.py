@@ -307,3 +307,43 @@ def test_data_below_a_tracked_folder_updates_that_folders_dvc_file(repo: Path) -
     assert record_lineage(Path("data/msd"), params) == [Path("params.yaml"), Path("data.dvc"), Path("dvc.lock")]
     assert not (repo / "data" / "msd.dvc").exists()
     assert_up_to_date(repo)
+
+
+OUT = f"results/preprocessed/{TASK}/{SIZE}"
+STAGE = f"preprocess_task@{TASK}-{SIZE}"
+LOCK = {"stages": {STAGE: {"outs": [{"path": OUT}]}}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "lock", "message"),
+    [
+        ([{"changed outs": {OUT: "modified"}}], LOCK, "changed since the pipeline wrote it"),  # a hand edit
+        ([{"changed outs": {OUT: "deleted"}}], LOCK, "missing, though stage"),
+        ([{"changed outs": {OUT: "modified"}}], {}, None),  # a stage dvc.lock has not seen yet
+        ([{"changed outs": {OUT: "not in cache"}}], LOCK, None),  # same hash, cache emptied
+        ([{"changed deps": {"params.yaml": {"split.seed": "modified"}}}, {"changed outs": {OUT: "modified"}}], LOCK, None),
+        (["changed command", {"changed outs": {OUT: "modified"}}], LOCK, None),  # e.g. other --workers
+    ],
+)
+def test_what_counts_as_made_by_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes, lock, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / OUT).mkdir(parents=True)
+    if message is None:
+        lineage.check_outputs_made_by_pipeline({STAGE: changes}, lock)
+        return
+    with pytest.raises(InputError, match=message):
+        lineage.check_outputs_made_by_pipeline({STAGE: changes}, lock)
+
+
+def test_outputs_older_than_changed_data_are_stale_even_for_a_new_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / OUT).mkdir(parents=True)
+    (tmp_path / OUT / "manifest.json").write_text("{}")
+    os.utime(tmp_path / OUT / "manifest.json", (1_000_000, 1_000_000))
+    os.utime(tmp_path / OUT, (1_000_000, 1_000_000))
+    make_task(tmp_path / "data", TASK, cases=3)  # written after the output
+    status = {STAGE: [{"changed deps": {f"data/{TASK}": "modified"}}, {"changed outs": {OUT: "modified"}}]}
+    with pytest.raises(InputError, match=rf"{OUT} is older than data/{TASK}"):
+        lineage.check_outputs_made_by_pipeline(status, {})
+    os.utime(tmp_path / OUT / "manifest.json")  # the pipeline wrote it after the data
+    lineage.check_outputs_made_by_pipeline(status, {})

@@ -119,12 +119,15 @@ def _rule_name(stage: str) -> str:
     return stage.split("@", 1)[0]
 
 
-def check_outputs_made_by_pipeline(status: dict[str, list[Any]], lock: dict[str, Any]) -> None:
+def check_outputs_made_by_pipeline(
+    status: dict[str, list[Any]], lock: dict[str, Any], params_file: Path = Path("params.yaml")
+) -> None:
     """Refuse to certify outputs the pipeline did not make.
 
     ``status`` is ``dvc status --json dvc.yaml``: per stage a list of ``{"changed deps": {path:
     state}}``, ``{"changed outs": {path: state}}`` and strings such as ``"changed command"``.
-    ``lock`` is the parsed ``dvc.lock`` (``{}`` when there is none).
+    ``lock`` is the parsed ``dvc.lock`` (``{}`` when there is none). ``params_file`` (just
+    written from the config) counts as parameters, not as data, for the age check.
 
     Raises:
         InputError: an output differs from ``dvc.lock`` while nothing its stage reads changed (a
@@ -154,13 +157,13 @@ def check_outputs_made_by_pipeline(status: dict[str, list[Any]], lock: dict[str,
                 raise InputError(
                     f"{path} changed since the pipeline wrote it: re-run `snakemake --forcerun {rule}` or restore it"
                 )
-        changed_data = [Path(p) for p, state in deps.items() if not isinstance(state, dict)]  # not params
+        changed_data = [Path(p) for p, state in deps.items() if not isinstance(state, dict) and Path(p).resolve() != params_file.resolve()]
         if not changed_data:
             continue
         newest_dep = max(changed_data, key=_newest_mtime)
-        for out in locked.get(stage, {}).get("outs", []):
-            path = Path(out["path"])
-            if str(path) not in outs and _newest_mtime(path) < _newest_mtime(newest_dep):
+        paths = {str(out["path"]) for out in locked.get(stage, {}).get("outs", [])} | set(outs)
+        for path in sorted(Path(p) for p in paths):
+            if _newest_mtime(path) < _newest_mtime(newest_dep):
                 raise InputError(
                     f"{path} is older than {newest_dep}, which changed since dvc.lock: "
                     f"re-run `snakemake --forcerun {rule}` so the output matches its data"
@@ -235,7 +238,7 @@ def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path(
         write_params(params, params_file)
         status = json.loads(_dvc(["status", "--json", str(DVC_FILE)]) or "{}")
         lock = yaml.safe_load(LOCK_FILE.read_text()) if LOCK_FILE.is_file() else {}
-        check_outputs_made_by_pipeline(status, lock or {})
+        check_outputs_made_by_pipeline(status, lock or {}, params_file)
         if tracked is not None:
             _dvc(["add", tracked.as_posix()])
         _dvc(["commit", "--force", str(DVC_FILE)])
