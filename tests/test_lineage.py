@@ -35,6 +35,8 @@ from medvisionllama.lineage import record_lineage
 TASK = "Task09_Spleen"
 SIZE = "8x8x4"
 LINEAGE_FILES = ("params.yaml", "dvc.lock", "data.dvc", ".gitignore")
+OUT = f"results/preprocessed/{TASK}/{SIZE}"
+STAGE = f"preprocess_task@{TASK}-{SIZE}"
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -250,6 +252,28 @@ def test_a_hand_edited_output_is_refused_and_nothing_is_rewritten(repo: Path) ->
     assert snapshot(repo) == before and "up to date" in dvc(repo, "status").stdout
 
 
+def test_outputs_changed_by_new_code_are_recorded_after_being_made_again(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same data, same parameters, other bytes: what a change of the preprocessing code does. The
+    stage's command makes them again identically, so they are the pipeline's, not a hand edit."""
+    from medvisionllama.data import preprocess as module
+
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    current = module.normalise
+    with monkeypatch.context() as patch:  # "the old code": shifted intensities
+        patch.setattr(module, "normalise", lambda image, kind: (current(image, kind)[0] + 1.0, current(image, kind)[1]))
+        run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    old = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][STAGE]["outs"][0]["md5"]
+    run_data_stages(repo, params)  # the new (current) code
+
+    record_lineage(Path("data"), params)
+
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"][STAGE]["outs"][0]["md5"] != old
+    assert_up_to_date(repo)
+    assert not list((repo / ".dvc" / "tmp").glob("mvl-lineage-*"))  # the scratch copy is gone
+
+
 def test_changed_parameters_are_recorded_not_refused(repo: Path) -> None:
     make_task(repo / "data", TASK, cases=5)
     params = params_for("data")
@@ -309,8 +333,6 @@ def test_data_below_a_tracked_folder_updates_that_folders_dvc_file(repo: Path) -
     assert_up_to_date(repo)
 
 
-OUT = f"results/preprocessed/{TASK}/{SIZE}"
-STAGE = f"preprocess_task@{TASK}-{SIZE}"
 LOCK = {"stages": {STAGE: {"outs": [{"path": OUT}]}}}
 
 

@@ -6,8 +6,10 @@
    interpolates (DVC reads this file for every command, so it comes first);
 2. asks ``dvc status dvc.yaml`` what changed since ``dvc.lock`` and refuses to certify what the
    pipeline did not make (:func:`check_outputs_made_by_pipeline`): an output whose hash differs
-   from ``dvc.lock`` while its stage's dependencies, parameters and command did not change was
-   edited by hand; an output older than a changed dependency is stale;
+   from ``dvc.lock`` while its stage's dependencies, parameters and command did not change is
+   made again in a scratch folder (:func:`remade_identically`); if the stage's command does not
+   make exactly it (the pipeline's code changed: it does), it was edited by hand and is refused.
+   An output older than a changed dependency is stale and refused too;
 3. the raw data folder: **inside the repository** ``dvc add DIR`` writes ``DIR.dvc`` (and fills
    the DVC cache, so a team can ``dvc push`` / ``dvc pull`` it); **outside** (a shared,
    possibly read-only folder) nothing is added or copied: the split and preprocess stages of
@@ -29,15 +31,18 @@ Snakemake runs this as one local job; a lock held by a user's own ``dvc`` comman
 from __future__ import annotations
 
 import argparse
+import filecmp
+import fnmatch
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -120,14 +125,20 @@ def _rule_name(stage: str) -> str:
 
 
 def check_outputs_made_by_pipeline(
-    status: dict[str, list[Any]], lock: dict[str, Any], params_file: Path = Path("params.yaml")
+    status: dict[str, list[Any]],
+    lock: dict[str, Any],
+    params_file: Path = Path("params.yaml"),
+    remake: Callable[[str, Path], bool] | None = None,
 ) -> None:
     """Refuse to certify outputs the pipeline did not make.
 
     ``status`` is ``dvc status --json dvc.yaml``: per stage a list of ``{"changed deps": {path:
     state}}``, ``{"changed outs": {path: state}}`` and strings such as ``"changed command"``.
     ``lock`` is the parsed ``dvc.lock`` (``{}`` when there is none). ``params_file`` (just
-    written from the config) counts as parameters, not as data, for the age check.
+    written from the config) counts as parameters, not as data, for the age check. ``remake``
+    (stage command, output) says whether the command makes exactly that output again (see
+    :func:`remade_identically`): an output that changed while its inputs did not is accepted
+    when it does (the pipeline's code changed), refused otherwise.
 
     Raises:
         InputError: an output differs from ``dvc.lock`` while nothing its stage reads changed (a
@@ -154,6 +165,9 @@ def check_outputs_made_by_pipeline(
                     f"run the pipeline (`snakemake --forcerun {rule}`) before recording the lineage"
                 )
             if state == "modified" and not inputs_changed and stage in locked:
+                if remake is not None and remake(str(locked[stage]["cmd"]), Path(path)):
+                    log.info("%s differs from dvc.lock but `%s` makes it again: recording it", path, stage)
+                    continue
                 raise InputError(
                     f"{path} changed since the pipeline wrote it: re-run `snakemake --forcerun {rule}` or restore it"
                 )
@@ -168,6 +182,51 @@ def check_outputs_made_by_pipeline(
                     f"{path} is older than {newest_dep}, which changed since dvc.lock: "
                     f"re-run `snakemake --forcerun {rule}` so the output matches its data"
                 )
+
+
+def _dvcignore_patterns(root: Path) -> list[str]:
+    """The name patterns of ``root/.dvcignore`` (comments and blank lines dropped, ``dir/`` -> ``dir``)."""
+    path = root / ".dvcignore"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [line.strip().rstrip("/") for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _files(path: Path, ignore: list[str]) -> dict[str, Path]:
+    """The files DVC hashes for ``path``: relative name -> path, names matching ``ignore`` left out."""
+    if path.is_file():
+        return {"": path}
+    found = {}
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path)
+        if not any(fnmatch.fnmatchcase(part, pattern) for part in rel.parts for pattern in ignore):
+            found[rel.as_posix()] = file
+    return found
+
+
+def remade_identically(command: str, output: Path, root: Path | None = None) -> bool:
+    """Whether the stage ``command`` (as in ``dvc.lock``) makes ``output`` again byte for byte.
+
+    The command runs, as ``dvc repro`` would run it, in a scratch folder under ``.dvc/tmp`` that
+    links every top-level entry of the repository ``root`` except the output's top folder, so the
+    real output is never touched. Both trees are compared file by file (``.dvcignore`` names left
+    out). Only called for an output that changed while its inputs did not; the data stages are
+    deterministic, so a difference means the file was not made by the pipeline.
+    """
+    root = (root or Path.cwd()).resolve()
+    ignore = _dvcignore_patterns(root)
+    scratch_parent = root / ".dvc" / "tmp"
+    scratch_parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mvl-lineage-", dir=scratch_parent) as name:
+        scratch = Path(name)
+        for entry in root.iterdir():
+            if entry.name not in {output.parts[0], ".dvc", ".git"}:
+                (scratch / entry.name).symlink_to(entry)
+        proc = subprocess.run(command, shell=True, cwd=scratch, capture_output=True, text=True)
+        if proc.returncode != 0:
+            log.warning("`%s` failed while checking %s: %s", command, output, proc.stderr.strip()[-500:])
+            return False
+        made, found = _files(scratch / output, ignore), _files(root / output, ignore)
+        return made.keys() == found.keys() and all(filecmp.cmp(made[k], found[k], shallow=False) for k in made)
 
 
 def _dvc_file_of(folder: Path) -> Path:
@@ -238,7 +297,7 @@ def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path(
         write_params(params, params_file)
         status = json.loads(_dvc(["status", "--json", str(DVC_FILE)]) or "{}")
         lock = yaml.safe_load(LOCK_FILE.read_text()) if LOCK_FILE.is_file() else {}
-        check_outputs_made_by_pipeline(status, lock or {}, params_file)
+        check_outputs_made_by_pipeline(status, lock or {}, params_file, remake=remade_identically)
         if tracked is not None:
             _dvc(["add", tracked.as_posix()])
         _dvc(["commit", "--force", str(DVC_FILE)])
