@@ -7,6 +7,7 @@ no output folder (or temporary sibling) is left behind.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ import pytest
 from data_helpers import assert_nothing_left, first_case, make_task, rewrite_nifti
 
 from medvisionllama.cli import main as cli_main
-from medvisionllama.data.io import load_nifti, read_dataset_json
-from medvisionllama.data.preprocess import preprocess_task
+from medvisionllama.data.io import check_finite, load_nifti, read_dataset_json
+from medvisionllama.data.preprocess import preprocess_image, preprocess_task
 from medvisionllama.data.split import split_task
 from medvisionllama.data.synthesize import synthesize_task
 from medvisionllama.errors import InputError
@@ -153,3 +154,56 @@ def test_cli_bad_input_exits_2_with_one_line(task_dir: Path, tmp_path: Path, cap
     assert code == 2 and err.count("\n") == 1 and "missing: task folder does not exist" in err
     code = cli_main(["synthesize", "--task", "Task99", "--output", str(tmp_path / "t")])
     assert code == 2 and "unknown task 'Task99'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_voxels_are_refused_with_their_count(task_dir: Path, tmp_path: Path, bad: float) -> None:
+    image, _ = first_case(task_dir)
+    data = np.asanyarray(load_nifti(image).dataobj).astype(np.float32)
+    data[0, 0, 0] = bad
+    data[-1, -1, -1] = bad
+    data[1, 2, 0] = bad
+    rewrite_nifti(image, data)
+    message = _preprocess_fails(task_dir, tmp_path, r"3 non-finite voxel\(s\) \(NaN or Inf\)")
+    assert message.startswith(f"{image}: ") and "\n" not in message
+    # `mvl predict` reads new images with the same function
+    with pytest.raises(InputError, match=r"3 non-finite voxel\(s\)"):
+        preprocess_image(image, size="8x8x4", kind="CT", num_channels=1)
+
+
+def test_check_finite_counts_every_bad_voxel_and_passes_integers(tmp_path: Path) -> None:
+    array = np.zeros((4, 4, 4, 2), dtype=np.float64)
+    array[..., 1] = np.nan  # a whole channel
+    with pytest.raises(InputError, match=r"^img\.nii\.gz: 64 non-finite voxel\(s\) \(NaN or Inf\) out of 128"):
+        check_finite(array, "img.nii.gz")
+    check_finite(array[..., 0], "img.nii.gz")
+    check_finite(np.full((2, 2), 7, dtype=np.int16), "int.nii.gz")
+
+
+@pytest.mark.parametrize(("shift", "refused"), [(50.0, True), (0.01, True), (0.0004, False)])
+def test_label_off_its_image_by_a_translation(task_dir: Path, tmp_path: Path, shift: float, refused: bool) -> None:
+    image, label = first_case(task_dir)
+    img = load_nifti(label)
+    affine = np.array(img.affine, dtype=float)
+    affine[:3, 3] += [shift, 0.0, 0.0]  # same shape, same axis codes
+    rewrite_nifti(label, np.asanyarray(img.dataobj), affine)
+    out = tmp_path / "results" / "pre" / "8x8x4"
+    if not refused:
+        preprocess_task(task_dir, "8x8x4", out)
+        assert (out / "manifest.json").is_file()
+        return
+    message = _preprocess_fails(task_dir, tmp_path, "does not lie on the grid of image")
+    assert message.startswith(f"label {label} ") and str(image) in message
+    reported = re.search(r"differ by (\S+) mm in translation", message)
+    assert reported and float(reported.group(1)) == pytest.approx(shift, rel=1e-3)  # float32 header
+    assert "\n" not in message
+
+
+def test_label_with_other_voxel_spacing_is_refused(task_dir: Path, tmp_path: Path) -> None:
+    image, label = first_case(task_dir)
+    img = load_nifti(label)
+    affine = np.array(img.affine, dtype=float)
+    affine[:3, :3] *= 1.01  # 1 % larger voxels: same shape and axis codes
+    rewrite_nifti(label, np.asanyarray(img.dataobj), affine)
+    message = _preprocess_fails(task_dir, tmp_path, "does not lie on the grid of image")
+    assert str(image) in message and str(label) in message and "in rotation/scale" in message

@@ -2,6 +2,10 @@
 
 Files and folders are written under a temporary name beside their target and renamed into place
 only once complete, so a crash, a kill or an exception leaves either the old output or none.
+
+Every temporary name is ``.{target name}.mvl-tmp-{random}{suffix}`` (the old copy of a replaced
+folder, briefly, ``.{target name}.mvl-tmp-old``): one pattern, :data:`TEMP_PATTERN`, which
+``.dvcignore`` lists so that what a killed job leaves behind never enters ``dvc add``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,16 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+#: marks every temporary name the atomic writers use: ``.{name}{TEMP_MARK}{random}{suffix}``
+TEMP_MARK = ".mvl-tmp-"
+#: the gitignore-style pattern (``.dvcignore``) matching every such name
+TEMP_PATTERN = f".*{TEMP_MARK}*"
+
+
+def temp_prefix(target: Path) -> str:
+    """The prefix of ``target``'s temporary names: ``.{target.name}.mvl-tmp-``."""
+    return f".{target.name}{TEMP_MARK}"
 
 
 def with_path(exc: OSError, path: str | os.PathLike[str]) -> OSError:
@@ -52,7 +66,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=suffix, dir=target.parent)
     except OSError as exc:
         raise with_path(exc, target) from exc
     os.close(fd)
@@ -81,14 +95,14 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
     except OSError as exc:
         raise with_path(exc, target) from exc
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
+            old = target.with_name(f"{temp_prefix(target)}old")
             if old.exists():
                 shutil.rmtree(old)
             os.replace(target, old)

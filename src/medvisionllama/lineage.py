@@ -1,14 +1,27 @@
-"""``mvl lineage``: record the data lineage with DVC.
+"""``mvl lineage``: record the data lineage with DVC, wherever the data lives, without lying.
 
-``mvl lineage --data data --params JSON`` runs once at the end of the pipeline's data stages:
+``mvl lineage --data DIR --params JSON`` runs once at the end of the pipeline's data stages:
 
 1. writes ``params.yaml``: the validated settings of the data stages, which ``dvc.yaml``
    interpolates (DVC reads this file for every command, so it comes first);
-2. ``dvc add data``: writes ``data.dvc`` (the raw task folders' hash) and fills the DVC cache,
-   so a team can ``dvc push`` / ``dvc pull`` the raw data;
-3. ``dvc commit``: records in ``dvc.lock`` the split and preprocess stages of ``dvc.yaml`` whose
-   outputs Snakemake just made, so ``dvc status`` reports them up to date and ``dvc repro``
-   reproduces them.
+2. asks ``dvc status dvc.yaml`` what changed since ``dvc.lock`` and refuses to certify what the
+   pipeline did not make (:func:`check_outputs_made_by_pipeline`): an output whose hash differs
+   from ``dvc.lock`` while its stage's dependencies, parameters and command did not change is
+   made again in a scratch folder (:func:`remade_identically`); if the stage's command does not
+   make exactly it (the pipeline's code changed: it does), it was edited by hand and is refused.
+   An output older than a changed dependency is stale and refused too;
+3. the raw data folder: **inside the repository** ``dvc add DIR`` writes ``DIR.dvc`` (and fills
+   the DVC cache, so a team can ``dvc push`` / ``dvc pull`` it); **outside** (a shared,
+   possibly read-only folder) nothing is added or copied: the split and preprocess stages of
+   ``dvc.yaml`` depend on ``{data.dir}/{task}``, an absolute path, and ``dvc.lock`` records each
+   task folder's content hash, so ``dvc status`` reports when the external data changed;
+4. ``dvc commit --force dvc.yaml``: records in ``dvc.lock`` the split and preprocess stages whose
+   outputs Snakemake just made (``--force`` only answers DVC's prompt; step 2 made the check).
+
+Any failure raises :class:`~medvisionllama.errors.InputError` with one line (what failed, what
+to do) and puts ``params.yaml``, ``dvc.lock``, ``DIR.dvc`` and the ``.gitignore`` ``dvc add``
+edits back byte for byte. Only stages of ``dvc.yaml`` and ``DIR.dvc`` are touched: another
+``.dvc`` file (the committed ``data.dvc`` when ``data.dir`` is elsewhere) is left alone.
 
 DVC takes a repository-wide lock; two DVC commands at once fail with "Unable to acquire lock".
 Snakemake runs this as one local job; a lock held by a user's own ``dvc`` command is waited for
@@ -18,25 +31,42 @@ Snakemake runs this as one local job; a lock held by a user's own ``dvc`` comman
 from __future__ import annotations
 
 import argparse
+import filecmp
+import fnmatch
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from medvisionllama.errors import InputError
-from medvisionllama.io_utils import write_text_atomic
+from medvisionllama.io_utils import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 #: the sections of the config that the data stages read; params.yaml holds exactly these
 PARAM_SECTIONS = ("results_dir", "data", "split", "preprocess")
 LOCK_MESSAGE = "Unable to acquire lock"
+DVC_FILE = Path("dvc.yaml")
+LOCK_FILE = Path("dvc.lock")
+
+
+class DvcError(RuntimeError):
+    """A ``dvc`` command failed; ``summary`` is DVC's own error in one line."""
+
+    def __init__(self, args: list[str], returncode: int, output: str) -> None:
+        self.command = "dvc " + " ".join(args)
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("ERROR")]
+        self.summary = " ".join((errors or lines[-1:] or [f"exit {returncode}"])[0].split())
+        super().__init__(f"`{self.command}` failed (exit {returncode}):\n{output}")
 
 
 def _dvc(args: list[str], *, retries: int = 8, delay: float = 1.0) -> str:
@@ -52,8 +82,7 @@ def _dvc(args: list[str], *, retries: int = 8, delay: float = 1.0) -> str:
             log.warning("DVC repository is locked by another dvc process; retrying in %.0f s", wait)
             time.sleep(wait)
             continue
-        output = (proc.stderr or proc.stdout).strip()
-        raise RuntimeError(f"`dvc {' '.join(args)}` failed (exit {proc.returncode}):\n{output}")
+        raise DvcError(args, proc.returncode, (proc.stderr or proc.stdout).strip())
     raise AssertionError("unreachable")
 
 
@@ -71,20 +100,219 @@ def write_params(params: dict[str, Any], params_file: Path = Path("params.yaml")
     return params_file
 
 
-def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path("params.yaml")) -> list[Path]:
-    """Write ``params_file``, ``dvc add`` the raw data folder, ``dvc commit`` the data stages.
+# --------------------------------------------------------------------------- checks
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (resolved, symlinks followed) lies in the folder ``root``."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path == root or root in path.parents
 
-    Returns the files written: ``params_file``, ``<data>.dvc`` and ``dvc.lock``.
+
+def _newest_mtime(path: Path) -> float:
+    """The latest modification time of ``path`` or of any file below it (0 when absent)."""
+    if not path.exists():
+        return 0.0
+    if path.is_file():
+        return path.stat().st_mtime
+    times = [path.stat().st_mtime]
+    for folder, _, files in os.walk(path):
+        times.extend(os.stat(os.path.join(folder, name)).st_mtime for name in files)
+    return max(times)
+
+
+def _rule_name(stage: str) -> str:
+    """``preprocess_task@Task01_BrainTumour-32x32x16`` -> ``preprocess_task`` (the Snakemake rule)."""
+    return stage.split("@", 1)[0]
+
+
+def check_outputs_made_by_pipeline(
+    status: dict[str, list[Any]],
+    lock: dict[str, Any],
+    params_file: Path = Path("params.yaml"),
+    remake: Callable[[str, Path], bool] | None = None,
+) -> None:
+    """Refuse to certify outputs the pipeline did not make.
+
+    ``status`` is ``dvc status --json dvc.yaml``: per stage a list of ``{"changed deps": {path:
+    state}}``, ``{"changed outs": {path: state}}`` and strings such as ``"changed command"``.
+    ``lock`` is the parsed ``dvc.lock`` (``{}`` when there is none). ``params_file`` (just
+    written from the config) counts as parameters, not as data, for the age check. ``remake``
+    (stage command, output) says whether the command makes exactly that output again (see
+    :func:`remade_identically`): an output that changed while its inputs did not is accepted
+    when it does (the pipeline's code changed), refused otherwise.
+
+    Raises:
+        InputError: an output differs from ``dvc.lock`` while nothing its stage reads changed (a
+            hand edit); an output is missing; an output is older than a dependency that changed
+            (the pipeline did not re-run it).
     """
+    locked = lock.get("stages", {}) if isinstance(lock, dict) else {}
+    for stage, changes in sorted(status.items()):
+        rule = _rule_name(stage)
+        outs: dict[str, Any] = {}
+        deps: dict[str, Any] = {}
+        inputs_changed = False
+        for change in changes:
+            if isinstance(change, dict) and set(change) == {"changed outs"}:
+                outs.update(change["changed outs"])
+                continue
+            inputs_changed = True
+            if isinstance(change, dict):
+                deps.update(change.get("changed deps", {}))
+        for path, state in sorted(outs.items()):
+            if state == "deleted":
+                raise InputError(
+                    f"{path}: missing, though stage {stage} of dvc.yaml outputs it: "
+                    f"run the pipeline (`snakemake --forcerun {rule}`) before recording the lineage"
+                )
+            if state == "modified" and not inputs_changed and stage in locked:
+                if remake is not None and remake(str(locked[stage]["cmd"]), Path(path)):
+                    log.info("%s differs from dvc.lock but `%s` makes it again: recording it", path, stage)
+                    continue
+                raise InputError(
+                    f"{path} changed since the pipeline wrote it: re-run `snakemake --forcerun {rule}` or restore it"
+                )
+        changed_data = [Path(p) for p, state in deps.items() if not isinstance(state, dict) and Path(p).resolve() != params_file.resolve()]
+        if not changed_data:
+            continue
+        newest_dep = max(changed_data, key=_newest_mtime)
+        paths = {str(out["path"]) for out in locked.get(stage, {}).get("outs", [])} | set(outs)
+        for path in sorted(Path(p) for p in paths):
+            if _newest_mtime(path) < _newest_mtime(newest_dep):
+                raise InputError(
+                    f"{path} is older than {newest_dep}, which changed since dvc.lock: "
+                    f"re-run `snakemake --forcerun {rule}` so the output matches its data"
+                )
+
+
+def _dvcignore_patterns(root: Path) -> list[str]:
+    """The name patterns of ``root/.dvcignore`` (comments and blank lines dropped, ``dir/`` -> ``dir``)."""
+    path = root / ".dvcignore"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [line.strip().rstrip("/") for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _files(path: Path, ignore: list[str]) -> dict[str, Path]:
+    """The files DVC hashes for ``path``: relative name -> path, names matching ``ignore`` left out."""
+    if path.is_file():
+        return {"": path}
+    found = {}
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path)
+        if not any(fnmatch.fnmatchcase(part, pattern) for part in rel.parts for pattern in ignore):
+            found[rel.as_posix()] = file
+    return found
+
+
+def remade_identically(command: str, output: Path, root: Path | None = None) -> bool:
+    """Whether the stage ``command`` (as in ``dvc.lock``) makes ``output`` again byte for byte.
+
+    The command runs, as ``dvc repro`` would run it, in a scratch folder under ``.dvc/tmp`` that
+    links every top-level entry of the repository ``root`` except the output's top folder, so the
+    real output is never touched. Both trees are compared file by file (``.dvcignore`` names left
+    out). Only called for an output that changed while its inputs did not; the data stages are
+    deterministic, so a difference means the file was not made by the pipeline.
+    """
+    root = (root or Path.cwd()).resolve()
+    ignore = _dvcignore_patterns(root)
+    scratch_parent = root / ".dvc" / "tmp"
+    scratch_parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mvl-lineage-", dir=scratch_parent) as name:
+        scratch = Path(name)
+        for entry in root.iterdir():
+            if entry.name not in {output.parts[0], ".dvc", ".git"}:
+                (scratch / entry.name).symlink_to(entry)
+        proc = subprocess.run(command, shell=True, cwd=scratch, capture_output=True, text=True)
+        if proc.returncode != 0:
+            log.warning("`%s` failed while checking %s: %s", command, output, proc.stderr.strip()[-500:])
+            return False
+        made, found = _files(scratch / output, ignore), _files(root / output, ignore)
+        return made.keys() == found.keys() and all(filecmp.cmp(made[k], found[k], shallow=False) for k in made)
+
+
+def _dvc_file_of(folder: Path) -> Path:
+    """The ``.dvc`` file ``dvc add folder`` writes: that of a tracked folder holding it (DVC 3
+    updates ``data.dvc`` for ``dvc add data/msd``), else ``folder.dvc``."""
+    for candidate in (folder, *folder.parents[:-1]):  # relative path: parents end with "."
+        dvc_file = candidate.with_name(candidate.name + ".dvc")
+        if dvc_file.is_file():
+            return dvc_file
+    return folder.with_name(folder.name + ".dvc")
+
+
+# --------------------------------------------------------------------------- transaction
+def _snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
+    """The bytes of each of ``paths`` (``None``: absent), to put back on failure."""
+    return {path: path.read_bytes() if path.is_file() else None for path in paths}
+
+
+def _restore(snapshot: dict[Path, bytes | None]) -> None:
+    """Put every file of ``snapshot`` back as it was (atomically), removing those that were absent."""
+    for path, payload in snapshot.items():
+        if payload is None:
+            path.unlink(missing_ok=True)
+        elif not path.is_file() or path.read_bytes() != payload:
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(payload)
+
+
+def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path("params.yaml")) -> list[Path]:
+    """Write ``params_file``, check the outputs, track ``data`` and ``dvc commit`` the data stages.
+
+    Runs in the DVC repository's root (where ``dvc.yaml`` is). ``data`` is the raw data folder
+    (``data.dir``): inside the repository it is ``dvc add``-ed (``<data>.dvc``); outside it is
+    only hashed, as the stages' dependencies, and may be read-only.
+
+    Returns:
+        The files written: ``params_file``, ``<data>.dvc`` (data inside the repository only) and
+        ``dvc.lock``.
+
+    Raises:
+        InputError: one line naming what failed and what to do; ``params_file``, ``dvc.lock``,
+            ``<data>.dvc`` and its ``.gitignore`` are then exactly as before the call.
+    """
+    data = Path(data)
     if not data.is_dir():
         raise InputError(f"{data}: raw data folder not found")
     here = Path.cwd().resolve()
     if not any((folder / ".dvc").is_dir() for folder in (here, *here.parents)):
         raise InputError(f"{here}: not inside a DVC repository (run `dvc init`, or set lineage.dvc: false)")
-    write_params(params, params_file)
-    _dvc(["add", str(data)])
-    _dvc(["commit", "--force"])
-    return [params_file, data.with_name(data.name + ".dvc"), Path("dvc.lock")]
+    if not DVC_FILE.is_file():
+        raise InputError(f"{here / DVC_FILE}: missing (run `mvl lineage` in the project's root)")
+    results = Path(str(params.get("results_dir", "results")))
+    if not is_inside(results, here):
+        raise InputError(
+            f"results_dir {results}: outside the repository {here}, where DVC cannot track outputs; "
+            "keep results_dir inside it (data.dir may be anywhere)"
+        )
+    inside = is_inside(data, here)
+    if inside and data.resolve() == here:
+        raise InputError(f"data.dir {data}: is the repository itself; keep the raw data in a folder of it or elsewhere")
+    tracked = Path(os.path.relpath(data.resolve(), here)) if inside else None
+    dvc_file = _dvc_file_of(tracked) if tracked else None
+    protected = [params_file, LOCK_FILE]
+    if dvc_file is not None:
+        protected += [dvc_file, dvc_file.parent / ".gitignore"]
+    before = _snapshot(protected)
+    try:
+        write_params(params, params_file)
+        status = json.loads(_dvc(["status", "--json", str(DVC_FILE)]) or "{}")
+        lock = yaml.safe_load(LOCK_FILE.read_text()) if LOCK_FILE.is_file() else {}
+        check_outputs_made_by_pipeline(status, lock or {}, params_file, remake=remade_identically)
+        if tracked is not None:
+            _dvc(["add", tracked.as_posix()])
+        _dvc(["commit", "--force", str(DVC_FILE)])
+    except BaseException as exc:
+        _restore(before)
+        kept = ", ".join(str(p) for p in protected[:3])
+        if isinstance(exc, InputError):
+            raise InputError(f"{exc} (lineage not recorded; {kept} unchanged)") from None
+        if isinstance(exc, DvcError):
+            raise InputError(
+                f"`{exc.command}` failed: {exc.summary} (lineage not recorded; {kept} unchanged): "
+                f"fix what DVC names, or set lineage.dvc: false"
+            ) from exc
+        raise
+    return [params_file, *([dvc_file] if dvc_file else []), LOCK_FILE]
 
 
 def main(argv: list[str] | None = None) -> int:

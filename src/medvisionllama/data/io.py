@@ -26,6 +26,11 @@ REQUIRED_KEYS: tuple[str, ...] = ("name", "modality", "labels", "numTraining", "
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
+#: largest difference allowed between an image's and its label's affine: in the translation
+#: column (mm) and in the 3x3 rotation/scale part (unitless: direction cosines times spacing)
+AFFINE_TOLERANCE_MM = 1e-3
+AFFINE_TOLERANCE_LINEAR = 1e-4
+
 
 @dataclass(frozen=True)
 class LabelledCase:
@@ -218,3 +223,43 @@ def make_nifti(data: np.ndarray, affine: np.ndarray, spacing_unit: str = "mm") -
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units(xyz=spacing_unit, t="sec")
     return img
+
+
+def check_finite(array: np.ndarray, path: str | Path) -> None:
+    """Refuse an image holding NaN or infinite voxels (one NaN turns a normalised case into NaN).
+
+    ``array`` is the voxel data of ``path`` (any shape); integer arrays pass without a scan.
+
+    Raises:
+        InputError: ``{path}: N non-finite voxel(s) (NaN or Inf) out of M: ...``.
+    """
+    array = np.asanyarray(array)
+    if not np.issubdtype(array.dtype, np.inexact):
+        return
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise InputError(
+            f"{path}: {bad} non-finite voxel(s) (NaN or Inf) out of {array.size}: "
+            "replace or mask them before running mvl"
+        )
+
+
+def check_same_grid(image_affine: np.ndarray, image_path: str | Path, label_affine: np.ndarray, label_path: str | Path) -> None:
+    """Refuse a label whose voxel-to-world affine differs from its image's.
+
+    The affines are nibabel's (``img.affine``: the sform, else the qform), 4x4. They must agree
+    within :data:`AFFINE_TOLERANCE_MM` in translation and :data:`AFFINE_TOLERANCE_LINEAR` in the
+    rotation/scale part (float32 header round-off is far below both).
+
+    Raises:
+        InputError: naming both files and how far apart the affines are.
+    """
+    a, b = np.asarray(image_affine, dtype=float), np.asarray(label_affine, dtype=float)
+    shift = float(np.abs(a[:3, 3] - b[:3, 3]).max())
+    linear = float(np.abs(a[:3, :3] - b[:3, :3]).max())
+    if shift > AFFINE_TOLERANCE_MM or linear > AFFINE_TOLERANCE_LINEAR:
+        raise InputError(
+            f"label {label_path} does not lie on the grid of image {image_path}: their affines differ by "
+            f"{shift:.4g} mm in translation and {linear:.4g} in rotation/scale "
+            f"(tolerance {AFFINE_TOLERANCE_MM:g} mm, {AFFINE_TOLERANCE_LINEAR:g})"
+        )

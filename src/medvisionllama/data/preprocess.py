@@ -5,8 +5,9 @@
 uint8 (X, Y, Z) and ``manifest.json``. Steps per case, the same for training cases
 (:func:`preprocess_task`) and for new images (:func:`preprocess_image`):
 
-1. load with nibabel and check: image and label shapes and orientations agree, label values lie
-   in ``dataset.json``'s label map, the channel count equals its modality count;
+1. load with nibabel and check: every image voxel is finite, image and label shapes, orientations
+   and affines agree (:func:`~medvisionllama.data.io.check_same_grid`), label values lie in
+   ``dataset.json``'s label map, the channel count equals its modality count;
 2. reorient to the closest canonical (RAS) orientation (``nibabel.orientations``; an axis flip
    or permutation, never a resampling);
 3. resize to the requested size (``XxYxZ``; ``full`` keeps the canonical grid): images trilinear
@@ -35,7 +36,14 @@ from nibabel import orientations
 from scipy import ndimage
 from tqdm import tqdm
 
-from medvisionllama.data.io import LabelledCase, list_labelled_cases, load_nifti, read_dataset_json
+from medvisionllama.data.io import (
+    LabelledCase,
+    check_finite,
+    check_same_grid,
+    list_labelled_cases,
+    load_nifti,
+    read_dataset_json,
+)
 from medvisionllama.errors import InputError
 from medvisionllama.io_utils import atomic_dir, read_json
 from medvisionllama.tasks import parse_size
@@ -149,7 +157,8 @@ def preprocess_image(
         preprocessed shape and spacing) plus the normalisation statistics.
 
     Raises:
-        InputError: a missing or corrupt file, a wrong channel count, an invalid size.
+        InputError: a missing or corrupt file, NaN or infinite voxels, a wrong channel count, an
+            invalid size.
     """
     dims = parse_size(size)
     image_path = Path(image_path)
@@ -166,6 +175,7 @@ def preprocess_image(
             f"{image_path}: has {data.shape[3]} channel(s) (shape {data.shape}), "
             f"but dataset.json's modality lists {num_channels}"
         )
+    check_finite(data, image_path)
     affine = np.asarray(img.affine, dtype=float)
     ornt = orientations.io_orientation(affine)
     canonical = orientations.apply_orientation(data, ornt)  # (X', Y', Z', C) in RAS
@@ -197,8 +207,9 @@ def preprocess_label(label_path: str | Path, meta: dict[str, Any], label_values:
     Returns uint8 (X, Y, Z) on the grid of the preprocessed image.
 
     Raises:
-        InputError: naming the file when its shape or orientation differs from the image's, or
-            when it holds non-integer values or values outside ``label_values``.
+        InputError: naming the file when its shape, orientation or affine differs from the
+            image's (naming both), or when it holds non-integer values or values outside
+            ``label_values``.
     """
     label_path = Path(label_path)
     img = load_nifti(label_path)
@@ -216,6 +227,7 @@ def preprocess_label(label_path: str | Path, meta: dict[str, Any], label_values:
             f"image {meta['source']} has orientation {''.join(meta['original_orientation'])} but label "
             f"{label_path} has {''.join(axcodes)}: they must match"
         )
+    check_same_grid(np.asarray(meta["original_affine"]), meta["source"], img.affine, label_path)
     values = np.unique(data)
     if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
         raise InputError(f"{label_path}: label values must be integers, got {values[:10].tolist()}")

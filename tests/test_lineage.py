@@ -1,0 +1,373 @@
+"""`record_lineage` in a real git + DVC repository: data inside it, in another folder of it, and
+outside it on a read-only mount; a hand-edited output and a failing DVC command are refused and
+leave every committed lineage file byte-identical.
+
+The data stages run for real (the functions behind `mvl split` / `mvl preprocess`, on the paths
+dvc.yaml names), on one tiny synthetic task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT, env_with_venv
+from data_helpers import make_task, rewrite_nifti
+
+from medvisionllama import lineage
+from medvisionllama.data.io import load_nifti
+from medvisionllama.data.preprocess import preprocess_task
+from medvisionllama.data.split import split_task
+from medvisionllama.errors import InputError
+from medvisionllama.io_utils import TEMP_PATTERN
+from medvisionllama.lineage import record_lineage
+
+TASK = "Task09_Spleen"
+SIZE = "8x8x4"
+LINEAGE_FILES = ("params.yaml", "dvc.lock", "data.dvc", ".gitignore")
+OUT = f"results/preprocessed/{TASK}/{SIZE}"
+STAGE = f"preprocess_task@{TASK}-{SIZE}"
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, env=env_with_venv())
+    if check:
+        assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def params_for(data_dir: str) -> dict:
+    return {
+        "results_dir": "results",
+        "data": {"dir": data_dir, "source": "synthetic", "synthetic": {"cases": 5, "max_dim": 16, "seed": 0}, "tasks": [TASK]},
+        "split": {"seed": 0, "fractions": [0.6, 0.2, 0.2]},
+        "preprocess": {"sizes": [SIZE], "workers": 1},
+    }
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh git + DVC repository holding the project's dvc.yaml and .dvcignore; the cwd."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy2(ROOT / name, root / name)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("PATH", env_with_venv()["PATH"])
+    return root
+
+
+def run_data_stages(repo: Path, params: dict) -> None:
+    """What Snakemake's split_task and preprocess_task jobs do, on dvc.yaml's paths."""
+    data = Path(params["data"]["dir"])
+    for task in params["data"]["tasks"]:
+        split_task(data / task, repo / "results" / "splits" / f"{task}.json",
+                   seed=params["split"]["seed"], fractions=tuple(params["split"]["fractions"]))
+        for size in params["preprocess"]["sizes"]:
+            preprocess_task(data / task, size, repo / "results" / "preprocessed" / task / size, workers=1)
+
+
+def snapshot(repo: Path) -> dict[str, bytes | None]:
+    return {name: (repo / name).read_bytes() if (repo / name).is_file() else None for name in LINEAGE_FILES}
+
+
+def assert_up_to_date(repo: Path) -> None:
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+
+
+def files_below(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def in_cache(repo: Path, file: Path) -> bool:
+    md5 = hashlib.md5(file.read_bytes()).hexdigest()
+    return (repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+
+
+def kill_synthesize_midway(data: Path) -> Path:
+    """Start `mvl synthesize` into ``data`` and SIGKILL it once its temporary folder holds a file."""
+    command = [sys.executable, "-m", "medvisionllama.cli", "synthesize", "--task", "Task01_BrainTumour",
+               "--output", str(data / "Task01_BrainTumour"), "--cases", "40", "--max-dim", "96"]
+    proc = subprocess.Popen(command, env=env_with_venv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            temps = [p for p in data.glob(".Task01_BrainTumour.mvl-tmp-*") if files_below(p)]
+            if temps:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return temps[0]
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    pytest.fail("mvl synthesize finished (or hung) before it could be killed midway")
+
+
+def test_dvcignore_lists_the_atomic_writers_temporary_names() -> None:
+    patterns = (ROOT / ".dvcignore").read_text().splitlines()
+    assert TEMP_PATTERN in patterns and ".downloads/" in patterns
+
+
+def test_data_inside_the_repository_leaves_out_what_killed_jobs_left(repo: Path) -> None:
+    data = repo / "data"
+    task = make_task(data, TASK, cases=5)
+    leftover = kill_synthesize_midway(data)  # a real kill: `.Task01_BrainTumour.mvl-tmp-*/` stays
+    assert not (data / "Task01_BrainTumour").exists()
+    legacy = data / f".{TASK}.x1y2z3.tmp"  # what versions before the one pattern left
+    shutil.copytree(task, legacy)
+    (data / ".downloads").mkdir()
+    (data / ".downloads" / "Task02_Heart.tar.part").write_bytes(b"\0" * 100)
+    params = params_for("data")
+    run_data_stages(repo, params)
+
+    written = record_lineage(Path("data"), params)
+
+    assert written == [Path("params.yaml"), Path("data.dvc"), Path("dvc.lock")]
+    out = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]
+    assert out["path"] == "data" and out["nfiles"] == len(files_below(task))  # only the task's files
+    ignored = files_below(leftover) + files_below(legacy) + [data / ".downloads" / "Task02_Heart.tar.part"]
+    assert not any(in_cache(repo, f) for f in ignored if f.read_bytes() not in {g.read_bytes() for g in files_below(task)})
+    assert "/data" in (repo / ".gitignore").read_text().splitlines()
+    assert_up_to_date(repo)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {f"split_task@{TASK}", f"preprocess_task@{TASK}-{SIZE}"}
+
+
+def test_a_non_default_folder_inside_the_repository(repo: Path) -> None:
+    make_task(repo / "data", "Task04_Hippocampus", cases=3)  # the demo's data, committed as data.dvc
+    lineage.write_params(params_for("data"))  # dvc.yaml reads it: DVC fails without it
+    dvc(repo, "add", "data")
+    committed = (repo / "data.dvc").read_bytes()
+    shutil.rmtree(repo / "data")  # a clone that never pulled the demo's data
+    make_task(repo / "realdata", TASK, cases=5)
+    params = params_for("realdata")
+    run_data_stages(repo, params)
+
+    written = record_lineage(Path("realdata"), params)
+
+    assert written == [Path("params.yaml"), Path("realdata.dvc"), Path("dvc.lock")]
+    assert (repo / "data.dvc").read_bytes() == committed  # the other .dvc file is left alone
+    assert yaml.safe_load((repo / "realdata.dvc").read_text())["outs"][0]["path"] == "realdata"
+    deps = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][f"split_task@{TASK}"]["deps"]
+    assert deps[0]["path"] == f"realdata/{TASK}"
+    assert "up to date" in dvc(repo, "status", "dvc.yaml", "realdata.dvc").stdout
+    assert "data.dvc" in dvc(repo, "status").stdout  # the truth about the other .dvc file: data/ is absent
+
+
+@pytest.fixture
+def read_only_data(tmp_path: Path):
+    """``(source, mount)``: a task folder outside the repository, and a read-only bind mount of it."""
+    source, mount = tmp_path / "shared" / "msd", tmp_path / "ro" / "msd"
+    make_task(source, TASK, cases=5)
+    mount.mkdir(parents=True)
+    done = subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"bind mounts are not permitted here: {done.stderr.strip()}")
+    try:
+        done = subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"read-only remounts are not permitted here: {done.stderr.strip()}")
+        with pytest.raises(OSError):
+            (mount / "probe").write_text("x")  # read-only even for root
+        yield source, mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_data_outside_the_repository_and_read_only(repo: Path, read_only_data: tuple[Path, Path]) -> None:
+    source, mount = read_only_data
+    params = params_for(str(mount))
+    run_data_stages(repo, params)
+
+    written = record_lineage(mount, params)
+
+    assert written == [Path("params.yaml"), Path("dvc.lock")]  # nothing added: no msd.dvc
+    assert not [p for p in repo.glob("*.dvc") if p.is_file()] and not (mount.parent / "msd.dvc").exists()
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    dep = lock[f"split_task@{TASK}"]["deps"][0]
+    assert dep["path"] == str(mount / TASK) and dep["md5"].endswith(".dir")
+    assert dep["nfiles"] == len(files_below(mount / TASK))
+    assert not any(in_cache(repo, f) for f in files_below(mount / TASK))  # hashed, not copied
+    assert_up_to_date(repo)
+
+    # the shared data changes (here through its writable source): dvc status says which task
+    image = source / TASK / "imagesTr" / "spleen_1.nii.gz"
+    data = np.asanyarray(load_nifti(image).dataobj).copy()
+    data[0, 0, 0] += 1
+    rewrite_nifti(image, data)
+    status = json.loads(dvc(repo, "status", "--json").stdout)
+    assert status[f"split_task@{TASK}"][0]["changed deps"] == {str(mount / TASK): "modified"}
+    assert status[f"preprocess_task@{TASK}-{SIZE}"][0]["changed deps"] == {str(mount / TASK): "modified"}
+
+    # the pipeline did not re-run: recording now would claim the old outputs came from new data
+    before = snapshot(repo)
+    with pytest.raises(InputError, match=rf"results/\S+ is older than {mount / TASK}, which changed since dvc.lock"):
+        record_lineage(mount, params)
+    assert snapshot(repo) == before
+
+    run_data_stages(repo, params)  # the pipeline re-runs: now the lineage records the new data
+    record_lineage(mount, params)
+    assert_up_to_date(repo)
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"][f"split_task@{TASK}"]["deps"][0]["md5"] != dep["md5"]
+
+
+def test_a_hand_edited_output_is_refused_and_nothing_is_rewritten(repo: Path) -> None:
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    array = next((repo / "results" / "preprocessed" / TASK / SIZE / "cases").glob("*_image.npy"))
+    edited = np.load(array)
+    edited[0, 0, 0, 0] += 1.0
+    np.save(array, edited)
+    before = snapshot(repo)
+
+    with pytest.raises(InputError) as info:
+        record_lineage(Path("data"), params)
+
+    message = str(info.value)
+    assert message.startswith(
+        f"results/preprocessed/{TASK}/{SIZE} changed since the pipeline wrote it: "
+        "re-run `snakemake --forcerun preprocess_task` or restore it"
+    )
+    assert "\n" not in message
+    assert snapshot(repo) == before
+    status = json.loads(dvc(repo, "status", "--json").stdout)
+    assert status == {f"preprocess_task@{TASK}-{SIZE}": [{"changed outs": {f"results/preprocessed/{TASK}/{SIZE}": "modified"}}]}
+
+    run_data_stages(repo, params)  # what the message says: the pipeline makes it again
+    record_lineage(Path("data"), params)
+    assert snapshot(repo) == before and "up to date" in dvc(repo, "status").stdout
+
+
+def test_outputs_changed_by_new_code_are_recorded_after_being_made_again(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same data, same parameters, other bytes: what a change of the preprocessing code does. The
+    stage's command makes them again identically, so they are the pipeline's, not a hand edit."""
+    from medvisionllama.data import preprocess as module
+
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    current = module.normalise
+    with monkeypatch.context() as patch:  # "the old code": shifted intensities
+        patch.setattr(module, "normalise", lambda image, kind: (current(image, kind)[0] + 1.0, current(image, kind)[1]))
+        run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    old = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][STAGE]["outs"][0]["md5"]
+    run_data_stages(repo, params)  # the new (current) code
+
+    record_lineage(Path("data"), params)
+
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"][STAGE]["outs"][0]["md5"] != old
+    assert_up_to_date(repo)
+    assert not list((repo / ".dvc" / "tmp").glob("mvl-lineage-*"))  # the scratch copy is gone
+
+
+def test_changed_parameters_are_recorded_not_refused(repo: Path) -> None:
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    params["split"]["seed"] = 7  # outputs differ from dvc.lock because their settings did
+    run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    assert_up_to_date(repo)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["split"]["seed"] == 7
+
+
+def test_a_failing_dvc_command_leaves_every_lineage_file_as_it_was(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    before = snapshot(repo)
+
+    # 1. DVC refuses `dvc add realdata`: git already tracks it
+    make_task(repo / "realdata", TASK, cases=5)
+    subprocess.run(["git", "add", "realdata"], cwd=repo, check=True)
+    run_data_stages(repo, params_for("realdata"))
+    with pytest.raises(InputError) as info:
+        record_lineage(Path("realdata"), params_for("realdata"))
+    message = str(info.value)
+    assert message.startswith("`dvc add realdata` failed: ERROR") and "already tracked by SCM" in message
+    assert "params.yaml, dvc.lock, realdata.dvc unchanged" in message and "\n" not in message
+    assert snapshot(repo) == before and not (repo / "realdata.dvc").exists()
+
+    # 2. the last command fails after params.yaml and data.dvc were rewritten
+    other = params_for("data") | {"split": {"seed": 3, "fractions": [0.6, 0.2, 0.2]}}
+    (repo / "data" / TASK / "extra.txt").write_text("new raw file: data.dvc changes")
+    run_data_stages(repo, other)
+    real = lineage._dvc
+
+    def failing_commit(args: list[str], **kwargs) -> str:
+        if args[0] == "commit":
+            return real(["commit", "--force", "no_such_stage"], **kwargs)
+        return real(args, **kwargs)
+
+    monkeypatch.setattr(lineage, "_dvc", failing_commit)
+    with pytest.raises(InputError, match=r"^`dvc commit --force no_such_stage` failed: ERROR"):
+        record_lineage(Path("data"), other)
+    assert snapshot(repo) == before
+
+
+def test_data_below_a_tracked_folder_updates_that_folders_dvc_file(repo: Path) -> None:
+    make_task(repo / "data", "Task04_Hippocampus", cases=3)
+    lineage.write_params(params_for("data"))
+    dvc(repo, "add", "data")
+    make_task(repo / "data" / "msd", TASK, cases=5)
+    params = params_for("data/msd")
+    run_data_stages(repo, params)
+    assert record_lineage(Path("data/msd"), params) == [Path("params.yaml"), Path("data.dvc"), Path("dvc.lock")]
+    assert not (repo / "data" / "msd.dvc").exists()
+    assert_up_to_date(repo)
+
+
+LOCK = {"stages": {STAGE: {"outs": [{"path": OUT}]}}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "lock", "message"),
+    [
+        ([{"changed outs": {OUT: "modified"}}], LOCK, "changed since the pipeline wrote it"),  # a hand edit
+        ([{"changed outs": {OUT: "deleted"}}], LOCK, "missing, though stage"),
+        ([{"changed outs": {OUT: "modified"}}], {}, None),  # a stage dvc.lock has not seen yet
+        ([{"changed outs": {OUT: "not in cache"}}], LOCK, None),  # same hash, cache emptied
+        ([{"changed deps": {"params.yaml": {"split.seed": "modified"}}}, {"changed outs": {OUT: "modified"}}], LOCK, None),
+        (["changed command", {"changed outs": {OUT: "modified"}}], LOCK, None),  # e.g. other --workers
+    ],
+)
+def test_what_counts_as_made_by_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes, lock, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / OUT).mkdir(parents=True)
+    if message is None:
+        lineage.check_outputs_made_by_pipeline({STAGE: changes}, lock)
+        return
+    with pytest.raises(InputError, match=message):
+        lineage.check_outputs_made_by_pipeline({STAGE: changes}, lock)
+
+
+def test_outputs_older_than_changed_data_are_stale_even_for_a_new_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / OUT).mkdir(parents=True)
+    (tmp_path / OUT / "manifest.json").write_text("{}")
+    os.utime(tmp_path / OUT / "manifest.json", (1_000_000, 1_000_000))
+    os.utime(tmp_path / OUT, (1_000_000, 1_000_000))
+    make_task(tmp_path / "data", TASK, cases=3)  # written after the output
+    status = {STAGE: [{"changed deps": {f"data/{TASK}": "modified"}}, {"changed outs": {OUT: "modified"}}]}
+    with pytest.raises(InputError, match=rf"{OUT} is older than data/{TASK}"):
+        lineage.check_outputs_made_by_pipeline(status, {})
+    os.utime(tmp_path / OUT / "manifest.json")  # the pipeline wrote it after the data
+    lineage.check_outputs_made_by_pipeline(status, {})
