@@ -89,7 +89,7 @@ def test_rebuilt_model_reproduces_validation(prostate_run):
     from medvisionllama.evaluation.inference import load_run_model
     from medvisionllama.training.checkpoint import load_checkpoint
     from medvisionllama.training.data import CaseDataset, make_loader
-    from medvisionllama.training.preprocessed import read_preprocessed
+    from medvisionllama.data.preprocessed import read_preprocessed
     from medvisionllama.training.train import run_one_epoch_validation
 
     ckpt = load_checkpoint(prostate_run["run"] / "checkpoint_best.pt")

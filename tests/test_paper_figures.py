@@ -9,7 +9,8 @@ import yaml
 from medvisionllama.paper import figures as F
 from medvisionllama.paper.aggregate import aggregate
 from medvisionllama.paper.compare import comparison_values
-from medvisionllama.paper.spec import METRICS, parse_experiments
+from medvisionllama.paper.spec import parse_experiments
+from medvisionllama.vocabulary import PAPER_METRICS as METRICS
 from medvisionllama.paper.summary import case_scores, summarize
 from test_paper_fixtures import grid, make_long, make_sample, write_run_dir
 

@@ -4,8 +4,8 @@ import os
 
 from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import experiment_outputs, figure_outputs
-from medvisionllama.experiments import ATTENTIONS, experiment_specs, runs_of
-from medvisionllama.llm.names import pretrained_llm
+from medvisionllama.experiments import experiment_specs, runs_of
+from medvisionllama.vocabulary import ATTENTIONS, RUN_PATH, SIZE_PATTERN, parse_model_name
 
 try:  # the schema has checked each value; this checks how the experiments fit together
     SPECS = experiment_specs(config)
@@ -21,13 +21,13 @@ SIZES = config["preprocess"]["sizes"]
 
 wildcard_constraints:
     task="Task[0-9]{2}_[A-Za-z]+",
-    size="[0-9]+x[0-9]+x[0-9]+|full",
+    size=SIZE_PATTERN,
     seed="[0-9]+",
     attention="|".join(ATTENTIONS),
     model="[A-Za-z0-9._-]+",
 
 
-RUN_DIR = f"{RESULTS}/runs/{{task}}/{{model}}/{{attention}}/{{size}}/seed{{seed}}"
+RUN_DIR = f"{RESULTS}/runs/{RUN_PATH}"
 
 
 def data_outputs():
@@ -55,7 +55,7 @@ def model_options(wildcards):
         opts += f" --img-size {m['full_img_size']}"
     if m["llm_layer"] is not None:
         opts += f" --llm-layer {m['llm_layer']}"
-    llm = pretrained_llm(wildcards.model)
+    llm = parse_model_name(wildcards.model).layer_llm
     if llm:
         opts += f" --llm-weights {layer_file(llm)}"
     return opts
@@ -68,7 +68,7 @@ def layer_file(llm):
 
 def run_llm_layer(wildcards):
     """The layer file a run reads: none for vit, mlp and the random controls."""
-    llm = pretrained_llm(wildcards.model)
+    llm = parse_model_name(wildcards.model).layer_llm
     return [layer_file(llm)] if llm else []
 
 

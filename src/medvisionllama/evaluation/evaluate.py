@@ -34,17 +34,15 @@ from medvisionllama.evaluation.inference import (
     predict_logits,
     resolve_device,
 )
-from medvisionllama.evaluation.metrics import METRIC_NAMES, SegmentationMetrics
+from medvisionllama.evaluation.metrics import SegmentationMetrics
 from medvisionllama.io_utils import atomic_dir, atomic_path
 from medvisionllama.training.checkpoint import load_checkpoint
-from medvisionllama.training.data import read_split
-from medvisionllama.training.preprocessed import read_preprocessed
+from medvisionllama.data.preprocessed import read_preprocessed
+from medvisionllama.data.split import read_split
+from medvisionllama.vocabulary import METRICS_COLUMNS
 
 log = logging.getLogger(__name__)
 
-METRICS_COLUMNS: tuple[str, ...] = (
-    "task", "model", "attention", "size", "seed", "case_id", "class_index", "class_name", *METRIC_NAMES,
-)
 
 
 def load_original_label(path: Path, shape: list[int]) -> np.ndarray:

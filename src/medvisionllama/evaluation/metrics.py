@@ -44,8 +44,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-#: the metrics of one case and one class, in the column order of ``metrics.csv``
-METRIC_NAMES: tuple[str, ...] = ("dice", "jaccard", "precision", "recall", "accuracy", "hd95")
+from medvisionllama.vocabulary import METRIC_NAMES  # the metrics of one case and class, metrics.csv's order
 
 
 # ------------------------------------------------------------------------------ functional core

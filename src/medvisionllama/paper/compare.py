@@ -25,8 +25,9 @@ import pandas as pd
 from medvisionllama.paper.published import (
     LOWER_IS_BETTER, METRIC_LABELS, PAPER_SETUP, TABLES, load_published, model_label,
 )
-from medvisionllama.paper.spec import METRICS, NON_LLM_MODELS, ExperimentSpec
+from medvisionllama.paper.spec import ExperimentSpec
 from medvisionllama.paper.summary import case_scores, paired_scores, paired_test, summarize
+from medvisionllama.vocabulary import PAPER_METRICS as METRICS, parse_model_name
 
 ALPHA = 0.05
 #: metrics each kind's table reports (params_m, train_hours come from run.json)
@@ -96,7 +97,7 @@ def _pairs(spec: ExperimentSpec) -> list[tuple[dict[str, str], dict[str, str], s
             out += [(sel(m, spec.attention[0]), sel(m, other), "dice") for m in spec.models for other in spec.attention[1:]]
         elif spec.kind == "capacity":
             hybrid = next(a for a in spec.attention if a != "spatial")
-            llms = [m for m in spec.models if m.removesuffix("-random") not in NON_LLM_MODELS]
+            llms = [m for m in spec.models if parse_model_name(m).kind == "llm"]
             others = [m for m in spec.models if m not in llms]
             for m in llms:
                 out.append((sel(m, hybrid), sel(m, "spatial"), "dice"))
@@ -178,8 +179,10 @@ def configuration_differences(spec: ExperimentSpec, provenance: dict[str, Any] |
         if paper != model:
             diffs.append(f"{model_label(model).removeprefix('ViT + ')} block ({model}) stands in for "
                          f"{model_label(paper).removeprefix('ViT + ')} ({paper})")
-        elif model.endswith("-random"):
+        elif parse_model_name(model).control == "random":
             diffs.append(f"{model}: random weights, a control the paper does not have")
+        elif parse_model_name(model).control == "shuffled":
+            diffs.append(f"{model}: the pretrained weights permuted, a control the paper does not have")
     if spec.kind == "input_size":
         for size in spec.sizes:
             if spec.paper_size(size) != size:

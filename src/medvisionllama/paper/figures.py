@@ -35,9 +35,11 @@ from medvisionllama.paper.aggregate import read_long  # noqa: E402
 from medvisionllama.paper.compare import comparison_values, configuration_differences  # noqa: E402
 from medvisionllama.paper.published import ATTENTION_LABELS, model_label  # noqa: E402
 from medvisionllama.paper.outputs import first_of_kind as _first, figure_outputs  # noqa: E402,F401
-from medvisionllama.paper.spec import METRICS, ExperimentSpec, RunKey, load_experiments  # noqa: E402
+from medvisionllama.experiments import load_experiments  # noqa: E402
+from medvisionllama.paper.spec import ExperimentSpec  # noqa: E402
 from medvisionllama.paper.summary import case_scores, summarize  # noqa: E402
 from medvisionllama.paper.tables import default_provenance  # noqa: E402
+from medvisionllama.vocabulary import PAPER_METRICS as METRICS, RunKey  # noqa: E402
 
 Sample = Mapping[str, np.ndarray]
 
@@ -215,7 +217,7 @@ def figure_attention_strategies(summary: pd.DataFrame, stem: str | Path, order: 
     return _save(fig, stem, 2)
 
 
-RADAR_AXES = ["dice", "accuracy", "precision", "recall", "jaccard", "hd95"]
+RADAR_AXES = list(METRICS)
 
 
 def figure_radar(summary: pd.DataFrame, stem: str | Path, title: str) -> FigureOutput:
@@ -271,24 +273,12 @@ def figure_published_vs_reproduced(values: pd.DataFrame, stem: str | Path, heade
 # --------------------------------------------------------------------------------------- CLI
 
 
-def sample_key(path: str | Path) -> RunKey:
-    """The run of ``.../{task}/{model}/{attention}/{size}/seed{seed}/samples.npz``."""
-    parts = Path(path).parts
-    if len(parts) < 6 or not parts[-2].startswith("seed"):
-        raise InputError(f"{path}: expected .../{{task}}/{{model}}/{{attention}}/{{size}}/seed{{seed}}/samples.npz")
-    try:
-        seed = int(parts[-2][4:])
-    except ValueError as exc:
-        raise InputError(f"{path}: bad seed folder {parts[-2]!r}") from exc
-    return RunKey(parts[-6], parts[-5], parts[-4], parts[-3], seed)
-
-
 def load_samples(paths: list[str | Path]) -> dict[RunKey, dict[str, np.ndarray]]:
     out = {}
     for p in paths:
         try:
             with np.load(p, allow_pickle=False) as z:
-                out[sample_key(p)] = {k: z[k] for k in z.files}
+                out[RunKey.from_path(p)] = {k: z[k] for k in z.files}
         except (OSError, ValueError) as exc:
             raise InputError(f"{p}: cannot read samples.npz ({exc})") from exc
     return out

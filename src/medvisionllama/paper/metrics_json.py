@@ -15,8 +15,9 @@ from typing import Any
 import pandas as pd
 
 from medvisionllama.io_utils import write_json_atomic
-from medvisionllama.paper.spec import METRICS, ExperimentSpec
+from medvisionllama.paper.spec import ExperimentSpec
 from medvisionllama.paper.summary import case_scores, summarize
+from medvisionllama.vocabulary import PAPER_METRICS as METRICS
 
 
 def _jsonable(value: Any) -> Any:

@@ -22,6 +22,7 @@ import io
 import pandas as pd
 
 from medvisionllama.errors import InputError
+from medvisionllama.vocabulary import CONTROLS
 
 #: table key -> the paper's caption name
 TABLES: dict[str, str] = {
@@ -82,12 +83,15 @@ COLUMNS = ["table", "task", "model", "attention", "size", "metric", "mean", "std
 
 def model_label(model: str) -> str:
     """``vit`` -> ``ViT``; ``llama3.1-8b`` -> ``ViT + Llama``; ``smollm2-135m-random`` ->
-    ``ViT + SmolLM2-135M (random)``; an unknown key is shown as ``ViT + <key>``."""
+    ``ViT + SmolLM2-135M (random)`` (a control in brackets); an unknown key is shown as ``ViT + <key>``."""
     if model in PAPER_MODELS:
         return PAPER_MODELS[model]
-    base, random = (model[: -len("-random")], True) if model.endswith("-random") else (model, False)
+    base, control = model, None
+    for candidate in CONTROLS:
+        if model.endswith(f"-{candidate}"):
+            base, control = model[: -len(candidate) - 1], candidate
     name = PAPER_MODELS.get(base, "").removeprefix("ViT + ") or OTHER_LLMS.get(base, base)
-    return f"ViT + {name}" + (" (random)" if random else "")
+    return f"ViT + {name}" + (f" ({control})" if control else "")
 
 
 @functools.lru_cache(maxsize=1)

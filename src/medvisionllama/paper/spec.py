@@ -1,7 +1,7 @@
 """Experiment specs: which runs a paper table needs, read from the pipeline's config.
 
 An experiment is one table of the paper, rebuilt from a grid of runs. The config lists them under
-``experiments:``, either as a mapping ``name -> spec`` or as a list of specs with a ``name``::
+``experiments:``, a mapping ``name -> spec``::
 
     experiments:
       main:
@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NamedTuple
-
-import yaml
+from typing import Any
 
 from medvisionllama.errors import InputError
-from medvisionllama.tasks import get_task, parse_size
+from medvisionllama.tasks import get_task
+from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, RunKey, parse_model_name, parse_size
 
 #: experiment kind -> key of the published table it rebuilds (see ``published.TABLES``)
 KINDS: dict[str, str] = {
@@ -41,24 +39,6 @@ KINDS: dict[str, str] = {
     "input_size": "appendix_table2",
     "complexity": "appendix_table3",
 }
-ATTENTIONS = ("hybrid-sequential", "hybrid-parallel", "hybrid-interleaved", "spatial")
-METRICS = ("dice", "accuracy", "precision", "recall", "jaccard", "hd95")
-#: models without an LLM block
-NON_LLM_MODELS = ("vit", "mlp")
-
-
-class RunKey(NamedTuple):
-    """One run, as named in ``results/runs/{task}/{model}/{attention}/{size}/seed{seed}/``."""
-
-    task: str
-    model: str
-    attention: str
-    size: str
-    seed: int
-
-    def path(self) -> str:
-        return f"{self.task}/{self.model}/{self.attention}/{self.size}/seed{self.seed}"
-
 
 @dataclass(frozen=True)
 class ExperimentSpec:
@@ -68,7 +48,7 @@ class ExperimentSpec:
     kind: str
     tasks: tuple[str, ...]
     models: tuple[str, ...]
-    attention: tuple[str, ...] = ("hybrid-sequential",)
+    attention: tuple[str, ...] = (DEFAULT_ATTENTION,)
     sizes: tuple[str, ...] = ("64x64x40",)
     seeds: tuple[int, ...] = (0,)
     llm_for_paper: dict[str, str] = field(default_factory=dict)
@@ -131,7 +111,7 @@ class ExperimentSpec:
         grid = itertools.product(self.tasks, self.models, self.attention, self.sizes, self.seeds)
         runs = [RunKey(*k) for k in grid]
         if self.kind == "capacity":
-            runs = [r for r in runs if r.attention != "spatial" or r.model.removesuffix("-random") not in NON_LLM_MODELS]
+            runs = [r for r in runs if r.attention != "spatial" or parse_model_name(r.model).kind == "llm"]
         return runs
 
     @classmethod
@@ -155,7 +135,7 @@ class ExperimentSpec:
             kind=str(spec.get("kind", name)),
             tasks=tuple(get_task(str(t)).name for t in seq("tasks", ())),
             models=tuple(str(m) for m in seq("models", ())),
-            attention=tuple(str(a) for a in seq("attention", ("hybrid-sequential",))),
+            attention=tuple(str(a) for a in seq("attention", (DEFAULT_ATTENTION,))),
             sizes=tuple(str(s) for s in seq("sizes", ("64x64x40",))),
             seeds=tuple(int(s) for s in seq("seeds", (0,))),
             llm_for_paper={str(k): str(v) for k, v in (spec.get("llm_for_paper") or {}).items()},
@@ -164,40 +144,8 @@ class ExperimentSpec:
 
 
 def parse_experiments(experiments: Any) -> list[ExperimentSpec]:
-    """Specs from the config's ``experiments`` value (a mapping name -> spec, or a list with names)."""
-    if isinstance(experiments, dict):
-        items = [(str(k), v) for k, v in experiments.items()]
-    elif isinstance(experiments, list):
-        items = []
-        for i, spec in enumerate(experiments):
-            if not isinstance(spec, dict) or "name" not in spec:
-                raise InputError(f"experiments[{i}]: each list entry needs a 'name'")
-            items.append((str(spec["name"]), spec))
-    else:
-        raise InputError(f"experiments: expected a mapping or a list, got {type(experiments).__name__}")
-    specs = [ExperimentSpec.from_dict(name, spec) for name, spec in items]
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise InputError(f"experiments: duplicate names in {names}")
-    return specs
-
-
-def load_experiments(config_path: str | Path, names: list[str] | None = None) -> list[ExperimentSpec]:
-    """The experiments of a pipeline config file (key ``experiments:``), optionally only ``names``.
-
-    Defaults come from the rest of the config, as for the workflow
-    (:func:`medvisionllama.experiments.experiment_specs`).
-    """
-    from medvisionllama.experiments import experiment_specs
-
-    path = Path(config_path)
-    if not path.is_file():
-        raise InputError(f"{path}: config file not found")
-    with path.open() as handle:
-        config = yaml.safe_load(handle) or {}
-    if not config.get("experiments"):
-        raise InputError(f"{path}: no 'experiments:' key")
-    try:
-        return experiment_specs(config, names)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+    """Specs from the config's ``experiments`` mapping (name -> spec), taken as written (no defaults
+    from the rest of the config: :func:`medvisionllama.experiments.experiment_specs` fills those)."""
+    if not isinstance(experiments, dict):
+        raise InputError(f"experiments: expected a mapping name -> experiment, got {type(experiments).__name__}")
+    return [ExperimentSpec.from_dict(str(name), spec) for name, spec in experiments.items()]

@@ -16,11 +16,11 @@ import pandas as pd
 from scipy import stats
 
 from medvisionllama.errors import InputError
-from medvisionllama.paper.aggregate import MEAN_CLASS
-from medvisionllama.paper.spec import ExperimentSpec, RunKey
+from medvisionllama.paper.spec import ExperimentSpec
+from medvisionllama.vocabulary import MEAN_CLASS, RUN_KEY_COLUMNS, RunKey
 
-RUN_KEYS = ["task", "model", "attention", "size", "seed"]
-GROUP_KEYS = ["task", "model", "attention", "size"]
+RUN_KEYS = list(RUN_KEY_COLUMNS)
+GROUP_KEYS = RUN_KEYS[:-1]  # a run without its seed
 #: below this many pairs the Wilcoxon signed-rank test cannot reach p < 0.05 (two-sided, exact)
 MIN_PAIRS_WILCOXON = 6
 
@@ -72,7 +72,7 @@ def lookup(summary: pd.DataFrame, task: str, model: str, attention: str, size: s
     hit = summary[(summary["task"] == task) & (summary["model"] == model)
                   & (summary["attention"] == attention) & (summary["size"] == size)]
     if hit.empty:
-        raise InputError(f"no runs of {RunKey(task, model, attention, size, 0).path()[:-6]}")
+        raise InputError(f"no runs of {RunKey(task, model, attention, size, 0).group()}")
     return hit.iloc[0]
 
 

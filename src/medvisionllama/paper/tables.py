@@ -29,8 +29,10 @@ from medvisionllama.paper.metrics_json import write_metrics_json
 from medvisionllama.paper.published import ATTENTION_LABELS, METRIC_LABELS, TABLES, model_label
 from medvisionllama.paper.outputs import experiment_outputs  # noqa: F401  (re-exported)
 from medvisionllama.paper.render import fmt, to_html, to_markdown, write_all, write_csv
-from medvisionllama.paper.spec import METRICS, ExperimentSpec, load_experiments
+from medvisionllama.experiments import load_experiments
+from medvisionllama.paper.spec import ExperimentSpec
 from medvisionllama.paper.summary import case_scores, lookup, summarize
+from medvisionllama.vocabulary import PAPER_METRICS as METRICS
 
 CAPTIONS: dict[str, str] = {
     "main": "Metric scores of the ViT and the ViT with an LLM block per task (paper Table 2)",

@@ -46,17 +46,16 @@ from medvisionllama.training.data import (
     build_augmentation,
     build_random_crop,
     make_loader,
-    read_split,
     resolve_augment,
 )
-from medvisionllama.training.preprocessed import PreprocessedInfo, read_preprocessed
+from medvisionllama.data.preprocessed import PreprocessedInfo, read_preprocessed
+from medvisionllama.data.split import read_split
+from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, HISTORY_COLUMNS, parse_size
 
 log = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "seconds")
 #: training settings that must match a checkpoint to resume from it (``epochs`` may grow)
 RESUME_KEYS = ("lr", "batch_size", "augment", "seed", "img_size")
-DEFAULT_ATTENTION = "hybrid-sequential"
 
 
 class NonFiniteLossError(InputError):
@@ -103,13 +102,6 @@ def run_one_epoch_validation(
             count += image.shape[0]
             dices += foreground_dice(logits.argmax(1), label, num_classes).nanmean(dim=1).tolist()
     return loss_sum / max(count, 1), _nanmean(dices)
-
-
-def count_parameters(model: torch.nn.Module) -> dict[str, int]:
-    """Total and trainable parameter counts (every parameter, including the frozen block)."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": int(total), "trainable": int(trainable)}
 
 
 # ------------------------------------------------------------------------------ the run
@@ -296,7 +288,7 @@ def train_run(
     summary = {
         "task": data_meta.get("task"), "size": data_meta.get("size"), "model": config.model,
         "attention": config.attention, "seed": int(seed), "model_config": config.to_dict(), "training": training,
-        "data": data_meta, "params": count_parameters(net),
+        "data": data_meta, "params": dict(zip(("total", "trainable"), net.parameter_counts())),
         "train_seconds": float(sum(r["seconds"] for r in history)), "epochs": len(history),
         "best_epoch": best_epoch, "best_val_dice": best, "final": history[-1] if history else None,
         "device": dev.type, "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
@@ -308,8 +300,6 @@ def train_run(
 
 # ------------------------------------------------------------------------------ command line
 def _size(value: str) -> tuple[int, int, int]:
-    from medvisionllama.tasks import parse_size
-
     dims = parse_size(value)
     if dims is None:
         raise argparse.ArgumentTypeError("--img-size must be XxYxZ, not 'full'")
@@ -334,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--model", default="vit", help="vit | mlp | <llm> | <llm>-random (default: vit)")
     m.add_argument("--attention", default=DEFAULT_ATTENTION,
-                   help="hybrid-sequential | hybrid-parallel | hybrid-interleaved | spatial")
+                   help=" | ".join(ATTENTIONS))
     m.add_argument("--img-size", type=_size, default=None, help="model input XxYxZ (only for 'full' preprocessing)")
     m.add_argument("--patch-size", type=int, default=None)
     m.add_argument("--hidden-size", type=int, default=None)
