@@ -117,11 +117,6 @@ def figure_files():
     return files
 
 
-def provenance_options():
-    t = config["training"]
-    return f"--data-source {config['data']['source']} --batch-size {t['batch_size']} --learning-rate {t['lr']}"
-
-
 def paper_outputs():
     """The tables and figures as plain paths, for the final target: report flags belong where
     the files are made, or the report attributes them to the target."""

@@ -42,12 +42,11 @@ rule make_tables:
         "logs/make_tables.log",
     params:
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
-        provenance=provenance_options(),
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
         "mvl tables --long {input.long} --config {input.config} --outdir {params.outdir}"
-        " {params.provenance} --metrics-json {output.metrics} > {log} 2>&1"
+        " --metrics-json {output.metrics} > {log} 2>&1"
 
 
 rule make_figures:
@@ -62,9 +61,8 @@ rule make_figures:
         "logs/make_figures.log",
     params:
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
-        source=config["data"]["source"],
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
         "mvl figures --long {input.long} --config {input.config} --outdir {params.outdir}"
-        " --curves {input.curves} --samples {input.samples} --data-source {params.source} > {log} 2>&1"
+        " --curves {input.curves} --samples {input.samples} > {log} 2>&1"

@@ -14,31 +14,23 @@ An experiment is one table of the paper, rebuilt from a grid of runs. The config
         llm_for_paper: {smollm2-135m: llama3.1-8b}   # reproduced model -> paper model it stands in for
         size_for_paper: {32x32x16: 64x64x40}         # only input_size compares sizes with the paper
 
-Kinds (the paper table each rebuilds): ``main`` (Table 2), ``llm_comparison`` (Table 4),
-``capacity`` (Table 3), ``attention_strategy`` (Appendix Table 1), ``input_size`` (Appendix
-Table 2), ``complexity`` (Appendix Table 3). :meth:`ExperimentSpec.required_runs` lists the
-runs a kind needs, so the workflow trains exactly those and the tables fail clearly without them.
+Kinds (the paper table each rebuilds; one object each in :mod:`medvisionllama.paper.outputs`):
+``main`` (``table2``), ``llm_comparison`` (``table4``), ``capacity`` (``table3``),
+``attention_strategy`` (``appendix_table1``), ``input_size`` (``appendix_table2``),
+``complexity`` (``appendix_table3``). :meth:`ExperimentSpec.required_runs` lists the runs a
+table needs, so the workflow trains exactly those and the tables fail clearly without them.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 from medvisionllama.errors import InputError
+from medvisionllama.paper.outputs import PaperTable, table_of_kind
 from medvisionllama.tasks import get_task
-from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, RunKey, parse_model_name, parse_size
+from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, RunKey, parse_size
 
-#: experiment kind -> key of the published table it rebuilds (see ``published.TABLES``)
-KINDS: dict[str, str] = {
-    "main": "table2",
-    "llm_comparison": "table4",
-    "capacity": "table3",
-    "attention_strategy": "appendix_table1",
-    "input_size": "appendix_table2",
-    "complexity": "appendix_table3",
-}
 
 @dataclass(frozen=True)
 class ExperimentSpec:
@@ -56,8 +48,7 @@ class ExperimentSpec:
 
     def __post_init__(self) -> None:
         where = f"experiment {self.name!r}"
-        if self.kind not in KINDS:
-            raise InputError(f"{where}: unknown kind {self.kind!r}: expected one of {', '.join(KINDS)}")
+        table = table_of_kind(self.kind, where)
         for key in ("tasks", "models", "attention", "sizes", "seeds"):
             values = getattr(self, key)
             if not values:
@@ -72,22 +63,17 @@ class ExperimentSpec:
         for key in self.llm_for_paper:
             if key not in self.models:
                 raise InputError(f"{where}: llm_for_paper names {key!r}, which is not in models {list(self.models)}")
-        single = {"main": ("attention", "sizes"), "llm_comparison": ("attention", "sizes"),
-                  "complexity": ("attention", "sizes"), "capacity": ("sizes",),
-                  "attention_strategy": ("sizes",), "input_size": ("attention",)}[self.kind]
-        for key in single:
-            if len(getattr(self, key)) != 1:
-                raise InputError(f"{where}: kind {self.kind} takes exactly one value in {key}, got {list(getattr(self, key))}")
-        if self.kind in {"main", "llm_comparison", "complexity", "input_size"} and len(self.models) < 2:
-            raise InputError(f"{where}: kind {self.kind} compares models: give the baseline first and at least one more")
-        if self.kind == "capacity":
-            hybrids = [a for a in self.attention if a != "spatial"]
-            if len(hybrids) != 1 or "spatial" not in self.attention:
-                raise InputError(f"{where}: kind capacity takes one hybrid attention and 'spatial', got {list(self.attention)}")
+        table.validate(self)
+
+    @property
+    def table(self) -> PaperTable:
+        """The paper table this experiment rebuilds."""
+        return table_of_kind(self.kind)
 
     @property
     def paper_table(self) -> str:
-        return KINDS[self.kind]
+        """The key of the published table, e.g. ``table2``."""
+        return self.table.name
 
     @property
     def baseline(self) -> str:
@@ -102,23 +88,14 @@ class ExperimentSpec:
         return self.size_for_paper.get(size, size)
 
     def required_runs(self) -> list[RunKey]:
-        """The runs this experiment's table needs, in a stable order.
-
-        ``capacity`` needs every model with the hybrid attention and, with ``spatial``, only the
-        models with an LLM block (the paper's Table 3 has no spatial ViT or ViT + MLP row); every
-        other kind needs the full grid tasks x models x attention x sizes x seeds.
-        """
-        grid = itertools.product(self.tasks, self.models, self.attention, self.sizes, self.seeds)
-        runs = [RunKey(*k) for k in grid]
-        if self.kind == "capacity":
-            runs = [r for r in runs if r.attention != "spatial" or parse_model_name(r.model).kind == "llm"]
-        return runs
+        """The runs this experiment's table needs, in a stable order (see ``PaperTable.required_runs``)."""
+        return self.table.required_runs(self)
 
     @classmethod
     def from_dict(cls, name: str, spec: dict[str, Any]) -> "ExperimentSpec":
         if not isinstance(spec, dict):
             raise InputError(f"experiment {name!r}: expected a mapping, got {type(spec).__name__}")
-        known = {"name", "kind", "tasks", "models", "attention", "sizes", "seeds", "llm_for_paper", "size_for_paper"}
+        known = {"kind", "tasks", "models", "attention", "sizes", "seeds", "llm_for_paper", "size_for_paper"}
         unknown = set(spec) - known
         if unknown:
             raise InputError(f"experiment {name!r}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
