@@ -1,8 +1,8 @@
 """``mvl``: one command, one verb per pipeline stage.
 
 Each verb lives in its own module, which defines ``main(argv) -> int``: it parses arguments and
-calls that module's typed function by keyword. Modules are imported only when their verb runs, so
-``mvl split`` does not pay for importing torch.
+calls that module's typed function by keyword. Modules are imported only when their verb runs (a
+deliberate deferral: ``mvl split`` does not pay for importing torch).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from medvisionllama import __version__
 from medvisionllama.errors import InputError
 
 #: verb -> (module, one-line help). The module defines ``main(argv: list[str]) -> int``.
@@ -44,8 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] == "--version":
-        from medvisionllama import __version__
-
         print(__version__)
         return 0
     verb, rest = argv[0], argv[1:]

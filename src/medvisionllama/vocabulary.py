@@ -114,7 +114,7 @@ class ModelName:
 
 def known_model_names() -> list[str]:
     """Every valid model name."""
-    return list(NON_LLM_MODELS) + [f"{llm}{suffix}" for llm in LLM_NAMES for suffix in ("", *(f"-{c}" for c in CONTROLS))]
+    return list(NON_LLM_MODELS) + [f"{llm}{suffix}" for llm in LLM_REGISTRY for suffix in ("", *(f"-{c}" for c in CONTROLS))]
 
 
 def parse_model_name(name: str) -> ModelName:
@@ -128,7 +128,7 @@ def parse_model_name(name: str) -> ModelName:
         if name.endswith(f"-{candidate}"):
             base, control = name[: -len(candidate) - 1], candidate
             break
-    if base not in LLM_NAMES:
+    if base not in LLM_REGISTRY:
         raise InputError(f"unknown model {name!r}; known: {', '.join(known_model_names())}")
     return ModelName(name, "llm", base, control)  # type: ignore[arg-type]
 

@@ -5,6 +5,7 @@ import os
 from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import experiment_outputs, figure_outputs
 from medvisionllama.experiments import experiment_specs, runs_of
+from medvisionllama.lineage import PARAM_SECTIONS as LINEAGE_SECTIONS
 from medvisionllama.vocabulary import ATTENTIONS, RUN_PATH, SIZE_PATTERN, parse_model_name
 
 try:  # the schema has checked each value; this checks how the experiments fit together
@@ -42,23 +43,20 @@ def run_files(name):
     return [f"{RESULTS}/runs/{run.path()}/{name}" for run in RUNS]
 
 
-def model_options(wildcards):
-    """The `mvl train` options that define the network, from the config."""
-    m = config["model"]
-    opts = (
-        f"--patch-size {m['patch_size']} --hidden-size {m['hidden_size']} "
-        f"--num-layers {m['num_layers']} --num-heads {m['num_heads']} --dropout {m['dropout']}"
-    )
-    if wildcards.size == "full":
-        if not m["full_img_size"]:
-            raise WorkflowError("config: model.full_img_size must be set for runs on the 'full' input size")
-        opts += f" --img-size {m['full_img_size']}"
-    if m["llm_layer"] is not None:
-        opts += f" --llm-layer {m['llm_layer']}"
-    llm = parse_model_name(wildcards.model).layer_llm
-    if llm:
-        opts += f" --llm-weights {layer_file(llm)}"
-    return opts
+def run_settings(wildcards):
+    """The config values a run is trained with, for Snakemake's params-change trigger only (`mvl
+    train` reads them from results/config.yaml): the model section and the training section less
+    what does not change a run (its seeds are the runs themselves; threads are the scheduler's)."""
+    model = dict(config["model"])
+    if wildcards.size != "full":
+        model.pop("full_img_size")
+    training = {k: v for k, v in config["training"].items() if k not in ("seeds", "threads")}
+    return json.dumps({"model": model, "training": training}, sort_keys=True)
+
+
+def llm_weights_option(wildcards):
+    """`--llm-weights <layer file>` for the models that read one (pretrained and shuffled blocks)."""
+    return " ".join(f"--llm-weights {path}" for path in run_llm_layer(wildcards))
 
 
 def layer_file(llm):
@@ -67,7 +65,8 @@ def layer_file(llm):
 
 
 def run_llm_layer(wildcards):
-    """The layer file a run reads: none for vit, mlp and the random controls."""
+    """The layer file a run reads: none for vit, mlp and the random controls (see
+    ``vocabulary.ModelName.layer_llm``)."""
     llm = parse_model_name(wildcards.model).layer_llm
     return [layer_file(llm)] if llm else []
 

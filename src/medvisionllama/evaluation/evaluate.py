@@ -27,18 +27,15 @@ import torch
 from tqdm import tqdm
 
 from medvisionllama.errors import InputError
-from medvisionllama.evaluation.inference import (
-    activation_maps,
-    largest_foreground_slice,
-    load_run_model,
-    predict_logits,
-    resolve_device,
-)
-from medvisionllama.evaluation.metrics import SegmentationMetrics
-from medvisionllama.io_utils import atomic_dir, atomic_path
-from medvisionllama.training.checkpoint import load_checkpoint
+from medvisionllama.data.io import load_nifti, make_nifti, save_nifti
+from medvisionllama.data.preprocess import restore_to_original
 from medvisionllama.data.preprocessed import read_preprocessed
 from medvisionllama.data.split import read_split
+from medvisionllama.evaluation.inference import activation_maps, largest_foreground_slice
+from medvisionllama.evaluation.metrics import SegmentationMetrics
+from medvisionllama.io_utils import atomic_dir, atomic_path
+from medvisionllama.runtime import load_run_model, predict_logits, resolve_device
+from medvisionllama.training.checkpoint import load_checkpoint
 from medvisionllama.vocabulary import METRICS_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -47,8 +44,6 @@ log = logging.getLogger(__name__)
 
 def load_original_label(path: Path, shape: list[int]) -> np.ndarray:
     """The raw label volume (X, Y, Z) uint8, checked against the image's original shape."""
-    from medvisionllama.data.io import load_nifti
-
     data = np.asanyarray(load_nifti(path).dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -107,8 +102,6 @@ def evaluate_run(
         with torch.no_grad():
             logits = predict_logits(model, torch.from_numpy(image)[None], roi, dev)  # (1, K, X, Y, Z)
         pred = logits[0].argmax(0).numpy().astype(np.uint8)  # (X, Y, Z) preprocessed grid
-        from medvisionllama.data.preprocess import restore_to_original
-
         pred_orig = restore_to_original(pred, meta)
         label_path = data_dir / meta.get("label_source", f"labelsTr/{case_id}.nii.gz")
         gt = load_original_label(label_path, meta["original_shape"])
@@ -137,8 +130,6 @@ def evaluate_run(
     table = table[list(METRICS_COLUMNS)]
 
     if predictions:
-        from medvisionllama.data.io import make_nifti, save_nifti
-
         with atomic_dir(run_dir / "predictions") as tmp:
             for case_id, (pred_orig, affine) in predictions.items():
                 save_nifti(make_nifti(pred_orig, affine), tmp / f"{case_id}.nii.gz")
