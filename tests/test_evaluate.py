@@ -87,7 +87,7 @@ def test_rebuilt_model_reproduces_validation(prostate_run):
     """The best checkpoint, rebuilt (random frozen block re-drawn from the seed), scores the
     validation set exactly as training did at its best epoch."""
     from medvisionllama.runtime import load_run_model
-    from medvisionllama.training.checkpoint import load_checkpoint
+    from medvisionllama.checkpoint import load_checkpoint
     from medvisionllama.training.data import CaseDataset, make_loader
     from medvisionllama.data.preprocessed import read_preprocessed
     from medvisionllama.training.train import run_one_epoch_validation

@@ -26,16 +26,16 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from medvisionllama.errors import InputError
+from medvisionllama.checkpoint import load_checkpoint
 from medvisionllama.data.io import load_nifti, make_nifti, save_nifti
 from medvisionllama.data.preprocess import restore_to_original
 from medvisionllama.data.preprocessed import read_preprocessed
 from medvisionllama.data.split import read_split
+from medvisionllama.errors import InputError
 from medvisionllama.evaluation.inference import activation_maps, largest_foreground_slice
 from medvisionllama.evaluation.metrics import SegmentationMetrics
 from medvisionllama.io_utils import atomic_dir, atomic_path
 from medvisionllama.runtime import load_run_model, predict_logits, resolve_device
-from medvisionllama.training.checkpoint import load_checkpoint
 from medvisionllama.vocabulary import METRICS_COLUMNS
 
 log = logging.getLogger(__name__)

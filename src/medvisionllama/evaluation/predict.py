@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medvisionllama.checkpoint import load_checkpoint
 from medvisionllama.data.io import make_nifti, save_nifti
 from medvisionllama.data.preprocess import preprocess_image, restore_to_original
 from medvisionllama.errors import InputError
 from medvisionllama.runtime import load_run_model, predict_logits, resolve_device
-from medvisionllama.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -37,15 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from medvisionllama import __version__
-from medvisionllama.errors import InputError
-from medvisionllama.data.preprocessed import PreprocessedInfo, read_preprocessed
-from medvisionllama.data.split import read_split
-from medvisionllama.evaluation.metrics import foreground_dice
-from medvisionllama.experiments import load_config
-from medvisionllama.io_utils import write_json_atomic, write_text_atomic
-from medvisionllama.models import ModelConfig
-from medvisionllama.runtime import autocast, build_run_model, predict_logits, resolve_device
-from medvisionllama.training.checkpoint import (
+from medvisionllama.checkpoint import (
     CHECKPOINT_FORMAT,
     capture_rng,
     differing_fields,
@@ -53,6 +45,14 @@ from medvisionllama.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from medvisionllama.data.preprocessed import PreprocessedInfo, read_preprocessed
+from medvisionllama.data.split import read_split
+from medvisionllama.errors import InputError
+from medvisionllama.evaluation.metrics import foreground_dice
+from medvisionllama.experiments import load_config
+from medvisionllama.io_utils import write_json_atomic, write_text_atomic
+from medvisionllama.models import ModelConfig
+from medvisionllama.runtime import autocast, build_run_model, predict_logits, resolve_device
 from medvisionllama.training.data import (
     CaseDataset,
     build_augmentation,
