@@ -3,7 +3,7 @@ import json
 import os
 
 from medvisionllama.errors import InputError
-from medvisionllama.paper.outputs import experiment_outputs, figure_outputs
+from medvisionllama.paper.outputs import figure_outputs
 from medvisionllama.experiments import experiment_specs, runs_of
 from medvisionllama.lineage import PARAM_SECTIONS as LINEAGE_SECTIONS
 from medvisionllama.vocabulary import ATTENTIONS, RUN_PATH, SIZE_PATTERN, parse_model_name
@@ -87,21 +87,22 @@ FIGURES = f"{RESULTS}/figures"
 
 
 def table_files():
-    """Every file `mvl tables` writes; the HTML forms go into the report."""
+    """Every file `mvl tables` writes (the names each table object gives); the HTML forms go into
+    the report, captioned by workflow/report/{table,comparison,claims}.rst."""
     files = []
     for spec in SPECS:
-        for name in experiment_outputs(spec):
-            path = f"{TABLES}/{name}"
-            if name.endswith(".html"):
-                part = name.removesuffix(".html").removeprefix(spec.name).lstrip("_") or "table"
-                path = report(
-                    path,
-                    category="Tables",
-                    subcategory=spec.name,
-                    caption=f"../report/{part}.rst",
-                    labels={"experiment": spec.name, "kind": spec.kind, "content": part},
-                )
-            files.append(path)
+        for content, names in spec.table.files(spec.name).items():
+            for name in names:
+                path = f"{TABLES}/{name}"
+                if name.endswith(".html"):
+                    path = report(
+                        path,
+                        category="Tables",
+                        subcategory=spec.name,
+                        caption=f"../report/{content}.rst",
+                        labels={"experiment": spec.name, "kind": spec.kind, "content": content},
+                    )
+                files.append(path)
     return files
 
 

@@ -34,6 +34,7 @@ from medvisionllama.data.split import read_split
 from medvisionllama.errors import InputError
 from medvisionllama.evaluation.inference import activation_maps, largest_foreground_slice
 from medvisionllama.evaluation.metrics import SegmentationMetrics
+from medvisionllama.experiments import load_config
 from medvisionllama.io_utils import atomic_dir, atomic_path
 from medvisionllama.runtime import load_run_model, predict_logits, resolve_device
 from medvisionllama.vocabulary import METRICS_COLUMNS
@@ -147,20 +148,23 @@ def evaluate_run(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mvl evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None,
+                   help="YAML with the evaluation: and training: settings (the pipeline's results/config.yaml): "
+                        "evaluation.num_predictions (default 2), training.device (default auto)")
     p.add_argument("--run-dir", required=True, help="run folder (holds checkpoint_best.pt); outputs go here")
     p.add_argument("--preprocessed", required=True, help="preprocessed task folder the run was trained on")
     p.add_argument("--split", required=True, help="split JSON (its 'test' cases are scored)")
     p.add_argument("--data-dir", required=True, help="raw MSD task folder (original labels, data/{task})")
-    p.add_argument("--num-predictions", type=int, default=2, help="test predictions saved as NIfTI (default 2)")
     p.add_argument("--checkpoint", default=None, help="checkpoint to score (default: RUN_DIR/checkpoint_best.pt)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    config = load_config(args.config) if args.config else {}
     evaluate_run(run_dir=args.run_dir, preprocessed=args.preprocessed, split=args.split, data_dir=args.data_dir,
-                 num_predictions=args.num_predictions, checkpoint=args.checkpoint, device=args.device,
+                 num_predictions=int((config.get("evaluation") or {}).get("num_predictions", 2)),
+                 checkpoint=args.checkpoint, device=str((config.get("training") or {}).get("device", "auto")),
                  progress=not args.no_progress)
     return 0

@@ -18,13 +18,13 @@ from medvisionllama.paper.outputs.figures import FIGURES
 if TYPE_CHECKING:
     from medvisionllama.paper.spec import ExperimentSpec
 
-#: experiment kind (the config's ``kind:``) -> the table it rebuilds, in the paper's order
+#: experiment kind (the config's ``kind:``) -> the table it rebuilds
 TABLES: dict[str, PaperTable] = {
     module.TABLE.kind: module.TABLE
     for module in (table2, table4, table3, appendix_table1, appendix_table2, appendix_table3)
 }
 
-__all__ = ["FIGURES", "TABLES", "PaperFigure", "PaperTable", "experiment_outputs", "figure_outputs", "table_of_kind"]
+__all__ = ["FIGURES", "TABLES", "PaperFigure", "PaperTable", "figure_outputs", "table_of_kind"]
 
 
 def table_of_kind(kind: str, where: str = "experiment") -> PaperTable:
@@ -32,11 +32,6 @@ def table_of_kind(kind: str, where: str = "experiment") -> PaperTable:
     if kind not in TABLES:
         raise InputError(f"{where}: unknown kind {kind!r}: expected one of {', '.join(TABLES)}")
     return TABLES[kind]
-
-
-def experiment_outputs(spec: "ExperimentSpec") -> list[str]:
-    """File names ``mvl tables`` writes for one experiment (for Snakemake ``output:``)."""
-    return [name for names in spec.table.files(spec.name).values() for name in names]
 
 
 def figure_outputs(specs: list["ExperimentSpec"]) -> list[str]:
