@@ -26,6 +26,7 @@ wildcard_constraints:
     seed="[0-9]+",
     attention="|".join(ATTENTIONS),
     model="[A-Za-z0-9._-]+",
+    part="train|evaluate|lineage",
 
 
 RUN_DIR = f"{RESULTS}/runs/{RUN_PATH}"
@@ -43,15 +44,25 @@ def run_files(name):
     return [f"{RESULTS}/runs/{run.path()}/{name}" for run in RUNS]
 
 
-def run_settings(wildcards):
-    """The config values a run is trained with, for Snakemake's params-change trigger only (`mvl
-    train` reads them from results/config.yaml): the model section and the training section less
-    what does not change a run (its seeds are the runs themselves; threads are the scheduler's)."""
-    model = dict(config["model"])
-    if wildcards.size != "full":
-        model.pop("full_img_size")
-    training = {k: v for k, v in config["training"].items() if k not in ("seeds", "threads")}
-    return json.dumps({"model": model, "training": training}, sort_keys=True)
+# Settings travel as files. results/config.yaml is the whole resolved config (tables and figures
+# read it; it changes whenever any key does). The costly stages read a part of it instead, a file
+# holding only the sections they use, rewritten only when those change (Snakemake's params
+# trigger on the rule that writes it), so editing an unrelated key retrains nothing.
+def config_part(part):
+    """The sections of the resolved config that stage ``part`` reads."""
+    if part == "train":  # a run's seeds are the runs themselves; threads are the scheduler's
+        return {"model": config["model"],
+                "training": {k: v for k, v in config["training"].items() if k not in ("seeds", "threads")}}
+    if part == "evaluate":
+        return {"evaluation": config["evaluation"], "training": {"device": config["training"]["device"]}}
+    if part == "lineage":
+        return {key: config[key] for key in LINEAGE_SECTIONS}
+    raise WorkflowError(f"no config part {part!r}")
+
+
+def config_file(part):
+    """The settings file of stage ``part`` (written by resolve_config_part)."""
+    return f"{RESULTS}/config/{part}.yaml"
 
 
 def llm_weights_option(wildcards):

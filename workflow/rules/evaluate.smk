@@ -1,6 +1,5 @@
 # Score a trained run on its task's test split, on the original image grid (mm for HD95).
-# `mvl evaluate` reads its settings from the resolved config: an ancient() input (see train.smk),
-# with the values it uses as params (a change there re-scores the runs).
+# `mvl evaluate` reads its settings from results/config/evaluate.yaml (see config_part in common.smk).
 
 
 rule evaluate_run:
@@ -10,7 +9,7 @@ rule evaluate_run:
         split=f"{RESULTS}/splits/{{task}}.json",
         data=f"{DATA}/{{task}}",
         llm_layer=run_llm_layer,
-        config=ancient(f"{RESULTS}/config.yaml"),
+        config=config_file("evaluate"),
     output:
         metrics=f"{RUN_DIR}/metrics.csv",
         samples=f"{RUN_DIR}/samples.npz",
@@ -20,8 +19,6 @@ rule evaluate_run:
         "benchmarks/logs/evaluate_run/{task}/{model}/{attention}/{size}/seed{seed}.tsv"
     params:
         run_dir=lambda wildcards, input: os.path.dirname(input.run),
-        settings=json.dumps({"num_predictions": config["evaluation"]["num_predictions"],
-                             "device": config["training"]["device"]}, sort_keys=True),
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,

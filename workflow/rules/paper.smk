@@ -13,6 +13,19 @@ rule resolve_config:
         "mvl config --values {params.values:q} --output {output} > {log} 2>&1"
 
 
+rule resolve_config_part:
+    output:
+        f"{RESULTS}/config/{{part}}.yaml",
+    log:
+        "logs/resolve_config_part/{part}.log",
+    params:
+        values=lambda wildcards: json.dumps(config_part(wildcards.part)),
+    conda:
+        "../../envs/medvisionllama.yaml"
+    shell:
+        "mvl config --values {params.values:q} --output {output} > {log} 2>&1"
+
+
 rule aggregate_metrics:
     input:
         metrics=run_files("metrics.csv"),

@@ -1,11 +1,8 @@
 # One run = task x model x attention x input size x seed. A GPU job on a cluster; resumes from
 # its run folder's checkpoint_last.pt when restarted (which is therefore not a declared output:
 # Snakemake deletes declared outputs before it re-runs a job).
-#
-# Settings travel as a file: `mvl train` reads the model and training sections of the resolved
-# config. That file is rewritten whenever ANY config key changes, so it is an ancient() input: it
-# orders the jobs (resolve_config first) without its mtime retraining every run. What does
-# retrain a run is params.settings, the sections it uses (Snakemake's params-change trigger).
+# `mvl train` reads the model and training settings from results/config/train.yaml, which changes
+# only when those sections do (see config_part in common.smk).
 
 
 rule train_run:
@@ -13,7 +10,7 @@ rule train_run:
         preprocessed=f"{RESULTS}/preprocessed/{{task}}/{{size}}",
         split=f"{RESULTS}/splits/{{task}}.json",
         llm_layer=run_llm_layer,
-        config=ancient(f"{RESULTS}/config.yaml"),
+        config=config_file("train"),
     output:
         run=f"{RUN_DIR}/run.json",
         history=report(
@@ -29,7 +26,6 @@ rule train_run:
     params:
         run_dir=lambda wildcards, output: os.path.dirname(output.run),
         llm_weights=llm_weights_option,
-        settings=run_settings,
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
