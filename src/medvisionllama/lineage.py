@@ -1,7 +1,7 @@
 """``mvl lineage``: record the data lineage with DVC.
 
-``mvl lineage --data data --config results/config.yaml`` runs once at the end of the pipeline's
-data stages; it reads the data stages' settings from the resolved config file:
+``mvl lineage --data data --config results/config/lineage.yaml`` runs once at the end of the
+pipeline's data stages; it reads their settings from that part of the resolved config:
 
 1. writes ``params.yaml``: the validated settings of the data stages, which ``dvc.yaml``
    interpolates (DVC reads this file for every command, so it comes first);
