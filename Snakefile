@@ -29,6 +29,7 @@ localrules:
     split_task,
     record_lineage,
     resolve_config,
+    resolve_config_part,
     aggregate_metrics,
     make_tables,
     make_figures,

@@ -170,7 +170,7 @@ def measure_training(model_name: str, size_name: str, shape: tuple[int, int, int
     from medvisionllama.evaluation.metrics import foreground_dice
     from medvisionllama.models import ModelConfig, build_model
     from medvisionllama.training.data import CaseDataset, make_loader
-    from medvisionllama.training.preprocessed import read_preprocessed
+    from medvisionllama.data.preprocessed import read_preprocessed
 
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medvisionllama.models import ModelConfig, build_model
-from medvisionllama.tasks import parse_size
+from medvisionllama.vocabulary import parse_size
 
 TASK01_TRAIN_CASES = 339  # round(0.7 * 484)
 

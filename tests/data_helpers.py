@@ -41,3 +41,19 @@ def assert_nothing_left(output: Path) -> None:
 def tree_bytes(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (relative path -> bytes)."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+TINY_MODEL = dict(patch_size=4, hidden_size=16, num_layers=1, num_heads=2)
+_TRAINING_KEYS = ("epochs", "batch_size", "lr", "augment", "device", "num_workers")
+
+
+def tiny_settings(**overrides):
+    """RunSettings of a tiny CPU run (TINY_MODEL, 2 epochs, batch 2, lr 1e-2, no augmentation);
+    each keyword overrides a training setting or, if it is not one, a model setting."""
+    from medvisionllama.training.train import RunSettings, TrainingSettings
+
+    training = dict(epochs=2, batch_size=2, lr=1e-2, augment="off", device="cpu")
+    model = dict(TINY_MODEL)
+    for key, value in overrides.items():
+        (training if key in _TRAINING_KEYS else model)[key] = value
+    return RunSettings(model=model, training=TrainingSettings(**training))

@@ -14,7 +14,7 @@ import torch
 from medvisionllama.evaluation.evaluate import METRICS_COLUMNS, evaluate_run
 from medvisionllama.training.train import train_run
 
-TINY_MODEL = dict(patch_size=4, hidden_size=16, num_layers=1, num_heads=2)
+from data_helpers import tiny_settings
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -42,7 +42,7 @@ def prostate_run(tmp_path_factory):
     run = root / "run"
     torch.set_num_threads(1)
     train_run(preprocessed=t["preprocessed"], split=t["split"], run_dir=run, model="smollm2-135m-random", seed=3,
-              epochs=2, batch_size=2, lr=1e-2, augment="off", device="cpu", progress=False, **TINY_MODEL)
+              settings=tiny_settings(), progress=False)
     return {**t, "run": run}
 
 
@@ -86,10 +86,10 @@ def test_metrics_csv_predictions_and_samples(prostate_run):
 def test_rebuilt_model_reproduces_validation(prostate_run):
     """The best checkpoint, rebuilt (random frozen block re-drawn from the seed), scores the
     validation set exactly as training did at its best epoch."""
-    from medvisionllama.evaluation.inference import load_run_model
-    from medvisionllama.training.checkpoint import load_checkpoint
+    from medvisionllama.runtime import load_run_model
+    from medvisionllama.checkpoint import load_checkpoint
     from medvisionllama.training.data import CaseDataset, make_loader
-    from medvisionllama.training.preprocessed import read_preprocessed
+    from medvisionllama.data.preprocessed import read_preprocessed
     from medvisionllama.training.train import run_one_epoch_validation
 
     ckpt = load_checkpoint(prostate_run["run"] / "checkpoint_best.pt")
@@ -106,8 +106,8 @@ def test_full_size_uses_sliding_windows(tmp_path):
     """'full' preprocessing trains on random crops of --img-size and predicts with sliding windows."""
     t = _task(tmp_path, "Task04_Hippocampus", "full")
     run = tmp_path / "run"
-    train_run(preprocessed=t["preprocessed"], split=t["split"], run_dir=run, model="vit", seed=0, epochs=1,
-              batch_size=2, lr=1e-3, augment="off", img_size=(8, 8, 8), device="cpu", progress=False, **TINY_MODEL)
+    train_run(preprocessed=t["preprocessed"], split=t["split"], run_dir=run, model="vit", seed=0,
+              settings=tiny_settings(epochs=1, lr=1e-3, img_size=(8, 8, 8)), progress=False)
     evaluate_run(run_dir=run, preprocessed=t["preprocessed"], split=t["split"], data_dir=t["data"],
                  num_predictions=2, device="cpu", progress=False)
     written = pd.read_csv(run / "metrics.csv")

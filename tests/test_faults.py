@@ -477,7 +477,7 @@ def test_corrupted_checkpoint_is_refused_on_resume_and_predict(tiny_run, capsys,
 
 def test_checkpoint_without_checksum_is_refused(tiny_run, tmp_path):
     from medvisionllama.errors import InputError
-    from medvisionllama.training.checkpoint import load_checkpoint
+    from medvisionllama.checkpoint import load_checkpoint
 
     old = torch.load(tiny_run["run"] / "checkpoint_last.pt", weights_only=True)
     del old["checksum"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medvisionllama.errors import InputError
-from medvisionllama.llm import LLM_REGISTRY, FrozenLLMBlock, build_frozen_block, parse_model_name
+from medvisionllama.llm import LLM_REGISTRY, FrozenLLMBlock, build_frozen_block
 from medvisionllama.llm.attention_kernels import ATTENTION_NAME
 
 #: one registry entry per family; its tiny config keeps the family's config class and quirks
@@ -100,12 +100,6 @@ def test_random_control_is_deterministic_and_registry_names():
     for (k, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), k
     assert build_frozen_block("smollm2-135m", pretrained=False).layer_index == 29  # default: last layer
-    assert parse_model_name("vit") == ("none", None, False)
-    assert parse_model_name("mlp") == ("mlp", None, False)
-    assert parse_model_name("yi1.5-9b") == ("llm", "yi1.5-9b", True)
-    assert parse_model_name("llm:gemma2-9b-random") == ("llm", "gemma2-9b", False)
-    with pytest.raises(InputError, match="unknown model 'llama2-7b'.*smollm2-135m"):
-        parse_model_name("llama2-7b")
     with pytest.raises(InputError, match="unknown LLM 'foo'"):
         build_frozen_block("foo")
     with pytest.raises(InputError, match="llm_layer 30 is out of range"):

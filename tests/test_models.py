@@ -208,7 +208,7 @@ def test_llama_layer_count_from_config_arithmetic():
 
 
 def test_param_counts_default_vit_and_cli(tmp_path, capsys):
-    rows = {r.model: r for r in params_cli.count_parameters(["vit", "mlp", "qwen2-7b", "gemma2-9b", "yi1.5-9b"])}
+    rows = {r.model: r for r in params_cli.count_variants(["vit", "mlp", "qwen2-7b", "gemma2-9b", "yi1.5-9b"])}
     assert rows["vit"].total_params == pytest.approx(0.84e6, rel=0.02)
     assert rows["mlp"].total_params - rows["vit"].total_params == pytest.approx(0.12e6, rel=0.2)
     assert rows["qwen2-7b"].frozen_params == 233_057_792
@@ -220,11 +220,3 @@ def test_param_counts_default_vit_and_cli(tmp_path, capsys):
     assert [r["model"] for r in table] == ["vit", "mistral-7b"]
     assert int(table[1]["frozen_params"]) == 218_112_000 and table[1]["paper_params_m"] == "218.12"
     assert "mistral-7b" in capsys.readouterr().out
-
-
-def test_light_name_list_matches_the_registry():
-    """llm.names (read by Snakemake at parse time, without transformers) lists the registry's LLMs."""
-    from medvisionllama.llm.names import LLM_NAMES
-    from medvisionllama.llm.registry import LLM_REGISTRY
-
-    assert tuple(LLM_REGISTRY) == LLM_NAMES

@@ -9,8 +9,10 @@ import yaml
 from medvisionllama.paper import figures as F
 from medvisionllama.paper.aggregate import aggregate
 from medvisionllama.paper.compare import comparison_values
-from medvisionllama.paper.spec import METRICS, parse_experiments
-from medvisionllama.paper.summary import case_scores, summarize
+from medvisionllama.paper.outputs import figure_outputs
+from medvisionllama.paper.spec import parse_experiments
+from medvisionllama.paper.summary import case_scores, score_experiment, summarize
+from medvisionllama.vocabulary import PAPER_METRICS as METRICS
 from test_paper_fixtures import grid, make_long, make_sample, write_run_dir
 
 T1, T3 = "Task01_BrainTumour", "Task03_Liver"
@@ -57,21 +59,20 @@ def test_attention_radar_and_comparison(tmp_path):
     _ok(F.figure_attention_strategies(s, tmp_path / "appfig1", list(specs[0].attention)), 2)
     s = summarize(case_scores(long, specs[1]), list(METRICS))
     _ok(F.figure_radar(s, tmp_path / "appfig3", "radar"), 1)
-    values = pd.concat([comparison_values(long, sp) for sp in specs])
+    values = pd.concat([comparison_values(score_experiment(long, sp)) for sp in specs])
     _ok(F.figure_published_vs_reproduced(values, tmp_path / "new", "NOT the paper's configuration"), 1)
 
 
 def test_figures_cli(tmp_path):
     exps = {"main": {"tasks": [T1], "models": ["vit", "smollm2-135m"], "sizes": ["16x16x8"],
                      "llm_for_paper": {"smollm2-135m": "llama3.1-8b"}}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"experiments": exps}))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"source": "synthetic"}, "experiments": exps}))
     for key, cases in grid([T1], ["vit", "smollm2-135m"], sizes=("16x16x8",), n_cases=3).items():
         write_run_dir(tmp_path / "runs", *key, cases)
     aggregate([tmp_path / "runs"], tmp_path / "long.csv", tmp_path / "curves.csv")
     samples = glob.glob(str(tmp_path / "runs" / "**" / "samples.npz"), recursive=True)
     rc = F.main(["--long", str(tmp_path / "long.csv"), "--config", str(tmp_path / "config.yaml"), "--outdir",
-                 str(tmp_path / "figs"), "--curves", str(tmp_path / "curves.csv"), "--samples", *samples,
-                 "--data-source", "synthetic"])
+                 str(tmp_path / "figs"), "--curves", str(tmp_path / "curves.csv"), "--samples", *samples])
     assert rc == 0
-    expected = F.figure_outputs(parse_experiments(exps))
+    expected = figure_outputs(parse_experiments(exps))
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(expected)

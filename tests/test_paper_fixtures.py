@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from medvisionllama.paper.aggregate import METRICS_COLUMNS, per_case_means
+from medvisionllama.vocabulary import RunKey
 
 PARAMS = {"vit": 0.84e6, "mlp": 0.96e6, "smollm2-135m": 4.1e6, "llama3.1-8b": 218.96e6}
 
@@ -59,7 +60,7 @@ def grid(tasks, models, attention=("hybrid-sequential",), sizes=("32x32x16",), s
 
 def write_run_dir(root: Path, task, model, attention, size, seed, cases: dict[str, float], epochs: int = 4) -> Path:
     """A run folder as the pipeline writes it (metrics.csv, run.json, history.csv, samples.npz)."""
-    run = root / task / model / attention / size / f"seed{seed}"
+    run = root / RunKey(task, model, attention, size, seed).path()
     run.mkdir(parents=True)
     metrics_rows(task, model, attention, size, seed, cases).to_csv(run / "metrics.csv", index=False)
     (run / "run.json").write_text(json.dumps({"params": {"total": PARAMS.get(model, 1e6), "trainable": 8e5},

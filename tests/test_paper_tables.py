@@ -12,11 +12,15 @@ from medvisionllama.paper.aggregate import aggregate, per_case_means
 from medvisionllama.paper.compare import claims, comparison_values, provenance_header
 from medvisionllama.paper.metrics_json import metrics_summary
 from medvisionllama.paper.spec import ExperimentSpec, parse_experiments
-from medvisionllama.paper.summary import case_scores, paired_test, summarize
+from medvisionllama.paper.summary import case_scores, paired_test, score_experiment, summarize
 from medvisionllama.paper.tables import build_table, main as tables_main
 from test_paper_fixtures import grid, make_long, metrics_rows, write_run_dir
 
 T1, T3 = "Task01_BrainTumour", "Task03_Liver"
+
+
+def build_table_of(long, s):
+    return build_table(score_experiment(long, s))
 MAIN = {"tasks": [T1, T3], "models": ["vit", "smollm2-135m"], "sizes": ["32x32x16"],
         "llm_for_paper": {"smollm2-135m": "llama3.1-8b"}}
 
@@ -80,7 +84,7 @@ def test_main_table_layout_and_formatting():
                       (T1, "smollm2-135m", "hybrid-sequential", "32x32x16", 0): {"a": 0.80, "b": 0.90},
                       (T3, "vit", "hybrid-sequential", "32x32x16", 0): {"a": 0.5, "b": 0.5},
                       (T3, "smollm2-135m", "hybrid-sequential", "32x32x16", 0): {"a": 0.6, "b": 0.6}})
-    table = build_table(long, spec())
+    table = build_table_of(long, spec())
     assert list(table.index) == ["Dice", "Accuracy", "Precision", "Recall", "Jaccard", "HD95"]
     assert list(table.columns) == [("Task01", "ViT"), ("Task01", "ViT + SmolLM2-135M"),
                                    ("Task03", "ViT"), ("Task03", "ViT + SmolLM2-135M")]
@@ -93,18 +97,18 @@ def test_other_layouts():
     g = grid([T1, T3], ["vit", "mlp", "smollm2-135m"], attention=("hybrid-sequential", "spatial", "hybrid-parallel"),
              sizes=("16x16x8", "32x32x16"))
     long = make_long(g)
-    llm = build_table(long, spec("llm_comparison", models=["vit", "mlp", "smollm2-135m"]))
+    llm = build_table_of(long, spec("llm_comparison", models=["vit", "mlp", "smollm2-135m"]))
     assert list(llm.index) == ["Params (M)", "Task01", "Task03"] and llm.loc["Params (M)", "ViT"] == "0.84"
-    cap = build_table(long, spec("capacity", models=["vit", "mlp", "smollm2-135m"],
+    cap = build_table_of(long, spec("capacity", models=["vit", "mlp", "smollm2-135m"],
                                  attention=["hybrid-sequential", "spatial"]))
     assert list(cap.columns) == ["Params (M)", "HA", "SA", "Task01", "Task03"] and len(cap) == 4
     assert (cap["SA"] == "✓").sum() == 1
-    att = build_table(long, spec("attention_strategy", models=["smollm2-135m"], attention=["hybrid-sequential", "hybrid-parallel"]))
+    att = build_table_of(long, spec("attention_strategy", models=["smollm2-135m"], attention=["hybrid-sequential", "hybrid-parallel"]))
     assert list(att.index) == ["Sequential", "Parallel"] and list(att.columns) == ["Params (M)", "Task01 Dice", "Task03 Dice"]
-    size = build_table(long, spec("input_size", tasks=[T1], sizes=["16x16x8", "32x32x16"]))
+    size = build_table_of(long, spec("input_size", tasks=[T1], sizes=["16x16x8", "32x32x16"]))
     assert list(size.columns) == [("16×16×8", "TT"), ("16×16×8", "DSC"), ("32×32×16", "TT"), ("32×32×16", "DSC")]
     assert size.iloc[0, 0] == "36.0 s"  # below 0.1 h: seconds, with the unit
-    cx = build_table(long, spec("complexity", tasks=[T1], models=["vit", "smollm2-135m"]))
+    cx = build_table_of(long, spec("complexity", tasks=[T1], models=["vit", "smollm2-135m"]))
     assert list(cx.columns) == ["Params (M)", "Task01 Dice", "Task01 HD95"]
 
 
@@ -112,17 +116,17 @@ def test_comparison_values_and_claims():
     g = grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=0.1)
     long = make_long(g)
     s = spec(tasks=[T1])
-    values = comparison_values(long, s).set_index(["model", "metric"])
+    values = comparison_values(score_experiment(long, s)).set_index(["model", "metric"])
     row = values.loc[("smollm2-135m", "dice")]
     assert row["published_mean"] == 0.84 and row["paper_model"] == "llama3.1-8b"
     assert row["difference"] == pytest.approx(row["reproduced_mean"] - 0.84) and row["difference"] < 0
-    c = claims(long, s).set_index("metric")
+    c = claims(score_experiment(long, s)).set_index("metric")
     assert c.loc["dice", "claim_holds"] == "yes" and c.loc["dice", "p_value"] < 0.05
     assert "Wilcoxon" in c.loc["dice", "test"]
     worse = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=-0.1))
-    assert claims(worse, s).set_index("metric").loc["dice", "claim_holds"] == "no"
+    assert claims(score_experiment(worse, s)).set_index("metric").loc["dice", "claim_holds"] == "no"
     same = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=0.0, seed=3))
-    assert claims(same, s).set_index("metric").loc["dice", "claim_holds"] in {"not significant", "no"}
+    assert claims(score_experiment(same, s)).set_index("metric").loc["dice", "claim_holds"] in {"not significant", "no"}
 
 
 def test_paired_test_small_n():
@@ -145,21 +149,23 @@ def test_provenance_header():
 def test_tables_cli_and_metrics_json(tmp_path):
     long = make_long(grid([T1, T3], ["vit", "smollm2-135m"], n_cases=4))
     long.to_csv(tmp_path / "long.csv", index=False)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"experiments": {"main": MAIN}}))
+    config = {"data": {"source": "synthetic"}, "training": {"batch_size": 4, "lr": 3e-3}, "experiments": {"main": MAIN}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     rc = tables_main(["--long", str(tmp_path / "long.csv"), "--config", str(tmp_path / "config.yaml"),
-                      "--outdir", str(tmp_path / "tables"), "--data-source", "synthetic",
-                      "--metrics-json", str(tmp_path / "metrics.json")])
+                      "--outdir", str(tmp_path / "tables"), "--metrics-json", str(tmp_path / "metrics.json")])
     assert rc == 0
     names = sorted(p.name for p in (tmp_path / "tables").iterdir())
     assert "main.tex" in names and "main_comparison.md" in names and "main_claims.csv" in names
     md = (tmp_path / "tables" / "main_comparison.md").read_text()
     assert "NOT the paper's configuration" in md and "0.84 ± 0.11" in md
+    # provenance from the config file: the data source and the learning rate differ, the batch size does not
+    assert "synthetic data (paper: the MSD images)" in md and "learning rate 0.003" in md and "batch size" not in md
     assert pd.read_csv(tmp_path / "tables" / "main_claims.csv", comment="#")["p_value"].notna().all()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     entry = metrics["main"][T1]["smollm2-135m"]
     assert 0 < entry["dice_mean"] < 1 and entry["n_cases"] == 4 and entry["params_m"] == pytest.approx(4.1)
     nan_long = long.copy()
     nan_long.loc[nan_long["model"] == "vit", "hd95"] = np.nan
-    summary = metrics_summary(nan_long, [spec()])
+    summary = metrics_summary([score_experiment(nan_long, spec())])
     assert summary["main"][T1]["vit"]["hd95_mean"] is None
     json.dumps(summary, allow_nan=False)

@@ -12,7 +12,7 @@ import torch
 from medvisionllama.errors import InputError
 from medvisionllama.evaluation.predict import predict_files
 
-TINY_MODEL = dict(patch_size=4, hidden_size=16, num_layers=1, num_heads=2)
+from data_helpers import tiny_settings
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,7 +32,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     preprocess_task(data, "16x16x8", root / "pre")
     torch.set_num_threads(1)
     train_run(preprocessed=root / "pre", split=root / "split.json", run_dir=root / "run", model="vit", seed=0,
-              epochs=1, batch_size=4, lr=1e-2, augment="off", device="cpu", progress=False, **TINY_MODEL)
+              settings=tiny_settings(epochs=1, batch_size=4), progress=False)
     return {"data": data, "checkpoint": root / "run" / "checkpoint_best.pt", "root": root}
 
 

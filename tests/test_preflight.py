@@ -27,7 +27,7 @@ from medvisionllama.cluster.slurm import (
     read_cluster,
 )
 from medvisionllama.errors import InputError
-from medvisionllama.paper.spec import RunKey
+from medvisionllama.vocabulary import RunKey
 
 DATA = Path(__file__).parent / "data" / "slurm"
 SIZES = ["32x32x16", "64x64x40", "128x128x80", "240x240x156"]
@@ -125,11 +125,9 @@ def test_device_decides_the_gpu_and_cpu_jobs_carry_their_activations():
 
 
 def test_layer_sizes_match_the_registry_configs():
-    from medvisionllama.llm.names import LLM_NAMES, NON_LLM_MODELS, RANDOM_SUFFIX
     from medvisionllama.llm.registry import LLM_REGISTRY
 
-    assert set(R.LLM_DIMS) == set(LLM_NAMES) == set(LLM_REGISTRY)
-    assert (R.NON_LLM_MODELS, R.RANDOM_SUFFIX) == (NON_LLM_MODELS, RANDOM_SUFFIX)
+    assert set(R.LLM_DIMS) == set(LLM_REGISTRY)
     for name, spec in LLM_REGISTRY.items():
         c = spec.make_config()
         head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads

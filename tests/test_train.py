@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from medvisionllama.errors import InputError
 from medvisionllama.training.train import HISTORY_COLUMNS, NonFiniteLossError, train_run
 
-TINY_MODEL = dict(patch_size=4, hidden_size=16, num_layers=1, num_heads=2)
+from data_helpers import tiny_settings
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -39,11 +40,9 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     return make_tiny_task(tmp_path_factory.mktemp("tiny"))
 
 
-def _train(tiny, run_dir, **kw):
-    args = dict(preprocessed=tiny["preprocessed"], split=tiny["split"], run_dir=run_dir, model="vit", seed=0,
-                epochs=2, batch_size=2, lr=1e-2, augment="off", device="cpu", progress=False, **TINY_MODEL)
-    args.update(kw)
-    return train_run(**args)
+def _train(tiny, run_dir, preprocessed=None, **kw):
+    return train_run(preprocessed=preprocessed or tiny["preprocessed"], split=tiny["split"], run_dir=run_dir,
+                     model="vit", seed=0, settings=tiny_settings(**kw), progress=False)
 
 
 def _history(run_dir: Path) -> list[dict[str, str]]:
@@ -99,7 +98,7 @@ def test_config_mismatch_names_checkpoint_and_fields(tiny, tmp_path):
         _train(tiny, run, epochs=3, hidden_size=32)
     with pytest.raises(InputError, match=r"checkpoint_last\.pt.*training\.lr"):
         _train(tiny, run, epochs=3, lr=1e-3)
-    with pytest.raises(InputError, match=r"checkpoint_last\.pt: checkpoint has 2 epochs, more than --epochs 1"):
+    with pytest.raises(InputError, match=r"checkpoint_last\.pt: checkpoint has 2 epochs, more than training.epochs 1"):
         _train(tiny, run, epochs=1)
 
 
@@ -135,15 +134,27 @@ def test_nan_loss_names_epoch_and_step_and_keeps_checkpoints(tiny, tmp_path):
 
 
 def test_cli_train(tiny, tmp_path):
+    """`mvl train` reads the model and training settings from a config file, not from flags."""
     from medvisionllama.cli import main
 
+    settings = tmp_path / "config.yaml"
+    settings.write_text(yaml.safe_dump({
+        "model": {"patch_size": 4, "hidden_size": 16, "num_layers": 1, "num_heads": 2, "llm_layer": None,
+                  "full_img_size": None},
+        "training": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "augment": "auto", "device": "cpu", "num_workers": 0,
+                     "seeds": [0], "threads": 1},
+        "data": {"source": "synthetic"},  # other sections of a resolved config are ignored
+    }))
     run = tmp_path / "cli"
-    argv = ["train", "--preprocessed", str(tiny["preprocessed"]), "--split", str(tiny["split"]), "--run-dir", str(run),
-            "--model", "vit", "--attention", "hybrid-parallel", "--seed", "1", "--epochs", "1", "--batch-size", "4",
-            "--lr", "1e-3", "--patch-size", "4", "--hidden-size", "16", "--num-layers", "1", "--num-heads", "2",
-            "--llm-layer", "none", "--augment", "auto", "--device", "cpu", "--num-workers", "0", "--no-progress"]
+    argv = ["train", "--config", str(settings), "--preprocessed", str(tiny["preprocessed"]), "--split",
+            str(tiny["split"]), "--run-dir", str(run), "--model", "vit", "--attention", "hybrid-parallel",
+            "--seed", "1", "--no-progress"]
     assert main(argv) == 0
     stored = json.loads((run / "run.json").read_text())
     assert stored["model_config"]["attention"] == "hybrid-parallel" and stored["seed"] == 1
+    assert stored["model_config"]["hidden_size"] == 16 and stored["training"]["lr"] == 1e-3
     assert stored["training"]["augment"] is True  # auto: 5 training cases < 30
-    assert main(argv[:-1] + ["--no-progress", "--lr", "1"]) == 2  # resume with another lr: one-line error
+    settings.write_text(settings.read_text().replace("lr: 0.001", "lr: 1"))
+    assert main(argv) == 2  # resume with another lr: one-line error
+    settings.write_text(settings.read_text().replace("hidden_size: 16", "hidden_sise: 16"))
+    assert main(argv) == 2  # an unknown model setting: one-line error

@@ -192,7 +192,7 @@ def test_lineage_outside_a_dvc_repository_says_so_and_writes_nothing(tmp_path, m
 
     (tmp_path / "data").mkdir()
     monkeypatch.chdir(tmp_path)
-    params = '{"results_dir": "results", "data": {}, "split": {}, "preprocess": {}}'
-    assert mvl(["lineage", "--data", "data", "--params", params]) == 2
+    (tmp_path / "config.yaml").write_text("results_dir: results\ndata: {}\nsplit: {}\npreprocess: {}\n")
+    assert mvl(["lineage", "--data", "data", "--config", "config.yaml"]) == 2
     assert "not inside a DVC repository" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "data"]

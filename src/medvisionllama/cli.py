@@ -1,8 +1,8 @@
 """``mvl``: one command, one verb per pipeline stage.
 
 Each verb lives in its own module, which defines ``main(argv) -> int``: it parses arguments and
-calls that module's typed function by keyword. Modules are imported only when their verb runs, so
-``mvl split`` does not pay for importing torch.
+calls that module's typed function by keyword. Modules are imported only when their verb runs (a
+deliberate deferral: ``mvl split`` does not pay for importing torch).
 
 Exit status: 0 done; 2 an error the user can fix, printed as one line ``mvl <verb>: error: ...``
 (bad input, a failed download, and ``OSError``s such as a full disk, a read-only folder or a
@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from medvisionllama import __version__
 from medvisionllama.errors import ExternalError, InputError
 
 #: verb -> (module, one-line help). The module defines ``main(argv: list[str]) -> int``.
@@ -58,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] == "--version":
-        from medvisionllama import __version__
-
         print(__version__)
         return 0
     verb, rest = argv[0], argv[1:]

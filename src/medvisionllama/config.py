@@ -1,9 +1,11 @@
 """``mvl config``: write the pipeline's resolved configuration to a file.
 
 Snakemake validates ``config.yaml`` (with any ``--configfile`` layered on top) and fills the
-schema's defaults; this command saves that resolved configuration, so that later stages
-(``mvl tables``, ``mvl figures``) and people reading the results see exactly the settings the
-pipeline ran with, not only what one of the YAML files said.
+schema's defaults; this command saves that resolved configuration (or the part of it one stage
+reads: the workflow writes ``results/config.yaml`` whole and ``results/config/{stage}.yaml`` per
+costly stage), so that later stages (``mvl train``, ``mvl evaluate``, ``mvl lineage``, ``mvl
+tables``, ``mvl figures``) and people reading the results see exactly the settings the pipeline
+ran with, not only what one of the YAML files said.
 """
 
 from __future__ import annotations

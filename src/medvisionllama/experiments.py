@@ -14,14 +14,17 @@ no ``sizes`` means the first of ``preprocess.sizes``; no ``seeds`` means ``train
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterable
 
-from medvisionllama.errors import InputError
-from medvisionllama.llm.names import check_model_name
-from medvisionllama.paper.spec import ATTENTIONS, ExperimentSpec, RunKey
-from medvisionllama.tasks import TASKS, get_task
+import yaml
 
-__all__ = ["ATTENTIONS", "RunKey", "active_experiments", "all_runs", "experiment_specs", "runs_of"]
+from medvisionllama.errors import InputError
+from medvisionllama.paper.spec import ExperimentSpec
+from medvisionllama.tasks import TASKS, get_task
+from medvisionllama.vocabulary import RunKey, parse_model_name
+
+__all__ = ["active_experiments", "all_runs", "experiment_specs", "load_config", "load_experiments", "runs_of"]
 
 
 def active_experiments(config: dict) -> dict[str, dict]:
@@ -55,7 +58,7 @@ def experiment_specs(config: dict, names: Iterable[str] | None = None) -> list[E
         parsed = ExperimentSpec.from_dict(name, spec)
         for model in parsed.models:
             try:
-                check_model_name(model)
+                parse_model_name(model)
             except InputError as exc:
                 raise InputError(f"config: experiment {name!r}: {exc}") from None
         outside = [t for t in parsed.tasks if t not in data_tasks]
@@ -78,3 +81,30 @@ def runs_of(specs: Iterable[ExperimentSpec]) -> list[RunKey]:
 def all_runs(config: dict, names: Iterable[str] | None = None) -> list[RunKey]:
     """Every distinct run of the named experiments of ``config`` (default: all active ones)."""
     return runs_of(experiment_specs(config, names))
+
+
+def load_config(config_path: str | Path) -> dict[str, Any]:
+    """A pipeline config file (YAML mapping), e.g. the resolved ``results/config.yaml``."""
+    path = Path(config_path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    with path.open() as handle:
+        try:
+            config = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    return config
+
+
+def load_experiments(config_path: str | Path, names: list[str] | None = None) -> list[ExperimentSpec]:
+    """The experiments of a pipeline config file (key ``experiments:``), optionally only ``names``,
+    defaults filled from the rest of the config as for the workflow (:func:`experiment_specs`)."""
+    config = load_config(config_path)
+    if not config.get("experiments"):
+        raise InputError(f"{config_path}: no 'experiments:' key")
+    try:
+        return experiment_specs(config, names)
+    except InputError as exc:
+        raise InputError(f"{config_path}: {exc}") from None

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from medvisionllama.errors import InputError
+
 #: marks every temporary name the atomic writers use: ``.{name}{TEMP_MARK}{random}{suffix}``
 TEMP_MARK = ".mvl-tmp-"
 #: the gitignore-style pattern (``.dvcignore``) matching every such name
@@ -122,8 +124,6 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
 def read_json(path: str | os.PathLike[str], *, missing: str = "file does not exist") -> Any:
     """The parsed JSON file ``path``; an ``InputError`` naming it when it is absent (``missing``
     says what to do) or not valid JSON."""
-    from medvisionllama.errors import InputError
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {missing}")

@@ -1,6 +1,7 @@
 """``mvl lineage``: record the data lineage with DVC, wherever the data lives, without lying.
 
-``mvl lineage --data DIR --params JSON`` runs once at the end of the pipeline's data stages:
+``mvl lineage --data data --config results/config/lineage.yaml`` runs once at the end of the
+pipeline's data stages; it reads their settings from that part of the resolved config:
 
 1. writes ``params.yaml``: the validated settings of the data stages, which ``dvc.yaml``
    interpolates (DVC reads this file for every command, so it comes first);
@@ -47,6 +48,7 @@ from typing import Any, Callable
 import yaml
 
 from medvisionllama.errors import InputError
+from medvisionllama.experiments import load_config
 from medvisionllama.io_utils import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ def write_params(params: dict[str, Any], params_file: Path = Path("params.yaml")
     """Write the data stages' sections of ``params`` (a validated config) to ``params_file``."""
     missing = [k for k in PARAM_SECTIONS if k not in params]
     if missing:
-        raise InputError(f"lineage parameters lack the sections {missing}")
+        raise InputError(f"lineage: the config lacks the sections {missing}")
     header = (
         "# Written by `mvl lineage` from the validated Snakemake config: the settings the data\n"
         "# stages last ran with. dvc.yaml reads them. Edit config.yaml, not this file.\n"
@@ -318,14 +320,12 @@ def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mvl lineage", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("data"), help="raw data folder to track (dvc add)")
-    parser.add_argument("--params", required=True, help="JSON object with the sections " + ", ".join(PARAM_SECTIONS))
+    parser.add_argument("--config", required=True, type=Path,
+                        help="the resolved pipeline config (results/config.yaml): its sections " + ", ".join(PARAM_SECTIONS))
     parser.add_argument("--params-file", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        params = json.loads(args.params)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--params is not valid JSON: {exc}") from None
+    params = load_config(args.config)
     for path in record_lineage(data=args.data, params=params, params_file=args.params_file):
         print(path)
     return 0

@@ -110,17 +110,3 @@ def get_task(name: str) -> TaskInfo:
         if task.short == name:
             return task
     raise InputError(f"unknown task {name!r}: expected one of {', '.join(TASKS)}")
-
-
-def parse_size(size: str) -> tuple[int, int, int] | None:
-    """``"64x64x40"`` -> ``(64, 64, 40)``; ``"full"`` -> ``None`` (keep the native grid)."""
-    if size == "full":
-        return None
-    parts = size.lower().split("x")
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        dims = ()
-    if len(dims) != 3 or min(dims) < 1:
-        raise InputError(f"invalid input size {size!r}: expected XxYxZ with positive integers (e.g. 64x64x40) or 'full'")
-    return dims  # type: ignore[return-value]

@@ -3,9 +3,10 @@ import json
 import os
 
 from medvisionllama.errors import InputError
-from medvisionllama.paper.outputs import experiment_outputs, figure_outputs
-from medvisionllama.experiments import ATTENTIONS, experiment_specs, runs_of
-from medvisionllama.llm.names import pretrained_llm
+from medvisionllama.paper.outputs import figure_outputs
+from medvisionllama.experiments import experiment_specs, runs_of
+from medvisionllama.lineage import PARAM_SECTIONS as LINEAGE_SECTIONS
+from medvisionllama.vocabulary import ATTENTIONS, RUN_PATH, SIZE_PATTERN, parse_model_name
 
 try:  # the schema has checked each value; this checks how the experiments fit together
     SPECS = experiment_specs(config)
@@ -21,13 +22,14 @@ SIZES = config["preprocess"]["sizes"]
 
 wildcard_constraints:
     task="Task[0-9]{2}_[A-Za-z]+",
-    size="[0-9]+x[0-9]+x[0-9]+|full",
+    size=SIZE_PATTERN,
     seed="[0-9]+",
     attention="|".join(ATTENTIONS),
     model="[A-Za-z0-9._-]+",
+    part="train|evaluate|lineage",
 
 
-RUN_DIR = f"{RESULTS}/runs/{{task}}/{{model}}/{{attention}}/{{size}}/seed{{seed}}"
+RUN_DIR = f"{RESULTS}/runs/{RUN_PATH}"
 
 
 def data_outputs():
@@ -42,23 +44,30 @@ def run_files(name):
     return [f"{RESULTS}/runs/{run.path()}/{name}" for run in RUNS]
 
 
-def model_options(wildcards):
-    """The `mvl train` options that define the network, from the config."""
-    m = config["model"]
-    opts = (
-        f"--patch-size {m['patch_size']} --hidden-size {m['hidden_size']} "
-        f"--num-layers {m['num_layers']} --num-heads {m['num_heads']} --dropout {m['dropout']}"
-    )
-    if wildcards.size == "full":
-        if not m["full_img_size"]:
-            raise WorkflowError("config: model.full_img_size must be set for runs on the 'full' input size")
-        opts += f" --img-size {m['full_img_size']}"
-    if m["llm_layer"] is not None:
-        opts += f" --llm-layer {m['llm_layer']}"
-    llm = pretrained_llm(wildcards.model)
-    if llm:
-        opts += f" --llm-weights {layer_file(llm)}"
-    return opts
+# Settings travel as files. results/config.yaml is the whole resolved config (tables and figures
+# read it; it changes whenever any key does). The costly stages read a part of it instead, a file
+# holding only the sections they use, rewritten only when those change (Snakemake's params
+# trigger on the rule that writes it), so editing an unrelated key retrains nothing.
+def config_part(part):
+    """The sections of the resolved config that stage ``part`` reads."""
+    if part == "train":  # a run's seeds are the runs themselves; threads are the scheduler's
+        return {"model": config["model"],
+                "training": {k: v for k, v in config["training"].items() if k not in ("seeds", "threads")}}
+    if part == "evaluate":
+        return {"evaluation": config["evaluation"], "training": {"device": config["training"]["device"]}}
+    if part == "lineage":
+        return {key: config[key] for key in LINEAGE_SECTIONS}
+    raise WorkflowError(f"no config part {part!r}")
+
+
+def config_file(part):
+    """The settings file of stage ``part`` (written by resolve_config_part)."""
+    return f"{RESULTS}/config/{part}.yaml"
+
+
+def llm_weights_option(wildcards):
+    """`--llm-weights <layer file>` for the models that read one (pretrained and shuffled blocks)."""
+    return " ".join(f"--llm-weights {path}" for path in run_llm_layer(wildcards))
 
 
 def layer_file(llm):
@@ -67,8 +76,9 @@ def layer_file(llm):
 
 
 def run_llm_layer(wildcards):
-    """The layer file a run reads: none for vit, mlp and the random controls."""
-    llm = pretrained_llm(wildcards.model)
+    """The layer file a run reads: none for vit, mlp and the random controls (see
+    ``vocabulary.ModelName.layer_llm``)."""
+    llm = parse_model_name(wildcards.model).layer_llm
     return [layer_file(llm)] if llm else []
 
 
@@ -88,21 +98,22 @@ FIGURES = f"{RESULTS}/figures"
 
 
 def table_files():
-    """Every file `mvl tables` writes; the HTML forms go into the report."""
+    """Every file `mvl tables` writes (the names each table object gives); the HTML forms go into
+    the report, captioned by workflow/report/{table,comparison,claims}.rst."""
     files = []
     for spec in SPECS:
-        for name in experiment_outputs(spec):
-            path = f"{TABLES}/{name}"
-            if name.endswith(".html"):
-                part = name.removesuffix(".html").removeprefix(spec.name).lstrip("_") or "table"
-                path = report(
-                    path,
-                    category="Tables",
-                    subcategory=spec.name,
-                    caption=f"../report/{part}.rst",
-                    labels={"experiment": spec.name, "kind": spec.kind, "content": part},
-                )
-            files.append(path)
+        for content, names in spec.table.files(spec.name).items():
+            for name in names:
+                path = f"{TABLES}/{name}"
+                if name.endswith(".html"):
+                    path = report(
+                        path,
+                        category="Tables",
+                        subcategory=spec.name,
+                        caption=f"../report/{content}.rst",
+                        labels={"experiment": spec.name, "kind": spec.kind, "content": content},
+                    )
+                files.append(path)
     return files
 
 
@@ -115,11 +126,6 @@ def figure_files():
             path = report(path, category="Figures", caption=f"../report/{stem}.rst", labels={"figure": stem})
         files.append(path)
     return files
-
-
-def provenance_options():
-    t = config["training"]
-    return f"--data-source {config['data']['source']} --batch-size {t['batch_size']} --learning-rate {t['lr']}"
 
 
 def paper_outputs():

@@ -1,4 +1,5 @@
 # Score a trained run on its task's test split, on the original image grid (mm for HD95).
+# `mvl evaluate` reads its settings from results/config/evaluate.yaml (see config_part in common.smk).
 
 
 rule evaluate_run:
@@ -8,6 +9,7 @@ rule evaluate_run:
         split=f"{RESULTS}/splits/{{task}}.json",
         data=f"{DATA}/{{task}}",
         llm_layer=run_llm_layer,
+        config=config_file("evaluate"),
     output:
         metrics=f"{RUN_DIR}/metrics.csv",
         samples=f"{RUN_DIR}/samples.npz",
@@ -17,8 +19,6 @@ rule evaluate_run:
         "benchmarks/logs/evaluate_run/{task}/{model}/{attention}/{size}/seed{seed}.tsv"
     params:
         run_dir=lambda wildcards, input: os.path.dirname(input.run),
-        num_predictions=config["evaluation"]["num_predictions"],
-        device=config["training"]["device"],
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
@@ -28,6 +28,5 @@ rule evaluate_run:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl evaluate --run-dir {params.run_dir} --preprocessed {input.preprocessed}"
-        " --split {input.split} --data-dir {input.data} --num-predictions {params.num_predictions}"
-        " --device {params.device} --threads {threads} --no-progress > {log} 2>&1"
+        "mvl evaluate --config {input.config} --run-dir {params.run_dir} --preprocessed {input.preprocessed}"
+        " --split {input.split} --data-dir {input.data} --threads {threads} --no-progress > {log} 2>&1"

@@ -13,6 +13,19 @@ rule resolve_config:
         "mvl config --values {params.values:q} --output {output} > {log} 2>&1"
 
 
+rule resolve_config_part:
+    output:
+        f"{RESULTS}/config/{{part}}.yaml",
+    log:
+        "logs/resolve_config_part/{part}.log",
+    params:
+        values=lambda wildcards: json.dumps(config_part(wildcards.part)),
+    conda:
+        "../../envs/medvisionllama.yaml"
+    shell:
+        "mvl config --values {params.values:q} --output {output} > {log} 2>&1"
+
+
 rule aggregate_metrics:
     input:
         metrics=run_files("metrics.csv"),
@@ -42,12 +55,11 @@ rule make_tables:
         "logs/make_tables.log",
     params:
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
-        provenance=provenance_options(),
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
         "mvl tables --long {input.long} --config {input.config} --outdir {params.outdir}"
-        " {params.provenance} --metrics-json {output.metrics} > {log} 2>&1"
+        " --metrics-json {output.metrics} > {log} 2>&1"
 
 
 rule make_figures:
@@ -62,9 +74,8 @@ rule make_figures:
         "logs/make_figures.log",
     params:
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
-        source=config["data"]["source"],
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
         "mvl figures --long {input.long} --config {input.config} --outdir {params.outdir}"
-        " --curves {input.curves} --samples {input.samples} --data-source {params.source} > {log} 2>&1"
+        " --curves {input.curves} --samples {input.samples} > {log} 2>&1"

@@ -1,6 +1,8 @@
 # One run = task x model x attention x input size x seed. A GPU job on a cluster; resumes from
 # its run folder's checkpoint_last.pt when restarted (which is therefore not a declared output:
 # Snakemake deletes declared outputs before it re-runs a job).
+# `mvl train` reads the model and training settings from results/config/train.yaml, which changes
+# only when those sections do (see config_part in common.smk).
 
 
 rule train_run:
@@ -8,6 +10,7 @@ rule train_run:
         preprocessed=f"{RESULTS}/preprocessed/{{task}}/{{size}}",
         split=f"{RESULTS}/splits/{{task}}.json",
         llm_layer=run_llm_layer,
+        config=config_file("train"),
     output:
         run=f"{RUN_DIR}/run.json",
         history=report(
@@ -22,13 +25,7 @@ rule train_run:
         "benchmarks/logs/train_run/{task}/{model}/{attention}/{size}/seed{seed}.tsv"
     params:
         run_dir=lambda wildcards, output: os.path.dirname(output.run),
-        model=model_options,
-        epochs=config["training"]["epochs"],
-        batch_size=config["training"]["batch_size"],
-        lr=config["training"]["lr"],
-        augment=config["training"]["augment"],
-        device=config["training"]["device"],
-        num_workers=config["training"]["num_workers"],
+        llm_weights=llm_weights_option,
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
@@ -38,8 +35,6 @@ rule train_run:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl train --preprocessed {input.preprocessed} --split {input.split} --run-dir {params.run_dir}"
-        " --model {wildcards.model} --attention {wildcards.attention} --seed {wildcards.seed}"
-        " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
-        " --augment {params.augment} {params.model} --device {params.device}"
-        " --num-workers {params.num_workers} --threads {threads} --no-progress > {log} 2>&1"
+        "mvl train --config {input.config} --preprocessed {input.preprocessed} --split {input.split}"
+        " --run-dir {params.run_dir} --model {wildcards.model} --attention {wildcards.attention}"
+        " --seed {wildcards.seed} {params.llm_weights} --threads {threads} --no-progress > {log} 2>&1"

@@ -219,7 +219,7 @@ def preflight(config: dict, profile: Profile, cluster: Cluster, *, cores: int | 
               runs: list[Any] | None = None) -> tuple[list[Problem], list[Problem], int]:
     """(problems at the first attempt, warnings for the retries, number of jobs checked)."""
     if runs is None:
-        from medvisionllama.experiments import all_runs  # may move; imports torch via llm.names
+        from medvisionllama.experiments import all_runs
 
         runs = all_runs(config)
     first = cluster_jobs(config, runs, profile, 1, cores=cores)

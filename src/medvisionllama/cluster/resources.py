@@ -71,11 +71,8 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from medvisionllama.errors import InputError
+from medvisionllama.vocabulary import parse_model_name
 
-# Not imported from medvisionllama.llm.names: importing anything under medvisionllama.llm runs its
-# package __init__, which imports torch. tests/test_preflight.py keeps these in step.
-NON_LLM_MODELS = ("vit", "mlp")
-RANDOM_SUFFIX = "-random"
 
 # --- the anchors and the fitted constants (see the module docstring) ---------------------------
 PAPER_TRAIN_CASES = 339  #: Task01's 70 % training split (484 cases)
@@ -139,13 +136,8 @@ def voxels(size: str) -> int:
 
 
 def llm_of(model: str) -> str | None:
-    """The registry LLM whose layer ``model`` contains (pretrained or random), else None."""
-    if model in NON_LLM_MODELS:
-        return None
-    base = model.removeprefix("llm:").removesuffix(RANDOM_SUFFIX)
-    if base not in LLM_DIMS:
-        raise InputError(f"unknown model {model!r}; known: vit, mlp, {', '.join(LLM_DIMS)} (and their -random)")
-    return base
+    """The registry LLM whose layer ``model`` contains (pretrained or a control), else None."""
+    return parse_model_name(model).llm
 
 
 def layer_params(llm: str) -> int:

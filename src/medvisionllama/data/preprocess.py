@@ -46,7 +46,7 @@ from medvisionllama.data.io import (
 )
 from medvisionllama.errors import InputError
 from medvisionllama.io_utils import atomic_dir, read_json
-from medvisionllama.tasks import parse_size
+from medvisionllama.vocabulary import parse_size, size_name
 
 #: what the normalisation does, per kind of image (recorded in the manifest)
 NORMALISATION: dict[str, str] = {
@@ -69,11 +69,6 @@ CANONICAL = ("R", "A", "S")
 def modality_kind(modality: dict[str, str]) -> str:
     """``"CT"`` when every channel of ``dataset.json``'s ``modality`` is CT, else ``"MRI"``."""
     return "CT" if all(str(name).upper() == "CT" for name in modality.values()) else "MRI"
-
-
-def size_name(dims: tuple[int, int, int] | None) -> str:
-    """``(64, 64, 40)`` -> ``"64x64x40"``; ``None`` -> ``"full"``."""
-    return "full" if dims is None else "x".join(str(d) for d in dims)
 
 
 # --------------------------------------------------------------------------- array operations

@@ -21,7 +21,7 @@ from typing import Any
 
 from medvisionllama.data.io import list_labelled_cases
 from medvisionllama.errors import InputError
-from medvisionllama.io_utils import write_json_atomic
+from medvisionllama.io_utils import read_json, write_json_atomic
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 
@@ -88,6 +88,19 @@ def split_task(
     }
     write_json_atomic(output, result)
     return result
+
+
+def read_split(path: str | Path) -> dict[str, list[str]]:
+    """Read a split JSON (``{"train": [...], "val": [...], "test": [...]}``), checking its shape."""
+
+    path = Path(path)
+    split = read_json(path, missing="split file does not exist")
+    for key in ("train", "val", "test"):
+        if not isinstance(split.get(key), list) or not all(isinstance(c, str) for c in split[key]):
+            raise InputError(f"{path}: {key!r} must be a list of case ids")
+    if not split["train"]:
+        raise InputError(f"{path}: the train split is empty")
+    return split
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,31 +26,25 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from medvisionllama.checkpoint import load_checkpoint
+from medvisionllama.data.io import load_nifti, make_nifti, save_nifti
+from medvisionllama.data.preprocess import restore_to_original
+from medvisionllama.data.preprocessed import read_preprocessed
+from medvisionllama.data.split import read_split
 from medvisionllama.errors import InputError
-from medvisionllama.evaluation.inference import (
-    activation_maps,
-    largest_foreground_slice,
-    load_run_model,
-    predict_logits,
-    resolve_device,
-)
-from medvisionllama.evaluation.metrics import METRIC_NAMES, SegmentationMetrics
+from medvisionllama.evaluation.inference import activation_maps, largest_foreground_slice
+from medvisionllama.evaluation.metrics import SegmentationMetrics
+from medvisionllama.experiments import load_config
 from medvisionllama.io_utils import atomic_dir, atomic_path
-from medvisionllama.training.checkpoint import load_checkpoint
-from medvisionllama.training.data import read_split
-from medvisionllama.training.preprocessed import read_preprocessed
+from medvisionllama.runtime import load_run_model, predict_logits, resolve_device
+from medvisionllama.vocabulary import METRICS_COLUMNS
 
 log = logging.getLogger(__name__)
 
-METRICS_COLUMNS: tuple[str, ...] = (
-    "task", "model", "attention", "size", "seed", "case_id", "class_index", "class_name", *METRIC_NAMES,
-)
 
 
 def load_original_label(path: Path, shape: list[int]) -> np.ndarray:
     """The raw label volume (X, Y, Z) uint8, checked against the image's original shape."""
-    from medvisionllama.data.io import load_nifti
-
     data = np.asanyarray(load_nifti(path).dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -109,8 +103,6 @@ def evaluate_run(
         with torch.no_grad():
             logits = predict_logits(model, torch.from_numpy(image)[None], roi, dev)  # (1, K, X, Y, Z)
         pred = logits[0].argmax(0).numpy().astype(np.uint8)  # (X, Y, Z) preprocessed grid
-        from medvisionllama.data.preprocess import restore_to_original
-
         pred_orig = restore_to_original(pred, meta)
         label_path = data_dir / meta.get("label_source", f"labelsTr/{case_id}.nii.gz")
         gt = load_original_label(label_path, meta["original_shape"])
@@ -139,8 +131,6 @@ def evaluate_run(
     table = table[list(METRICS_COLUMNS)]
 
     if predictions:
-        from medvisionllama.data.io import make_nifti, save_nifti
-
         with atomic_dir(run_dir / "predictions") as tmp:
             for case_id, (pred_orig, affine) in predictions.items():
                 save_nifti(make_nifti(pred_orig, affine), tmp / f"{case_id}.nii.gz")
@@ -158,20 +148,23 @@ def evaluate_run(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mvl evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None,
+                   help="YAML with the evaluation: and training: settings (the pipeline's results/config.yaml): "
+                        "evaluation.num_predictions (default 2), training.device (default auto)")
     p.add_argument("--run-dir", required=True, help="run folder (holds checkpoint_best.pt); outputs go here")
     p.add_argument("--preprocessed", required=True, help="preprocessed task folder the run was trained on")
     p.add_argument("--split", required=True, help="split JSON (its 'test' cases are scored)")
     p.add_argument("--data-dir", required=True, help="raw MSD task folder (original labels, data/{task})")
-    p.add_argument("--num-predictions", type=int, default=2, help="test predictions saved as NIfTI (default 2)")
     p.add_argument("--checkpoint", default=None, help="checkpoint to score (default: RUN_DIR/checkpoint_best.pt)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    config = load_config(args.config) if args.config else {}
     evaluate_run(run_dir=args.run_dir, preprocessed=args.preprocessed, split=args.split, data_dir=args.data_dir,
-                 num_predictions=args.num_predictions, checkpoint=args.checkpoint, device=args.device,
+                 num_predictions=int((config.get("evaluation") or {}).get("num_predictions", 2)),
+                 checkpoint=args.checkpoint, device=str((config.get("training") or {}).get("device", "auto")),
                  progress=not args.no_progress)
     return 0

@@ -79,8 +79,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-#: the metrics of one case and one class, in the column order of ``metrics.csv``
-METRIC_NAMES: tuple[str, ...] = ("dice", "jaccard", "precision", "recall", "accuracy", "hd95")
+from medvisionllama.vocabulary import METRIC_NAMES  # the metrics of one case and class, metrics.csv's order
 
 #: statuses of a metric value (module docstring): formula, worst case for a miss or a false
 #: alarm, best value for a correct rejection, not computed

@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medvisionllama.checkpoint import load_checkpoint
+from medvisionllama.data.io import make_nifti, save_nifti
+from medvisionllama.data.preprocess import preprocess_image, restore_to_original
 from medvisionllama.errors import InputError
-from medvisionllama.evaluation.inference import load_run_model, predict_logits, resolve_device
-from medvisionllama.training.checkpoint import load_checkpoint
+from medvisionllama.runtime import load_run_model, predict_logits, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +83,6 @@ def predict_files(
 
     ``llm_weights`` overrides where the frozen LLM layer is read from (default: the source the
     checkpoint records, relative to the folder the pipeline ran in)."""
-    from medvisionllama.data.io import make_nifti, save_nifti
-    from medvisionllama.data.preprocess import preprocess_image, restore_to_original
-
     pairs = _pairs(Path(input), Path(output))
     check_output_apart(Path(input), Path(output), pairs)
     ckpt = load_checkpoint(checkpoint)

@@ -5,7 +5,7 @@ Sources, in the order they are recognised from ``weights`` (``ModelConfig.llm_we
 - ``None``: the entry's default: its packaged GGUF file if it has one (SmolLM2), else its hub id.
 - a path ending in ``.gguf``: a GGUF file (``llm.gguf_source``).
 - a directory: a local Hugging Face checkpoint with (sharded) safetensors (``llm.sources``).
-- a ``.safetensors`` file: one layer saved by ``mvl extract-layer`` (``llm.extract``); what the
+- a ``.safetensors`` file: one layer saved by ``mvl extract-layer`` (``llm.layer_file``); what the
   pipeline's jobs read, so the source itself is read once.
 - ``owner/name`` that is not a local path: a hub id; only the index and the shards holding the
   layer are downloaded.
@@ -26,6 +26,7 @@ import torch
 from medvisionllama.errors import InputError
 from medvisionllama.llm.block import FrozenLLMBlock
 from medvisionllama.llm.gguf_source import packaged_gguf_path, read_layer_from_gguf
+from medvisionllama.llm.layer_file import read_layer_file
 from medvisionllama.llm.registry import LLMSpec, get_spec
 from medvisionllama.llm.sources import read_layer_from_directory, read_layer_from_hub
 
@@ -68,8 +69,6 @@ def read_pretrained_layer(
     keyed relative to the layer, and a description of where they came from."""
     kind, location = resolve_weights_source(spec, weights)
     if kind == "layer-file":
-        from medvisionllama.llm.extract import read_layer_file
-
         state, origin = read_layer_file(location, llm=spec.name, layer=layer_index)
         return state, f"layer-file:{location} (from {origin})"
     if kind == "gguf":

@@ -7,9 +7,10 @@ family's peculiarities: Gemma-2's soft-capping, query scaling and sliding window
 on q/k/v). The vocabulary is written down for completeness but plays no part: only one decoder
 layer is ever built.
 
-Model names (``ModelConfig.model``, run paths) are ``vit``, ``mlp``, ``<llm>`` (the pretrained
-block of a registry entry) and ``<llm>-random`` (same architecture, random weights: the control
-that tells pretrained knowledge from extra capacity); :func:`parse_model_name` reads them.
+This module imports nothing heavy at module level (``transformers`` is imported by the config
+builders when they are called): :mod:`medvisionllama.vocabulary` takes the LLM names from
+:data:`LLM_REGISTRY`, and Snakemake reads them at parse time. The model-name grammar (``vit``,
+``mlp``, ``<llm>``, ``<llm>-random``, ``<llm>-shuffled``) lives in the vocabulary.
 """
 
 from __future__ import annotations
@@ -23,10 +24,6 @@ if TYPE_CHECKING:  # transformers is imported by the config builders below, when
 from medvisionllama.errors import InputError
 
 Family = Literal["llama", "gemma2", "mistral", "qwen2"]
-Bridge = Literal["none", "mlp", "llm"]
-
-#: Name suffix of the random-weights control of a registry entry.
-from medvisionllama.llm.names import RANDOM_SUFFIX  # noqa: E402  (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,38 +155,9 @@ LLM_REGISTRY: dict[str, LLMSpec] = {
 PAPER_PARAMS_M: dict[str, float] = {"vit": 0.84, "mlp": 0.96}
 
 
-def known_model_names() -> list[str]:
-    """Every valid ``ModelConfig.model`` name."""
-    names = ["vit", "mlp"]
-    for name in LLM_REGISTRY:
-        names += [name, name + RANDOM_SUFFIX]
-    return names
-
-
 def get_spec(llm_name: str) -> LLMSpec:
     """The registry entry of ``llm_name``; an ``InputError`` listing the known names otherwise."""
     try:
         return LLM_REGISTRY[llm_name]
     except KeyError:
         raise InputError(f"unknown LLM {llm_name!r}; known: {', '.join(LLM_REGISTRY)}") from None
-
-
-def parse_model_name(name: str) -> tuple[Bridge, str | None, bool]:
-    """Split a model name into ``(bridge, llm_name, pretrained)``.
-
-    ``vit`` -> ("none", None, False); ``mlp`` -> ("mlp", None, False);
-    ``qwen2-7b`` -> ("llm", "qwen2-7b", True); ``qwen2-7b-random`` -> ("llm", "qwen2-7b", False).
-    ``llm:<name>`` is accepted as a spelling of ``<name>``.
-    """
-    if not isinstance(name, str):
-        raise InputError(f"model name must be a string, got {name!r}")
-    if name == "vit":
-        return "none", None, False
-    if name == "mlp":
-        return "mlp", None, False
-    base = name.removeprefix("llm:")
-    pretrained = not base.endswith(RANDOM_SUFFIX)
-    base = base if pretrained else base[: -len(RANDOM_SUFFIX)]
-    if base not in LLM_REGISTRY:
-        raise InputError(f"unknown model {name!r}; known: {', '.join(known_model_names())}")
-    return "llm", base, pretrained

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from medvisionllama.models.blocks import MLPBlock
+from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION
 
-ATTENTION_STRATEGIES = ("hybrid-sequential", "hybrid-parallel", "hybrid-interleaved", "spatial")
+ATTENTION_STRATEGIES = ATTENTIONS  # the vocabulary's names; kept as the models package's public name
 
 
 def _check_heads(hidden_size: int, num_heads: int) -> None:
@@ -135,7 +136,7 @@ class EncoderBlock(nn.Module):
         hidden_size: int,
         num_heads: int,
         mlp_dim: int,
-        attention: str = "hybrid-sequential",
+        attention: str = DEFAULT_ATTENTION,
         channel_reduction: int = 8,
         dropout: float = 0.0,
     ) -> None:

@@ -12,17 +12,19 @@ import dataclasses
 from typing import Any
 
 from medvisionllama.errors import InputError
-from medvisionllama.llm.registry import get_spec, parse_model_name
-from medvisionllama.models.attention import ATTENTION_STRATEGIES
+from medvisionllama.llm.registry import get_spec
+from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, parse_model_name
 
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Settings of one network. Model names: ``vit``, ``mlp``, ``<llm>``, ``<llm>-random``.
+    """Settings of one network. Model names: ``vit``, ``mlp``, ``<llm>`` and its controls
+    ``<llm>-random``, ``<llm>-shuffled`` (the grammar: :mod:`medvisionllama.vocabulary`).
 
     Attributes:
         model: which bridge: ``vit`` (none), ``mlp`` (GELU + LayerNorm), ``<llm>`` (a pretrained
-            frozen layer of registry entry <llm>), ``<llm>-random`` (same layer, random weights).
+            frozen layer of registry entry <llm>), ``<llm>-random`` (same layer, random weights),
+            ``<llm>-shuffled`` (the pretrained tensors, values permuted).
         in_channels: image modalities C_in.
         num_classes: output classes (background included).
         img_size: (X, Y, Z) the position table is made for; each divisible by ``patch_size``.
@@ -48,7 +50,7 @@ class ModelConfig:
     hidden_size: int = 112
     num_layers: int = 2
     num_heads: int = 4
-    attention: str = "hybrid-sequential"
+    attention: str = DEFAULT_ATTENTION
     mlp_ratio: float = 4.0
     channel_reduction: int = 8
     bridge_hidden_size: int | None = None
@@ -69,8 +71,8 @@ class ModelConfig:
             raise InputError(f"model setting img_size={self.img_size!r} is not divisible by patch_size={self.patch_size}")
         if self.hidden_size % self.num_heads:
             raise InputError(f"model setting hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
-        if self.attention not in ATTENTION_STRATEGIES:
-            raise InputError(f"model setting attention={self.attention!r} is not one of {', '.join(ATTENTION_STRATEGIES)}")
+        if self.attention not in ATTENTIONS:
+            raise InputError(f"model setting attention={self.attention!r} is not one of {', '.join(ATTENTIONS)}")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise InputError(f"model setting dropout={self.dropout!r} must be in [0, 1)")
         if not (isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0):
@@ -79,26 +81,31 @@ class ModelConfig:
             raise InputError(f"model setting bridge_hidden_size={self.bridge_hidden_size!r} must be an integer >= 1 or null")
         if self.llm_weights is not None and not isinstance(self.llm_weights, str):
             raise InputError(f"model setting llm_weights={self.llm_weights!r} must be a path, a hub id or null")
-        bridge, llm_name, _ = parse_model_name(self.model)
+        name = parse_model_name(self.model)
         if self.llm_layer is not None:
             if isinstance(self.llm_layer, bool) or not isinstance(self.llm_layer, int):
                 raise InputError(f"model setting llm_layer={self.llm_layer!r} must be an integer or null")
-            if bridge == "llm":
-                get_spec(llm_name).resolve_layer(self.llm_layer)
+            if name.llm is not None:
+                get_spec(name.llm).resolve_layer(self.llm_layer)
 
     @property
     def bridge(self) -> str:
         """``none``, ``mlp`` or ``llm``."""
-        return parse_model_name(self.model)[0]
+        return parse_model_name(self.model).bridge
 
     @property
     def llm_name(self) -> str | None:
-        return parse_model_name(self.model)[1]
+        return parse_model_name(self.model).llm
 
     @property
     def pretrained(self) -> bool:
-        """True for ``<llm>`` (pretrained block), False for ``<llm>-random`` and the others."""
-        return parse_model_name(self.model)[2]
+        """True for ``<llm>`` (pretrained block), False for its controls and the others."""
+        return parse_model_name(self.model).pretrained
+
+    @property
+    def control(self) -> str | None:
+        """``random`` or ``shuffled`` for the controls of an LLM block, else None."""
+        return parse_model_name(self.model).control
 
     @property
     def mlp_dim(self) -> int:

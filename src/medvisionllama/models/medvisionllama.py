@@ -142,6 +142,8 @@ def build_model(
         raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
     device = torch.device(device or "cpu")
     block = None
+    if config.control == "shuffled" and device.type != "meta":  # llm/controls.py permutes the pretrained layer
+        raise InputError(f"model {config.model}: the shuffled control is not wired yet")
     if config.bridge == "llm":
         block = build_frozen_block(
             config.llm_name,

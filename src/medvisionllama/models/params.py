@@ -15,11 +15,12 @@ import os
 
 from medvisionllama.errors import InputError
 from medvisionllama.io_utils import atomic_path
-from medvisionllama.llm.registry import LLM_REGISTRY, PAPER_PARAMS_M, get_spec, parse_model_name
-from medvisionllama.models.attention import ATTENTION_STRATEGIES
+from medvisionllama.llm.registry import PAPER_PARAMS_M, get_spec
 from medvisionllama.models.config import ModelConfig
+from medvisionllama.models.medvisionllama import build_model
+from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, LLM_NAMES, parse_model_name, parse_size
 
-DEFAULT_MODELS = ["vit", "mlp", *LLM_REGISTRY]
+DEFAULT_MODELS = ["vit", "mlp", *LLM_NAMES]
 FIELDS = ["model", "attention", "img_size", "total_params", "trainable_params", "frozen_params", "total_params_m", "paper_params_m"]
 
 
@@ -44,23 +45,21 @@ class ParamCount:
 
 def paper_params_m(model: str) -> float | None:
     """The paper's count for ``model`` (hybrid attention), or None."""
-    bridge, llm_name, _ = parse_model_name(model)
-    return PAPER_PARAMS_M.get(model) if bridge != "llm" else get_spec(llm_name).paper_params_m
+    name = parse_model_name(model)
+    return PAPER_PARAMS_M.get(model) if name.llm is None else get_spec(name.llm).paper_params_m
 
 
-def count_parameters(
+def count_variants(
     models: list[str],
     *,
     in_channels: int = 4,
     num_classes: int = 4,
     img_size: tuple[int, int, int] = (64, 64, 40),
-    attention: str = "hybrid-sequential",
+    attention: str = DEFAULT_ATTENTION,
     overrides: dict[str, object] | None = None,
 ) -> list[ParamCount]:
     """Build each model on ``meta`` and count its parameters (other settings: ModelConfig defaults
     updated with ``overrides``)."""
-    from medvisionllama.models.medvisionllama import build_model
-
     rows = []
     for model in models:
         config = ModelConfig(
@@ -100,25 +99,22 @@ def format_table(rows: list[ParamCount]) -> str:
 
 
 def _parse_size(text: str) -> tuple[int, int, int]:
-    try:
-        size = tuple(int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--img-size {text!r} must look like 64x64x40") from None
-    if len(size) != 3:
-        raise InputError(f"--img-size {text!r} must look like 64x64x40")
-    return size  # type: ignore[return-value]
+    size = parse_size(text)
+    if size is None:
+        raise InputError(f"--img-size {text!r} must look like 64x64x40, not 'full'")
+    return size
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mvl params", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="model names (default: %(default)s)")
-    parser.add_argument("--attention", default="hybrid-sequential", choices=ATTENTION_STRATEGIES)
+    parser.add_argument("--attention", default=DEFAULT_ATTENTION, choices=ATTENTIONS)
     parser.add_argument("--img-size", default="64x64x40", help="XxYxZ (default: %(default)s)")
     parser.add_argument("--in-channels", type=int, default=4)
     parser.add_argument("--num-classes", type=int, default=4)
     parser.add_argument("--output", help="also write the counts to this CSV file")
     args = parser.parse_args(argv)
-    rows = count_parameters(
+    rows = count_variants(
         args.models, in_channels=args.in_channels, num_classes=args.num_classes,
         img_size=_parse_size(args.img_size), attention=args.attention,
     )

@@ -19,53 +19,40 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import pandas as pd
 
 from medvisionllama.errors import InputError
 from medvisionllama.io_utils import atomic_path
+from medvisionllama.vocabulary import (
+    HISTORY_COLUMNS as _HISTORY,
+    MEAN_CLASS,
+    METRIC_NAMES as _METRIC_NAMES,
+    METRICS_COLUMNS as _METRICS_COLUMNS,
+    RUN_KEY_COLUMNS,
+    RunKey,
+)
 
-METRICS_COLUMNS = ["task", "model", "attention", "size", "seed", "case_id", "class_index", "class_name",
-                   "dice", "jaccard", "precision", "recall", "accuracy", "hd95"]
-METRIC_NAMES = ["dice", "jaccard", "precision", "recall", "accuracy", "hd95"]
+METRICS_COLUMNS = list(_METRICS_COLUMNS)
+METRIC_NAMES = list(_METRIC_NAMES)
+HISTORY_COLUMNS = list(_HISTORY)
 RUN_COLUMNS = ["params_total", "params_trainable", "train_seconds", "epochs", "run"]
 LONG_COLUMNS = METRICS_COLUMNS + RUN_COLUMNS
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_dice", "val_loss", "val_dice", "seconds"]
-CURVE_COLUMNS = ["run", "task", "model", "attention", "size", "seed"] + HISTORY_COLUMNS
-MEAN_CLASS = "mean"
-
-#: accepted spellings in run.json (dotted paths), first match wins
-_RUN_JSON_KEYS: dict[str, tuple[str, ...]] = {
-    "params_total": ("params_total", "params.total", "parameters.total", "param_counts.total", "num_params.total"),
-    "params_trainable": ("params_trainable", "params.trainable", "parameters.trainable",
-                         "param_counts.trainable", "num_params.trainable"),
-    "train_seconds": ("train_seconds", "training_seconds", "training.seconds", "train.seconds", "seconds"),
-}
-
-
-def _lookup(data: dict[str, Any], dotted: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+CURVE_COLUMNS = ["run", *RUN_KEY_COLUMNS] + HISTORY_COLUMNS
 
 
 def read_run_json(path: Path) -> dict[str, float]:
-    """``params_total, params_trainable, train_seconds`` from a run's ``run.json``."""
+    """``params_total, params_trainable, train_seconds`` from a run's ``run.json`` (written by
+    ``mvl train``: ``params.total``, ``params.trainable``, ``train_seconds``)."""
     try:
         data = json.loads(path.read_text())
+        return {"params_total": float(data["params"]["total"]), "params_trainable": float(data["params"]["trainable"]),
+                "train_seconds": float(data["train_seconds"])}
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read run.json ({exc})") from exc
-    out: dict[str, float] = {}
-    for key, spellings in _RUN_JSON_KEYS.items():
-        value = next((v for v in (_lookup(data, s) for s in spellings) if v is not None), None)
-        if value is None:
-            raise InputError(f"{path}: no {key} (looked for {', '.join(spellings)}; top-level keys: {sorted(data)})")
-        out[key] = float(value)
-    return out
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: not a run.json of `mvl train` (no valid {exc})") from None
 
 
 def read_history(path: Path) -> pd.DataFrame:
@@ -83,7 +70,7 @@ def read_history(path: Path) -> pd.DataFrame:
 def per_case_means(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per case (``class_index = -1``, ``class_name = "mean"``): NaN-aware mean of each
     metric over the foreground classes (``class_index >= 1``)."""
-    keys = ["task", "model", "attention", "size", "seed", "case_id"]
+    keys = [*RUN_KEY_COLUMNS, "case_id"]
     fg = metrics[metrics["class_index"] >= 1]
     means = fg.groupby(keys, sort=False, dropna=False)[METRIC_NAMES].mean().reset_index()  # skips NaN
     means["class_index"] = -1
@@ -106,13 +93,13 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise InputError(f"{metrics_path}: no rows")
     metrics = metrics[METRICS_COLUMNS]
     metrics = metrics[(metrics["class_index"] >= 0) & (metrics["class_name"] != MEAN_CLASS)]
-    keys = metrics[["task", "model", "attention", "size", "seed"]].drop_duplicates()
+    keys = metrics[list(RUN_KEY_COLUMNS)].drop_duplicates()
     if len(keys) != 1:
         raise InputError(f"{metrics_path}: holds {len(keys)} runs; expected one")
     run_info = read_run_json(run_dir / "run.json")
     history = read_history(run_dir / "history.csv")
     key = keys.iloc[0]
-    run = f"{key.task}/{key.model}/{key.attention}/{key['size']}/seed{int(key.seed)}"
+    run = RunKey(key["task"], key["model"], key["attention"], str(key["size"]), int(key["seed"])).path()
     long = pd.concat([metrics, per_case_means(metrics)], ignore_index=True)[METRICS_COLUMNS]
     long = long.sort_values(["case_id", "class_index"], kind="stable").reset_index(drop=True)
     for name, value in run_info.items():
@@ -120,7 +107,7 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     long["epochs"] = len(history)
     long["run"] = run
     curves = history.copy()
-    for name in ["run", "task", "model", "attention", "size", "seed"]:
+    for name in ["run", *RUN_KEY_COLUMNS]:
         curves[name] = run if name == "run" else key[name]
     return long[LONG_COLUMNS], curves[CURVE_COLUMNS]
 

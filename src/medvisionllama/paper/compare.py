@@ -4,7 +4,7 @@
   paper prints for the model it stands for (``llm_for_paper``), with the difference
   (reproduced - published).
 * :func:`claims`: the paper's pairwise claims ("ViT + Llama beats ViT on Task01 Dice", "HA beats
-  SA", "sequential beats parallel", ...) tested on the reproduced per-case scores with a paired
+  SA", "sequential beats parallel", ...; each table object lists its pairs) tested on the reproduced per-case scores with a paired
   test (:func:`medvisionllama.paper.summary.paired_test`). The direction claimed is the one the
   published numbers show (lower is better for HD95; equal published numbers claim no difference);
   where the paper prints no number for a pair, the paper's general claim (the first model or
@@ -25,22 +25,11 @@ import pandas as pd
 from medvisionllama.paper.published import (
     LOWER_IS_BETTER, METRIC_LABELS, PAPER_SETUP, TABLES, load_published, model_label,
 )
-from medvisionllama.paper.spec import METRICS, NON_LLM_MODELS, ExperimentSpec
-from medvisionllama.paper.summary import case_scores, paired_scores, paired_test, summarize
+from medvisionllama.paper.spec import ExperimentSpec
+from medvisionllama.paper.summary import ExperimentScores, paired_scores, paired_test
+from medvisionllama.vocabulary import parse_model_name
 
 ALPHA = 0.05
-#: metrics each kind's table reports (params_m, train_hours come from run.json)
-KIND_METRICS: dict[str, tuple[str, ...]] = {
-    "main": METRICS,
-    "llm_comparison": ("params_m", "dice"),
-    "capacity": ("params_m", "dice"),
-    "attention_strategy": ("params_m", "dice"),
-    "input_size": ("train_hours", "dice"),
-    "complexity": ("params_m", "dice", "hd95"),
-}
-CASE_METRICS = set(METRICS)
-
-
 def _reproduced(row: pd.Series, metric: str) -> tuple[float, float]:
     if metric == "params_m":
         return row["params_total"] / 1e6, math.nan
@@ -57,14 +46,14 @@ def _published(pub: pd.DataFrame, metric: str, task: str, model: str, attention:
     return float(hit.iloc[0]["mean"]), float(hit.iloc[0]["std"])
 
 
-def comparison_values(long: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
-    """Published and reproduced value of every cell of ``spec``'s table, and their difference."""
-    scores = case_scores(long, spec)
-    metrics = KIND_METRICS[spec.kind]
-    summary = summarize(scores, [m for m in metrics if m in CASE_METRICS])
+def comparison_values(scored: ExperimentScores) -> pd.DataFrame:
+    """Published and reproduced value of every cell of an experiment's table, and their difference
+    (the cells: the table object's ``metrics`` for each run group)."""
+    spec = scored.spec
+    metrics = spec.table.metrics
     pub = load_published(spec.paper_table)
     rows = []
-    for _, row in summary.iterrows():
+    for _, row in scored.summary.iterrows():
         paper_model, paper_size = spec.paper_model(row["model"]), spec.paper_size(row["size"])
         for metric in metrics:
             r_mean, r_std = _reproduced(row, metric)
@@ -79,31 +68,6 @@ def comparison_values(long: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _pairs(spec: ExperimentSpec) -> list[tuple[dict[str, str], dict[str, str], str]]:
-    """``(a, b, metric)``: the paper claims run group ``a`` is better than ``b`` on ``metric``."""
-    out = []
-    att, size = spec.attention[0], spec.sizes[0]
-    for task in spec.tasks:
-        def sel(model: str, attention: str = att, size_: str = size) -> dict[str, str]:
-            return {"task": task, "model": model, "attention": attention, "size": size_}
-
-        if spec.kind in {"main", "llm_comparison", "complexity"}:
-            metrics = {"main": METRICS, "llm_comparison": ("dice",), "complexity": ("dice", "hd95")}[spec.kind]
-            out += [(sel(m), sel(spec.baseline), k) for m in spec.models[1:] for k in metrics]
-        elif spec.kind == "input_size":
-            out += [(sel(m, size_=s), sel(spec.baseline, size_=s), "dice") for s in spec.sizes for m in spec.models[1:]]
-        elif spec.kind == "attention_strategy":
-            out += [(sel(m, spec.attention[0]), sel(m, other), "dice") for m in spec.models for other in spec.attention[1:]]
-        elif spec.kind == "capacity":
-            hybrid = next(a for a in spec.attention if a != "spatial")
-            llms = [m for m in spec.models if m.removesuffix("-random") not in NON_LLM_MODELS]
-            others = [m for m in spec.models if m not in llms]
-            for m in llms:
-                out.append((sel(m, hybrid), sel(m, "spatial"), "dice"))
-                out += [(sel(m, hybrid), sel(o, hybrid), "dice") for o in others]
-    return out
-
-
 def _label(spec: ExperimentSpec, sel: dict[str, str], show: set[str]) -> str:
     label = model_label(sel["model"])
     if spec.paper_model(sel["model"]) != sel["model"]:
@@ -115,13 +79,13 @@ def _label(spec: ExperimentSpec, sel: dict[str, str], show: set[str]) -> str:
     return label
 
 
-def claims(long: pd.DataFrame, spec: ExperimentSpec, alpha: float = ALPHA) -> pd.DataFrame:
-    """The paper's pairwise claims for ``spec``, tested on the reproduced per-case scores."""
-    scores = case_scores(long, spec)
+def claims(scored: ExperimentScores, alpha: float = ALPHA) -> pd.DataFrame:
+    """The paper's pairwise claims for an experiment (its table's ``pairs``), tested on the
+    reproduced per-case scores. The one place claims are decided: every table calls this."""
+    spec, scores, summary = scored.spec, scored.scores, scored.summary
     pub = load_published(spec.paper_table)
-    summary = summarize(scores, list(METRICS))
     rows = []
-    for a, b, metric in _pairs(spec):
+    for a, b, metric in spec.table.pairs(spec):
         show = {k for k in ("attention", "size") if a[k] != b[k]}
         sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
         pa = _published(pub, metric, a["task"], spec.paper_model(a["model"]), a["attention"], spec.paper_size(a["size"]))[0]
@@ -152,7 +116,7 @@ def claims(long: pd.DataFrame, spec: ExperimentSpec, alpha: float = ALPHA) -> pd
         rows.append({
             "experiment": spec.name, "task": a["task"], "metric": metric, "a": la, "b": lb,
             "claim": f"{la} {word} {lb} in {METRIC_LABELS[metric]} on {a['task'].split('_')[0]}"
-                     + (f" at {a['size']}" if spec.kind == "input_size" else ""),
+                     + (f" at {a['size']}" if spec.table.claim_at_size else ""),
             "claim_source": source, "published_a": pa, "published_b": pb,
             "reproduced_a": ra_v, "reproduced_b": rb_v, "reproduced_diff": diff,
             "n_pairs": len(x), "test": test, "p_value": p, "claim_holds": holds,
@@ -178,8 +142,10 @@ def configuration_differences(spec: ExperimentSpec, provenance: dict[str, Any] |
         if paper != model:
             diffs.append(f"{model_label(model).removeprefix('ViT + ')} block ({model}) stands in for "
                          f"{model_label(paper).removeprefix('ViT + ')} ({paper})")
-        elif model.endswith("-random"):
+        elif parse_model_name(model).control == "random":
             diffs.append(f"{model}: random weights, a control the paper does not have")
+        elif parse_model_name(model).control == "shuffled":
+            diffs.append(f"{model}: the pretrained weights permuted, a control the paper does not have")
     if spec.kind == "input_size":
         for size in spec.sizes:
             if spec.paper_size(size) != size:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import matplotlib
 
@@ -34,10 +34,15 @@ from medvisionllama.io_utils import atomic_dir, atomic_path  # noqa: E402
 from medvisionllama.paper.aggregate import read_long  # noqa: E402
 from medvisionllama.paper.compare import comparison_values, configuration_differences  # noqa: E402
 from medvisionllama.paper.published import ATTENTION_LABELS, model_label  # noqa: E402
-from medvisionllama.paper.outputs import first_of_kind as _first, figure_outputs  # noqa: E402,F401
-from medvisionllama.paper.spec import METRICS, ExperimentSpec, RunKey, load_experiments  # noqa: E402
-from medvisionllama.paper.summary import case_scores, summarize  # noqa: E402
-from medvisionllama.paper.tables import default_provenance  # noqa: E402
+from medvisionllama.experiments import load_config, load_experiments  # noqa: E402
+from medvisionllama.paper.outputs.base import short_task as _short  # noqa: E402
+from medvisionllama.paper.outputs.figures import (  # noqa: E402
+    APPENDIX_FIGURE1, APPENDIX_FIGURE2, APPENDIX_FIGURE3, FIGURE3, FIGURE4, FIGURE5, PUBLISHED_VS_REPRODUCED,
+)
+from medvisionllama.paper.spec import ExperimentSpec  # noqa: E402
+from medvisionllama.paper.summary import score_experiment  # noqa: E402
+from medvisionllama.paper.tables import config_provenance, default_provenance  # noqa: E402
+from medvisionllama.vocabulary import PAPER_METRICS as METRICS, RunKey  # noqa: E402
 
 Sample = Mapping[str, np.ndarray]
 
@@ -58,10 +63,6 @@ def _save(fig: plt.Figure, stem: str | Path, n_panels: int) -> FigureOutput:
         paths.append(target)
     plt.close(fig)
     return FigureOutput(paths, n_panels)
-
-
-def _short(task: str) -> str:
-    return task.split("_", 1)[0]
 
 
 def figure_training_curves(curves: pd.DataFrame, stem: str | Path, tasks: list[str], models: list[str]) -> FigureOutput:
@@ -215,7 +216,7 @@ def figure_attention_strategies(summary: pd.DataFrame, stem: str | Path, order: 
     return _save(fig, stem, 2)
 
 
-RADAR_AXES = ["dice", "accuracy", "precision", "recall", "jaccard", "hd95"]
+RADAR_AXES = list(METRICS)
 
 
 def figure_radar(summary: pd.DataFrame, stem: str | Path, title: str) -> FigureOutput:
@@ -271,24 +272,12 @@ def figure_published_vs_reproduced(values: pd.DataFrame, stem: str | Path, heade
 # --------------------------------------------------------------------------------------- CLI
 
 
-def sample_key(path: str | Path) -> RunKey:
-    """The run of ``.../{task}/{model}/{attention}/{size}/seed{seed}/samples.npz``."""
-    parts = Path(path).parts
-    if len(parts) < 6 or not parts[-2].startswith("seed"):
-        raise InputError(f"{path}: expected .../{{task}}/{{model}}/{{attention}}/{{size}}/seed{{seed}}/samples.npz")
-    try:
-        seed = int(parts[-2][4:])
-    except ValueError as exc:
-        raise InputError(f"{path}: bad seed folder {parts[-2]!r}") from exc
-    return RunKey(parts[-6], parts[-5], parts[-4], parts[-3], seed)
-
-
 def load_samples(paths: list[str | Path]) -> dict[RunKey, dict[str, np.ndarray]]:
     out = {}
     for p in paths:
         try:
             with np.load(p, allow_pickle=False) as z:
-                out[sample_key(p)] = {k: z[k] for k in z.files}
+                out[RunKey.from_path(p)] = {k: z[k] for k in z.files}
         except (OSError, ValueError) as exc:
             raise InputError(f"{p}: cannot read samples.npz ({exc})") from exc
     return out
@@ -302,16 +291,18 @@ def _pick(samples: dict[RunKey, dict[str, np.ndarray]], spec: ExperimentSpec, ta
 
 
 def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path, curves_path: str | Path | None = None,
-                  samples: list[str | Path] | None = None, experiments: list[str] | None = None,
-                  provenance: dict[str, Any] | None = None) -> list[Path]:
-    """All figures the config's experiments call for, into ``outdir`` (replaced atomically)."""
+                  samples: list[str | Path] | None = None, experiments: list[str] | None = None) -> list[Path]:
+    """All figures the config's experiments call for (:mod:`medvisionllama.paper.outputs.figures`),
+    into ``outdir`` (replaced atomically); the provenance line comes from ``config``."""
     long = read_long(long_path)
     specs = load_experiments(config, experiments)
+    provenance = config_provenance(load_config(config))
+    scored = {spec.name: score_experiment(long, spec) for spec in specs}
     npz = load_samples(list(samples or []))
     outdir = Path(outdir)
     written: list[Path] = []
     with atomic_dir(outdir) as tmp:
-        main = _first(specs, "main")
+        main = FIGURE3.source(specs)
         if main:
             if curves_path is None or not Path(curves_path).is_file():
                 raise InputError(f"figure 3 needs --curves (training curves CSV of `mvl aggregate`), got {curves_path}")
@@ -319,50 +310,47 @@ def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path,
             curves = curves[curves["attention"].eq(main.attention[0]) & curves["size"].eq(main.sizes[0])
                             & curves["seed"].isin(main.seeds)]
             two = [main.baseline, main.models[1]]
-            written += figure_training_curves(curves, tmp / "fig3_training_curves", [main.tasks[0]], two).paths
+            written += figure_training_curves(curves, tmp / FIGURE3.stem, [main.tasks[0]], two).paths
             acts = {model_label(m): _pick(npz, main, main.tasks[0], m) for m in two}
-            written += figure_activation_maps(acts, tmp / "fig4_activation_maps").paths
-        seg = _first(specs, "llm_comparison", "main")
+            written += figure_activation_maps(acts, tmp / FIGURE4.stem).paths
+        seg = FIGURE5.source(specs)
         if seg:
             fig5_tasks = [t for t in seg.tasks if t.startswith(("Task01", "Task03"))] or list(seg.tasks[:2])
             pick = {(t, m): _pick(npz, seg, t, m) for t in seg.tasks for m in seg.models}
-            written += figure_segmentations(pick, fig5_tasks, list(seg.models), tmp / "fig5_segmentations",
-                                            "Segmentations per LLM block (Figure 5)").paths
-            written += figure_segmentations(pick, list(seg.tasks), list(seg.models), tmp / "appfig2_segmentations",
-                                            "Segmentations across tasks (Appendix Figure 2)").paths
-            s = summarize(case_scores(long, seg), list(METRICS))
+            written += figure_segmentations(pick, fig5_tasks, list(seg.models), tmp / FIGURE5.stem, FIGURE5.title).paths
+            written += figure_segmentations(pick, list(seg.tasks), list(seg.models), tmp / APPENDIX_FIGURE2.stem,
+                                            APPENDIX_FIGURE2.title).paths
+            s = scored[seg.name].summary
             task = next((t for t in seg.tasks if t.startswith("Task01")), seg.tasks[0])
-            written += figure_radar(s[s["task"] == task], tmp / "appfig3_radar",
-                                    f"Metrics on {_short(task)} (Appendix Figure 3)").paths
-        att = _first(specs, "attention_strategy")
+            written += figure_radar(s[s["task"] == task], tmp / APPENDIX_FIGURE3.stem,
+                                    f"Metrics on {_short(task)} ({APPENDIX_FIGURE3.title})").paths
+        att = APPENDIX_FIGURE1.source(specs)
         if att:
-            s = summarize(case_scores(long, att), ["dice"])
-            written += figure_attention_strategies(s[s["model"] == att.models[0]], tmp / "appfig1_attention_strategies",
+            s = scored[att.name].summary
+            written += figure_attention_strategies(s[s["model"] == att.models[0]], tmp / APPENDIX_FIGURE1.stem,
                                                    list(att.attention)).paths
-        values = pd.concat([comparison_values(long, s) for s in specs], ignore_index=True)
+        values = pd.concat([comparison_values(scored[spec.name]) for spec in specs], ignore_index=True)
         parts = []  # the differences from the paper of all experiments shown, without repeats
         for spec in specs:
-            parts += configuration_differences(spec, default_provenance(long, spec, provenance or {}))
+            parts += configuration_differences(spec, default_provenance(scored[spec.name], provenance))
         parts = list(dict.fromkeys(parts))
         header = ("NOT the paper's configuration: " + "; ".join(parts) + "." if parts
                   else "Configuration as stated in the paper.")
-        written += figure_published_vs_reproduced(values, tmp / "published_vs_reproduced", header).paths
+        written += figure_published_vs_reproduced(values, tmp / PUBLISHED_VS_REPRODUCED.stem, header).paths
     return [outdir / p.name for p in written]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mvl figures", description=__doc__.split("\n\n")[0])
     parser.add_argument("--long", required=True, help="long table from `mvl aggregate`")
-    parser.add_argument("--config", required=True, help="pipeline config (YAML) with an 'experiments:' key")
+    parser.add_argument("--config", required=True,
+                        help="pipeline config (YAML; the resolved results/config.yaml): experiments and provenance")
     parser.add_argument("--outdir", required=True, help="folder to write (replaced as a whole)")
     parser.add_argument("--curves", default=None, help="training curves CSV from `mvl aggregate --curves`")
     parser.add_argument("--samples", nargs="*", default=[], help="samples.npz files of the runs shown")
     parser.add_argument("--experiment", action="append", default=None, help="only this experiment (repeatable)")
-    parser.add_argument("--data-source", default=None, help="where the images came from: msd, synthetic, ...")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs trained, for the provenance line")
     args = parser.parse_args(argv)
     written = write_figures(long_path=args.long, config=args.config, outdir=args.outdir, curves_path=args.curves,
-                            samples=args.samples, experiments=args.experiment,
-                            provenance={"data_source": args.data_source, "epochs": args.epochs})
+                            samples=args.samples, experiments=args.experiment)
     print(f"figures: {len(written)} files -> {args.outdir}")
     return 0

@@ -12,11 +12,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 
 from medvisionllama.io_utils import write_json_atomic
-from medvisionllama.paper.spec import METRICS, ExperimentSpec
-from medvisionllama.paper.summary import case_scores, summarize
+from medvisionllama.paper.summary import ExperimentScores
+from medvisionllama.vocabulary import PAPER_METRICS as METRICS
 
 
 def _jsonable(value: Any) -> Any:
@@ -26,10 +25,10 @@ def _jsonable(value: Any) -> Any:
     return None if math.isnan(value) or math.isinf(value) else round(value, 6)
 
 
-def metrics_summary(long: pd.DataFrame, specs: list[ExperimentSpec]) -> dict[str, Any]:
+def metrics_summary(scored: list[ExperimentScores]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for spec in specs:
-        s = summarize(case_scores(long, spec), list(METRICS))
+    for experiment in scored:
+        spec, s = experiment.spec, experiment.summary
         exp: dict[str, Any] = {}
         for _, row in s.iterrows():
             group = row["model"]
@@ -45,8 +44,8 @@ def metrics_summary(long: pd.DataFrame, specs: list[ExperimentSpec]) -> dict[str
     return out
 
 
-def write_metrics_json(long: pd.DataFrame, specs: list[ExperimentSpec], path: str | Path) -> dict[str, Any]:
+def write_metrics_json(scored: list[ExperimentScores], path: str | Path) -> dict[str, Any]:
     """Write :func:`metrics_summary` to ``path`` (atomic, stable key order); returns it."""
-    summary = metrics_summary(long, specs)
+    summary = metrics_summary(scored)
     write_json_atomic(path, summary)
     return summary

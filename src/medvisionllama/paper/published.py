@@ -22,6 +22,7 @@ import io
 import pandas as pd
 
 from medvisionllama.errors import InputError
+from medvisionllama.vocabulary import ATTENTIONS, CONTROLS, DEFAULT_ATTENTION
 
 #: table key -> the paper's caption name
 TABLES: dict[str, str] = {
@@ -47,12 +48,8 @@ PAPER_MODELS: dict[str, str] = {
 #: display names of LLM blocks the paper does not use (stand-ins of the embedded default)
 OTHER_LLMS: dict[str, str] = {"smollm2-135m": "SmolLM2-135M"}
 
-ATTENTION_LABELS: dict[str, str] = {
-    "hybrid-sequential": "Sequential",
-    "hybrid-parallel": "Parallel",
-    "hybrid-interleaved": "Interleaved",
-    "spatial": "Spatial",
-}
+#: attention strategy -> the paper's label (``hybrid-sequential`` -> ``Sequential``)
+ATTENTION_LABELS: dict[str, str] = {a: a.removeprefix("hybrid-").capitalize() for a in ATTENTIONS}
 
 #: metric key -> label in the paper's tables
 METRIC_LABELS: dict[str, str] = {
@@ -82,12 +79,15 @@ COLUMNS = ["table", "task", "model", "attention", "size", "metric", "mean", "std
 
 def model_label(model: str) -> str:
     """``vit`` -> ``ViT``; ``llama3.1-8b`` -> ``ViT + Llama``; ``smollm2-135m-random`` ->
-    ``ViT + SmolLM2-135M (random)``; an unknown key is shown as ``ViT + <key>``."""
+    ``ViT + SmolLM2-135M (random)`` (a control in brackets); an unknown key is shown as ``ViT + <key>``."""
     if model in PAPER_MODELS:
         return PAPER_MODELS[model]
-    base, random = (model[: -len("-random")], True) if model.endswith("-random") else (model, False)
+    base, control = model, None
+    for candidate in CONTROLS:
+        if model.endswith(f"-{candidate}"):
+            base, control = model[: -len(candidate) - 1], candidate
     name = PAPER_MODELS.get(base, "").removeprefix("ViT + ") or OTHER_LLMS.get(base, base)
-    return f"ViT + {name}" + (" (random)" if random else "")
+    return f"ViT + {name}" + (f" ({control})" if control else "")
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,7 +123,7 @@ def published_params(table: str | None = None) -> pd.DataFrame:
     return df.rename(columns={"mean": "params_m"})[["table", "model", "attention", "size", "params_m", "note"]]
 
 
-def published_value(table: str, metric: str, model: str, task: str = "", attention: str = "hybrid-sequential",
+def published_value(table: str, metric: str, model: str, task: str = "", attention: str = DEFAULT_ATTENTION,
                     size: str = "") -> tuple[float, float] | None:
     """``(mean, std)`` the paper prints for one cell, or ``None`` where it prints none."""
     df = load_published(table)

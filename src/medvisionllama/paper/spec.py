@@ -1,7 +1,7 @@
 """Experiment specs: which runs a paper table needs, read from the pipeline's config.
 
 An experiment is one table of the paper, rebuilt from a grid of runs. The config lists them under
-``experiments:``, either as a mapping ``name -> spec`` or as a list of specs with a ``name``::
+``experiments:``, a mapping ``name -> spec``::
 
     experiments:
       main:
@@ -14,50 +14,22 @@ An experiment is one table of the paper, rebuilt from a grid of runs. The config
         llm_for_paper: {smollm2-135m: llama3.1-8b}   # reproduced model -> paper model it stands in for
         size_for_paper: {32x32x16: 64x64x40}         # only input_size compares sizes with the paper
 
-Kinds (the paper table each rebuilds): ``main`` (Table 2), ``llm_comparison`` (Table 4),
-``capacity`` (Table 3), ``attention_strategy`` (Appendix Table 1), ``input_size`` (Appendix
-Table 2), ``complexity`` (Appendix Table 3). :meth:`ExperimentSpec.required_runs` lists the
-runs a kind needs, so the workflow trains exactly those and the tables fail clearly without them.
+Kinds (the paper table each rebuilds; one object each in :mod:`medvisionllama.paper.outputs`):
+``main`` (``table2``), ``llm_comparison`` (``table4``), ``capacity`` (``table3``),
+``attention_strategy`` (``appendix_table1``), ``input_size`` (``appendix_table2``),
+``complexity`` (``appendix_table3``). :meth:`ExperimentSpec.required_runs` lists the runs a
+table needs, so the workflow trains exactly those and the tables fail clearly without them.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NamedTuple
-
-import yaml
+from typing import Any
 
 from medvisionllama.errors import InputError
-from medvisionllama.tasks import get_task, parse_size
-
-#: experiment kind -> key of the published table it rebuilds (see ``published.TABLES``)
-KINDS: dict[str, str] = {
-    "main": "table2",
-    "llm_comparison": "table4",
-    "capacity": "table3",
-    "attention_strategy": "appendix_table1",
-    "input_size": "appendix_table2",
-    "complexity": "appendix_table3",
-}
-ATTENTIONS = ("hybrid-sequential", "hybrid-parallel", "hybrid-interleaved", "spatial")
-METRICS = ("dice", "accuracy", "precision", "recall", "jaccard", "hd95")
-#: models without an LLM block
-NON_LLM_MODELS = ("vit", "mlp")
-
-
-class RunKey(NamedTuple):
-    """One run, as named in ``results/runs/{task}/{model}/{attention}/{size}/seed{seed}/``."""
-
-    task: str
-    model: str
-    attention: str
-    size: str
-    seed: int
-
-    def path(self) -> str:
-        return f"{self.task}/{self.model}/{self.attention}/{self.size}/seed{self.seed}"
+from medvisionllama.paper.outputs import PaperTable, table_of_kind
+from medvisionllama.tasks import get_task
+from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, RunKey, parse_size
 
 
 @dataclass(frozen=True)
@@ -68,7 +40,7 @@ class ExperimentSpec:
     kind: str
     tasks: tuple[str, ...]
     models: tuple[str, ...]
-    attention: tuple[str, ...] = ("hybrid-sequential",)
+    attention: tuple[str, ...] = (DEFAULT_ATTENTION,)
     sizes: tuple[str, ...] = ("64x64x40",)
     seeds: tuple[int, ...] = (0,)
     llm_for_paper: dict[str, str] = field(default_factory=dict)
@@ -76,8 +48,7 @@ class ExperimentSpec:
 
     def __post_init__(self) -> None:
         where = f"experiment {self.name!r}"
-        if self.kind not in KINDS:
-            raise InputError(f"{where}: unknown kind {self.kind!r}: expected one of {', '.join(KINDS)}")
+        table = table_of_kind(self.kind, where)
         for key in ("tasks", "models", "attention", "sizes", "seeds"):
             values = getattr(self, key)
             if not values:
@@ -92,22 +63,17 @@ class ExperimentSpec:
         for key in self.llm_for_paper:
             if key not in self.models:
                 raise InputError(f"{where}: llm_for_paper names {key!r}, which is not in models {list(self.models)}")
-        single = {"main": ("attention", "sizes"), "llm_comparison": ("attention", "sizes"),
-                  "complexity": ("attention", "sizes"), "capacity": ("sizes",),
-                  "attention_strategy": ("sizes",), "input_size": ("attention",)}[self.kind]
-        for key in single:
-            if len(getattr(self, key)) != 1:
-                raise InputError(f"{where}: kind {self.kind} takes exactly one value in {key}, got {list(getattr(self, key))}")
-        if self.kind in {"main", "llm_comparison", "complexity", "input_size"} and len(self.models) < 2:
-            raise InputError(f"{where}: kind {self.kind} compares models: give the baseline first and at least one more")
-        if self.kind == "capacity":
-            hybrids = [a for a in self.attention if a != "spatial"]
-            if len(hybrids) != 1 or "spatial" not in self.attention:
-                raise InputError(f"{where}: kind capacity takes one hybrid attention and 'spatial', got {list(self.attention)}")
+        table.validate(self)
+
+    @property
+    def table(self) -> PaperTable:
+        """The paper table this experiment rebuilds."""
+        return table_of_kind(self.kind)
 
     @property
     def paper_table(self) -> str:
-        return KINDS[self.kind]
+        """The key of the published table, e.g. ``table2``."""
+        return self.table.name
 
     @property
     def baseline(self) -> str:
@@ -122,23 +88,14 @@ class ExperimentSpec:
         return self.size_for_paper.get(size, size)
 
     def required_runs(self) -> list[RunKey]:
-        """The runs this experiment's table needs, in a stable order.
-
-        ``capacity`` needs every model with the hybrid attention and, with ``spatial``, only the
-        models with an LLM block (the paper's Table 3 has no spatial ViT or ViT + MLP row); every
-        other kind needs the full grid tasks x models x attention x sizes x seeds.
-        """
-        grid = itertools.product(self.tasks, self.models, self.attention, self.sizes, self.seeds)
-        runs = [RunKey(*k) for k in grid]
-        if self.kind == "capacity":
-            runs = [r for r in runs if r.attention != "spatial" or r.model.removesuffix("-random") not in NON_LLM_MODELS]
-        return runs
+        """The runs this experiment's table needs, in a stable order (see ``PaperTable.required_runs``)."""
+        return self.table.required_runs(self)
 
     @classmethod
     def from_dict(cls, name: str, spec: dict[str, Any]) -> "ExperimentSpec":
         if not isinstance(spec, dict):
             raise InputError(f"experiment {name!r}: expected a mapping, got {type(spec).__name__}")
-        known = {"name", "kind", "tasks", "models", "attention", "sizes", "seeds", "llm_for_paper", "size_for_paper"}
+        known = {"kind", "tasks", "models", "attention", "sizes", "seeds", "llm_for_paper", "size_for_paper"}
         unknown = set(spec) - known
         if unknown:
             raise InputError(f"experiment {name!r}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
@@ -155,7 +112,7 @@ class ExperimentSpec:
             kind=str(spec.get("kind", name)),
             tasks=tuple(get_task(str(t)).name for t in seq("tasks", ())),
             models=tuple(str(m) for m in seq("models", ())),
-            attention=tuple(str(a) for a in seq("attention", ("hybrid-sequential",))),
+            attention=tuple(str(a) for a in seq("attention", (DEFAULT_ATTENTION,))),
             sizes=tuple(str(s) for s in seq("sizes", ("64x64x40",))),
             seeds=tuple(int(s) for s in seq("seeds", (0,))),
             llm_for_paper={str(k): str(v) for k, v in (spec.get("llm_for_paper") or {}).items()},
@@ -164,40 +121,8 @@ class ExperimentSpec:
 
 
 def parse_experiments(experiments: Any) -> list[ExperimentSpec]:
-    """Specs from the config's ``experiments`` value (a mapping name -> spec, or a list with names)."""
-    if isinstance(experiments, dict):
-        items = [(str(k), v) for k, v in experiments.items()]
-    elif isinstance(experiments, list):
-        items = []
-        for i, spec in enumerate(experiments):
-            if not isinstance(spec, dict) or "name" not in spec:
-                raise InputError(f"experiments[{i}]: each list entry needs a 'name'")
-            items.append((str(spec["name"]), spec))
-    else:
-        raise InputError(f"experiments: expected a mapping or a list, got {type(experiments).__name__}")
-    specs = [ExperimentSpec.from_dict(name, spec) for name, spec in items]
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise InputError(f"experiments: duplicate names in {names}")
-    return specs
-
-
-def load_experiments(config_path: str | Path, names: list[str] | None = None) -> list[ExperimentSpec]:
-    """The experiments of a pipeline config file (key ``experiments:``), optionally only ``names``.
-
-    Defaults come from the rest of the config, as for the workflow
-    (:func:`medvisionllama.experiments.experiment_specs`).
-    """
-    from medvisionllama.experiments import experiment_specs
-
-    path = Path(config_path)
-    if not path.is_file():
-        raise InputError(f"{path}: config file not found")
-    with path.open() as handle:
-        config = yaml.safe_load(handle) or {}
-    if not config.get("experiments"):
-        raise InputError(f"{path}: no 'experiments:' key")
-    try:
-        return experiment_specs(config, names)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+    """Specs from the config's ``experiments`` mapping (name -> spec), taken as written (no defaults
+    from the rest of the config: :func:`medvisionllama.experiments.experiment_specs` fills those)."""
+    if not isinstance(experiments, dict):
+        raise InputError(f"experiments: expected a mapping name -> experiment, got {type(experiments).__name__}")
+    return [ExperimentSpec.from_dict(str(name), spec) for name, spec in experiments.items()]

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from medvisionllama.errors import InputError
-from medvisionllama.paper.aggregate import MEAN_CLASS
-from medvisionllama.paper.spec import ExperimentSpec, RunKey
+from medvisionllama.paper.spec import ExperimentSpec
+from medvisionllama.vocabulary import MEAN_CLASS, PAPER_METRICS, RUN_KEY_COLUMNS, RunKey
 
-RUN_KEYS = ["task", "model", "attention", "size", "seed"]
-GROUP_KEYS = ["task", "model", "attention", "size"]
+RUN_KEYS = list(RUN_KEY_COLUMNS)
+GROUP_KEYS = RUN_KEYS[:-1]  # a run without its seed
 #: below this many pairs the Wilcoxon signed-rank test cannot reach p < 0.05 (two-sided, exact)
 MIN_PAIRS_WILCOXON = 6
 
@@ -72,8 +73,28 @@ def lookup(summary: pd.DataFrame, task: str, model: str, attention: str, size: s
     hit = summary[(summary["task"] == task) & (summary["model"] == model)
                   & (summary["attention"] == attention) & (summary["size"] == size)]
     if hit.empty:
-        raise InputError(f"no runs of {RunKey(task, model, attention, size, 0).path()[:-6]}")
+        raise InputError(f"no runs of {RunKey(task, model, attention, size, 0).group()}")
     return hit.iloc[0]
+
+
+@dataclass(frozen=True)
+class ExperimentScores:
+    """An experiment's per-case scores and their summary, computed once (:func:`score_experiment`)
+    and shared by its table, comparison, claims, metrics summary and figures."""
+
+    spec: ExperimentSpec
+    scores: pd.DataFrame  #: :func:`case_scores`
+    summary: pd.DataFrame  #: :func:`summarize` of every metric
+
+    def cell(self, task: str, model: str, attention: str, size: str) -> pd.Series:
+        """One summary row (see :func:`lookup`)."""
+        return lookup(self.summary, task, model, attention, size)
+
+
+def score_experiment(long: pd.DataFrame, spec: ExperimentSpec) -> ExperimentScores:
+    """The per-case scores of ``spec``'s runs and their summary over every metric."""
+    scores = case_scores(long, spec)
+    return ExperimentScores(spec, scores, summarize(scores, list(PAPER_METRICS)))
 
 
 def paired_test(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:

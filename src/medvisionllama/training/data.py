@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medvisionllama.errors import InputError
-from medvisionllama.io_utils import read_json
 
 #: ``--augment auto`` augments when the training split has fewer cases than this
 AUGMENT_AUTO_BELOW = 30
@@ -178,16 +176,3 @@ def make_loader(
         pin_memory=pin_memory,
         drop_last=False,
     )
-
-
-def read_split(path: str | Path) -> dict[str, list[str]]:
-    """Read a split JSON (``{"train": [...], "val": [...], "test": [...]}``), checking its shape."""
-
-    path = Path(path)
-    split = read_json(path, missing="split file does not exist")
-    for key in ("train", "val", "test"):
-        if not isinstance(split.get(key), list) or not all(isinstance(c, str) for c in split[key]):
-            raise InputError(f"{path}: {key!r} must be a list of case ids")
-    if not split["train"]:
-        raise InputError(f"{path}: the train split is empty")
-    return split

@@ -9,7 +9,13 @@ uninterrupted run would on CPU (the RNG states travel in the checkpoint; augment
 only on seed, epoch and case). ``run.json`` is written last: a run is finished when it exists.
 
 Validation runs on whole preprocessed volumes: one forward pass at the model's input size, sliding
-windows for ``full`` volumes (which train on random crops of ``--img-size``).
+windows for ``full`` volumes (which train on random crops of ``model.full_img_size``).
+
+Settings travel as a file: ``--config`` is the pipeline's resolved configuration
+(``results/config.yaml``) or any YAML file with ``model:`` and ``training:`` sections. Every key of
+``model:`` except ``full_img_size`` is a :class:`~medvisionllama.models.ModelConfig` field, so a new
+model hyperparameter needs the schema and ``ModelConfig`` only. The command line names the run
+(``--model``, ``--attention``, ``--seed``) and its files.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import csv
 import io
 import logging
 import math
+import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from medvisionllama import __version__
-from medvisionllama.errors import InputError
-from medvisionllama.evaluation.inference import autocast, build_run_model, predict_logits, resolve_device
-from medvisionllama.evaluation.metrics import foreground_dice
-from medvisionllama.io_utils import write_json_atomic, write_text_atomic
-from medvisionllama.training.checkpoint import (
+from medvisionllama.checkpoint import (
     CHECKPOINT_FORMAT,
     capture_rng,
     differing_fields,
@@ -41,22 +45,27 @@ from medvisionllama.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from medvisionllama.data.preprocessed import PreprocessedInfo, read_preprocessed
+from medvisionllama.data.split import read_split
+from medvisionllama.errors import InputError
+from medvisionllama.evaluation.metrics import foreground_dice
+from medvisionllama.experiments import load_config
+from medvisionllama.io_utils import write_json_atomic, write_text_atomic
+from medvisionllama.models import ModelConfig
+from medvisionllama.runtime import autocast, build_run_model, predict_logits, resolve_device
 from medvisionllama.training.data import (
     CaseDataset,
     build_augmentation,
     build_random_crop,
     make_loader,
-    read_split,
     resolve_augment,
 )
-from medvisionllama.training.preprocessed import PreprocessedInfo, read_preprocessed
+from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, FULL_SIZE, HISTORY_COLUMNS, parse_size
 
 log = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "seconds")
 #: training settings that must match a checkpoint to resume from it (``epochs`` may grow)
 RESUME_KEYS = ("lr", "batch_size", "augment", "seed", "img_size")
-DEFAULT_ATTENTION = "hybrid-sequential"
 
 
 class NonFiniteLossError(InputError):
@@ -105,14 +114,138 @@ def run_one_epoch_validation(
     return loss_sum / max(count, 1), _nanmean(dices)
 
 
-def count_parameters(model: torch.nn.Module) -> dict[str, int]:
-    """Total and trainable parameter counts (every parameter, including the frozen block)."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": int(total), "trainable": int(trainable)}
+# ------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The ``training:`` section of the pipeline config that one run uses (the paper's defaults)."""
+
+    epochs: int = 100
+    batch_size: int = 4
+    lr: float = 1e-5
+    augment: str = "auto"
+    device: str = "auto"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.num_workers < 0:
+            raise InputError(
+                f"training settings epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr}, "
+                f"num_workers={self.num_workers}: epochs and batch size must be >= 1, lr > 0, workers >= 0"
+            )
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run is trained with besides its name: the model settings (``ModelConfig``
+    fields) and the training settings."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], size: str, where: str = "config") -> "RunSettings":
+        """The settings of a run on input size ``size`` from a pipeline config's ``model:`` and
+        ``training:`` sections (missing keys: the defaults). ``model.full_img_size`` becomes the
+        model's ``img_size`` for runs on the ``full`` size, which need it."""
+        model = dict(config.get("model") or {})
+        full_img_size = model.pop("full_img_size", None)
+        if size == FULL_SIZE:
+            if not full_img_size:
+                raise InputError(f"{where}: model.full_img_size must be set for runs on the 'full' input size")
+            model["img_size"] = parse_size(str(full_img_size))
+        known = {f for f in TrainingSettings.__dataclass_fields__}
+        training = {k: v for k, v in (config.get("training") or {}).items() if k in known}
+        try:
+            return cls(model=model, training=TrainingSettings(**training))
+        except TypeError as exc:
+            raise InputError(f"{where}: training settings: {exc}") from None
 
 
 # ------------------------------------------------------------------------------ the run
+@dataclass
+class RunState:
+    """What changes from epoch to epoch and travels in ``checkpoint_last.pt``."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float | None = None
+    best_epoch: int = 0
+    epoch: int = 0
+
+
+def resume(path: Path, net, optimizer, generator: torch.Generator, model_config: dict[str, Any],
+           training: dict[str, Any], epochs: int) -> RunState:
+    """The state of ``checkpoint_last.pt`` loaded into ``net``, ``optimizer`` and ``generator``, after
+    checking it was trained with the same settings; a fresh state when there is no checkpoint."""
+    if not path.exists():
+        return RunState()
+    ckpt = load_checkpoint(path)
+    diffs = differing_fields(ckpt["model_config"], model_config, "model.")
+    diffs += differing_fields(
+        {k: ckpt["training"].get(k) for k in RESUME_KEYS}, {k: training[k] for k in RESUME_KEYS}, "training."
+    )
+    if diffs:
+        raise InputError(f"{path}: checkpoint was trained with other settings ({'; '.join(diffs)}); "
+                         "use another --run-dir or delete the checkpoint")
+    if ckpt["epoch"] > epochs:
+        raise InputError(f"{path}: checkpoint has {ckpt['epoch']} epochs, more than training.epochs {epochs}")
+    try:
+        net.load_trainable_state_dict(ckpt["model_state"])
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise InputError(f"{path}: weights do not fit the model ({exc})") from exc
+    restore_rng(ckpt["rng"], generator)
+    log.info("resuming %s from epoch %d of %d", path.parent, ckpt["epoch"], epochs)
+    return RunState(list(ckpt["history"]), ckpt["best_metric"], ckpt["best_epoch"], ckpt["epoch"])
+
+
+def train_one_epoch(net, optimizer, loader, dev: torch.device, num_classes: int, epoch: int, epochs: int,
+                    run_dir: Path, progress: bool) -> tuple[float, float]:
+    """One pass over the training cases: mean cross-entropy and mean foreground Dice (argmax).
+
+    Raises :class:`NonFiniteLossError` naming the epoch, step and cases when the loss is not finite.
+    """
+    net.train()
+    loss_sum, seen, dices = 0.0, 0, []
+    bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress, unit="batch")
+    for step, (image, label, case_ids) in enumerate(bar, start=1):
+        image = image.to(dev, non_blocking=True)
+        label = label.to(dev, non_blocking=True)
+        with autocast(dev):
+            logits = net(image)  # (B, K, X, Y, Z)
+        loss = F.cross_entropy(logits.float(), label)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(
+                f"{run_dir}: loss is {loss_value} at epoch {epoch}, step {step} (cases {', '.join(case_ids)}); "
+                f"checkpoints of epoch {epoch - 1} are kept. "
+                "Check these cases for NaN/inf voxels or lower training.lr"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss_value * image.shape[0]
+        seen += image.shape[0]
+        dices += foreground_dice(logits.detach().argmax(1).cpu(), label.cpu(), num_classes).nanmean(dim=1).tolist()
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+    return loss_sum / seen, _nanmean(dices)
+
+
+def run_summary(net, config: ModelConfig, training: dict[str, Any], data_meta: dict[str, Any], seed: int,
+                state: RunState, dev: torch.device) -> dict[str, Any]:
+    """The content of ``run.json``: what was trained, with what, for how long, and how well."""
+    total, trainable = net.parameter_counts()
+    history = state.history
+    return {
+        "task": data_meta.get("task"), "size": data_meta.get("size"), "model": config.model,
+        "attention": config.attention, "seed": int(seed), "model_config": config.to_dict(), "training": training,
+        "data": data_meta, "params": {"total": int(total), "trainable": int(trainable)},
+        "train_seconds": float(sum(r["seconds"] for r in history)), "epochs": len(history),
+        "best_epoch": state.best_epoch, "best_val_dice": state.best, "final": history[-1] if history else None,
+        "device": dev.type, "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "torch_version": torch.__version__, "version": __version__,
+    }
+
+
 def train_run(
     *,
     preprocessed: str | Path,
@@ -121,37 +254,23 @@ def train_run(
     model: str = "vit",
     attention: str = DEFAULT_ATTENTION,
     seed: int = 0,
-    epochs: int = 100,
-    batch_size: int = 4,
-    lr: float = 1e-5,
-    augment: str = "auto",
-    img_size: tuple[int, int, int] | None = None,
-    patch_size: int | None = None,
-    hidden_size: int | None = None,
-    num_layers: int | None = None,
-    num_heads: int | None = None,
-    llm_layer: int | None = None,
+    settings: RunSettings | None = None,
     llm_weights: str | None = None,
-    dropout: float | None = None,
-    device: str = "auto",
-    num_workers: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train one run into ``run_dir`` (resuming from ``checkpoint_last.pt``); returns ``run.json``'s content.
+
+    ``settings``: the model and training settings (default: the paper's); ``llm_weights``: where the
+    frozen LLM layer is read from (the pipeline passes the layer file of ``mvl extract-layer``).
 
     Raises:
         InputError: bad inputs, a checkpoint that does not match the requested settings or is
             corrupt, or :class:`NonFiniteLossError` when the loss is not finite.
     """
-    from medvisionllama.models import ModelConfig
-
-    if epochs < 1 or batch_size < 1 or not lr > 0 or num_workers < 0:
-        raise InputError(
-            f"--epochs {epochs}, --batch-size {batch_size}, --lr {lr}, --num-workers {num_workers}: "
-            "epochs and batch size must be >= 1, lr > 0, workers >= 0"
-        )
+    settings = settings or RunSettings()
+    ts = settings.training
     run_dir = Path(run_dir)
-    dev = resolve_device(device)
+    dev = resolve_device(ts.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     info: PreprocessedInfo = read_preprocessed(preprocessed)
@@ -161,27 +280,26 @@ def train_run(
         raise InputError(f"{split}: case(s) {unknown[:5]} are not in the preprocessed folder {preprocessed}")
     if not splits["val"]:
         raise InputError(f"{split}: the val split is empty; validation Dice selects the best checkpoint")
+    img_size = settings.model.get("img_size")
     if info.size_tuple is None and img_size is None:
-        raise InputError(f"{preprocessed}: size 'full' has volumes of varying shape; give --img-size XxYxZ (the training crop)")
+        raise InputError(f"{preprocessed}: size 'full' has volumes of varying shape; set model.full_img_size (the training crop)")
     roi = tuple(int(v) for v in (img_size or info.size_tuple))  # type: ignore[arg-type]
     if info.size_tuple is not None and img_size is not None and tuple(img_size) != info.size_tuple:
-        raise InputError(f"--img-size {img_size} differs from the preprocessed size {info.size}; leave it out")
-    do_augment = resolve_augment(augment, len(splits["train"]))
+        raise InputError(f"model img_size {tuple(img_size)} differs from the preprocessed size {info.size}; leave it out")
+    do_augment = resolve_augment(ts.augment, len(splits["train"]))
 
-    overrides = dict(
-        patch_size=patch_size, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-        llm_layer=llm_layer, llm_weights=llm_weights, dropout=dropout,
-    )
+    fields = {k: v for k, v in settings.model.items() if v is not None}
+    fields.update(model=model, attention=attention, in_channels=info.num_channels, num_classes=info.num_classes,
+                  img_size=roi)
+    if llm_weights is not None:
+        fields["llm_weights"] = llm_weights
     try:
-        config = ModelConfig(
-            model=model, attention=attention, in_channels=info.num_channels, num_classes=info.num_classes,
-            img_size=roi, **{k: v for k, v in overrides.items() if v is not None},
-        )
-    except (TypeError, ValueError) as exc:
+        config = ModelConfig(**fields)
+    except TypeError as exc:
         raise InputError(f"model settings: {exc}") from exc
     training = {
-        "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr), "optimizer": "adam",
-        "loss": "cross_entropy", "augment": bool(do_augment), "augment_requested": str(augment),
+        "epochs": int(ts.epochs), "batch_size": int(ts.batch_size), "lr": float(ts.lr), "optimizer": "adam",
+        "loss": "cross_entropy", "augment": bool(do_augment), "augment_requested": str(ts.augment),
         "seed": int(seed), "img_size": list(roi), "device": dev.type,
         "precision": "bf16-autocast" if dev.type == "cuda" else "float32",
         "preprocessed": str(preprocessed), "split": str(split),
@@ -191,169 +309,82 @@ def train_run(
     # seeds everywhere; the model (and a random frozen block) is drawn from the seed
     torch.manual_seed(seed)
     np.random.seed(seed)
-    import random
-
     random.seed(seed)
     net, config = build_run_model(config.to_dict(), seed, dev)
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=ts.lr)
     generator = torch.Generator().manual_seed(seed)
-
-    history: list[dict[str, Any]] = []
-    best: float | None = None
-    best_epoch = 0
-    start_epoch = 0
     last_path, best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
-    if last_path.exists():
-        ckpt = load_checkpoint(last_path)
-        diffs = differing_fields(ckpt["model_config"], config.to_dict(), "model.")
-        diffs += differing_fields(
-            {k: ckpt["training"].get(k) for k in RESUME_KEYS}, {k: training[k] for k in RESUME_KEYS}, "training."
-        )
-        if diffs:
-            raise InputError(f"{last_path}: checkpoint was trained with other settings ({'; '.join(diffs)}); "
-                             "use another --run-dir or delete the checkpoint")
-        if ckpt["epoch"] > epochs:
-            raise InputError(f"{last_path}: checkpoint has {ckpt['epoch']} epochs, more than --epochs {epochs}")
-        try:
-            net.load_trainable_state_dict(ckpt["model_state"])
-            optimizer.load_state_dict(ckpt["optimizer_state"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise InputError(f"{last_path}: weights do not fit the model ({exc})") from exc
-        restore_rng(ckpt["rng"], generator)
-        history, best, best_epoch, start_epoch = list(ckpt["history"]), ckpt["best_metric"], ckpt["best_epoch"], ckpt["epoch"]
-        log.info("resuming %s from epoch %d of %d", run_dir, start_epoch, epochs)
-
-    def load_case(case_id: str):
-        return info.load_case(case_id)
+    state = resume(last_path, net, optimizer, generator, config.to_dict(), training, ts.epochs)
 
     train_transform = build_augmentation(roi if info.size_tuple is None else None) if do_augment else (
         build_random_crop(roi) if info.size_tuple is None else None
     )
-    train_set = CaseDataset(load_case, splits["train"], transform=train_transform, seed=seed)
-    val_set = CaseDataset(load_case, splits["val"])
+    train_set = CaseDataset(info.load_case, splits["train"], transform=train_transform, seed=seed)
+    val_set = CaseDataset(info.load_case, splits["val"])
     pin = dev.type == "cuda"
-    train_loader = make_loader(train_set, batch_size=batch_size, shuffle=True, generator=generator,
-                               num_workers=num_workers, pin_memory=pin)
-    val_loader = make_loader(val_set, batch_size=batch_size if info.size_tuple else 1, shuffle=False,
-                             generator=None, num_workers=num_workers, pin_memory=pin)
+    train_loader = make_loader(train_set, batch_size=ts.batch_size, shuffle=True, generator=generator,
+                               num_workers=ts.num_workers, pin_memory=pin)
+    val_loader = make_loader(val_set, batch_size=ts.batch_size if info.size_tuple else 1, shuffle=False,
+                             generator=None, num_workers=ts.num_workers, pin_memory=pin)
 
-    num_classes = info.num_classes
-    for epoch in range(start_epoch + 1, epochs + 1):
+    for epoch in range(state.epoch + 1, ts.epochs + 1):
         t0 = time.perf_counter()
-        net.train()
         train_set.set_epoch(epoch)
-        loss_sum, seen, dices = 0.0, 0, []
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress, unit="batch")
-        for step, (image, label, case_ids) in enumerate(bar, start=1):
-            image = image.to(dev, non_blocking=True)
-            label = label.to(dev, non_blocking=True)
-            with autocast(dev):
-                logits = net(image)  # (B, K, X, Y, Z)
-            loss = F.cross_entropy(logits.float(), label)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(
-                    f"{run_dir}: loss is {loss_value} at epoch {epoch}, step {step} (cases {', '.join(case_ids)}); "
-                    f"checkpoints of epoch {epoch - 1} are kept. "
-                    "Check these cases for NaN/inf voxels or lower --lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss_value * image.shape[0]
-            seen += image.shape[0]
-            dices += foreground_dice(logits.detach().argmax(1).cpu(), label.cpu(), num_classes).nanmean(dim=1).tolist()
-            bar.set_postfix(loss=f"{loss_value:.4f}")
-        val_loss, val_dice = run_one_epoch_validation(net, val_loader, roi, dev, num_classes)
-        row = {
-            "epoch": epoch, "train_loss": loss_sum / seen, "train_dice": _nanmean(dices),
-            "val_loss": val_loss, "val_dice": val_dice, "seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
-        improved = _better(val_dice, best)
+        train_loss, train_dice = train_one_epoch(net, optimizer, train_loader, dev, info.num_classes, epoch,
+                                                 ts.epochs, run_dir, progress)
+        val_loss, val_dice = run_one_epoch_validation(net, val_loader, roi, dev, info.num_classes)
+        row = {"epoch": epoch, "train_loss": train_loss, "train_dice": train_dice,
+               "val_loss": val_loss, "val_dice": val_dice, "seconds": time.perf_counter() - t0}
+        state.history.append(row)
+        state.epoch = epoch
+        improved = _better(val_dice, state.best)
         if improved:
-            best, best_epoch = val_dice, epoch
+            state.best, state.best_epoch = val_dice, epoch
         checkpoint = {
             "format": CHECKPOINT_FORMAT, "model_config": config.to_dict(), "training": training, "data": data_meta,
             "model_state": {k: v.detach().cpu() for k, v in net.trainable_state_dict().items()},
-            "optimizer_state": optimizer.state_dict(), "epoch": epoch, "best_metric": best,
-            "best_epoch": best_epoch, "history": history, "rng": capture_rng(generator),
+            "optimizer_state": optimizer.state_dict(), "epoch": epoch, "best_metric": state.best,
+            "best_epoch": state.best_epoch, "history": state.history, "rng": capture_rng(generator),
             "seed": int(seed), "version": __version__,
         }
         if improved:
             save_checkpoint(best_path, checkpoint)
         save_checkpoint(last_path, checkpoint)
-        write_text_atomic(run_dir / "history.csv", _history_csv(history))
+        write_text_atomic(run_dir / "history.csv", _history_csv(state.history))
         log.info(
             "epoch %d/%d  train loss %.4f dice %.4f  val loss %.4f dice %.4f  %.1fs%s",
-            epoch, epochs, row["train_loss"], row["train_dice"], val_loss, val_dice, row["seconds"],
+            epoch, ts.epochs, train_loss, train_dice, val_loss, val_dice, row["seconds"],
             "  (best)" if improved else "",
         )
 
     if not best_path.exists():  # resumed a finished run whose best file was removed: keep the contract
         raise InputError(f"{best_path}: missing although {last_path} exists; delete the run folder and retrain")
-    summary = {
-        "task": data_meta.get("task"), "size": data_meta.get("size"), "model": config.model,
-        "attention": config.attention, "seed": int(seed), "model_config": config.to_dict(), "training": training,
-        "data": data_meta, "params": count_parameters(net),
-        "train_seconds": float(sum(r["seconds"] for r in history)), "epochs": len(history),
-        "best_epoch": best_epoch, "best_val_dice": best, "final": history[-1] if history else None,
-        "device": dev.type, "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "torch_version": torch.__version__, "version": __version__,
-    }
+    summary = run_summary(net, config, training, data_meta, seed, state, dev)
     write_json_atomic(run_dir / "run.json", summary)
     return summary
 
 
 # ------------------------------------------------------------------------------ command line
-def _size(value: str) -> tuple[int, int, int]:
-    from medvisionllama.tasks import parse_size
-
-    dims = parse_size(value)
-    if dims is None:
-        raise argparse.ArgumentTypeError("--img-size must be XxYxZ, not 'full'")
-    return dims
-
-
-def _optional_int(value: str) -> int | None:
-    return None if value.lower() in {"none", "null", ""} else int(value)
-
-
-def _optional_str(value: str) -> str | None:
-    return None if value.lower() in {"none", "null", ""} else value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mvl train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     io_ = p.add_argument_group("inputs and outputs")
+    io_.add_argument("--config", default=None,
+                     help="YAML with the model: and training: settings (the pipeline's results/config.yaml); "
+                          "default: the paper's settings")
     io_.add_argument("--preprocessed", required=True, help="preprocessed task folder (results/preprocessed/{task}/{size})")
     io_.add_argument("--split", required=True, help="split JSON (results/splits/{task}.json)")
     io_.add_argument("--run-dir", required=True, help="run folder; resumes from its checkpoint_last.pt")
-    m = p.add_argument_group("model")
-    m.add_argument("--model", default="vit", help="vit | mlp | <llm> | <llm>-random (default: vit)")
-    m.add_argument("--attention", default=DEFAULT_ATTENTION,
-                   help="hybrid-sequential | hybrid-parallel | hybrid-interleaved | spatial")
-    m.add_argument("--img-size", type=_size, default=None, help="model input XxYxZ (only for 'full' preprocessing)")
-    m.add_argument("--patch-size", type=int, default=None)
-    m.add_argument("--hidden-size", type=int, default=None)
-    m.add_argument("--num-layers", type=int, default=None)
-    m.add_argument("--num-heads", type=int, default=None)
-    m.add_argument("--llm-layer", type=_optional_int, default=None, help="decoder layer index (default: the last)")
-    m.add_argument("--llm-weights", type=_optional_str, default=None, help="local HF folder, GGUF file, or none")
-    m.add_argument("--dropout", type=float, default=None)
-    t = p.add_argument_group("training")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--batch-size", type=int, default=4)
-    t.add_argument("--lr", type=float, default=1e-5)
-    t.add_argument("--augment", choices=["auto", "on", "off"], default="auto",
-                   help="auto: on when the train split has < 30 cases")
-    t.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    t.add_argument("--num-workers", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    t.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    io_.add_argument("--llm-weights", default=None,
+                     help="the frozen LLM layer's source: a layer file of `mvl extract-layer`, a local HF folder, "
+                          "a GGUF file or a hub id (default: the registry's source)")
+    run = p.add_argument_group("the run")
+    run.add_argument("--model", default="vit", help="vit | mlp | <llm> | <llm>-random | <llm>-shuffled")
+    run.add_argument("--attention", default=DEFAULT_ATTENTION, help=" | ".join(ATTENTIONS))
+    run.add_argument("--seed", type=int, default=0)
+    how = p.add_argument_group("execution")
+    how.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    how.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return p
 
 
@@ -362,12 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    config = load_config(args.config) if args.config else {}
+    settings = RunSettings.from_config(config, read_preprocessed(args.preprocessed).size, where=args.config or "settings")
     summary = train_run(
         preprocessed=args.preprocessed, split=args.split, run_dir=args.run_dir, model=args.model,
-        attention=args.attention, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        augment=args.augment, img_size=args.img_size, patch_size=args.patch_size, hidden_size=args.hidden_size,
-        num_layers=args.num_layers, num_heads=args.num_heads, llm_layer=args.llm_layer,
-        llm_weights=args.llm_weights, dropout=args.dropout, device=args.device, num_workers=args.num_workers,
+        attention=args.attention, seed=args.seed, settings=settings, llm_weights=args.llm_weights,
         progress=not args.no_progress,
     )
     log.info("finished %s: best val Dice %.4f at epoch %d, %.1fs", args.run_dir, summary["best_val_dice"] or float("nan"),

@@ -1,4 +1,5 @@
-"""A preprocessed task folder as the trainer and the evaluator see it (``data.preprocess``'s format)."""
+"""The reader of ``mvl preprocess``'s output (:mod:`medvisionllama.data.preprocess`, its writer):
+a preprocessed task folder as the trainer and the evaluator see it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from medvisionllama.data.preprocess import load_preprocessed_case, manifest_case, read_manifest
 from medvisionllama.errors import InputError
+from medvisionllama.vocabulary import parse_size
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,6 @@ class PreprocessedInfo:
     @property
     def size_tuple(self) -> tuple[int, int, int] | None:
         """``(X, Y, Z)`` of every volume, or ``None`` for ``full`` (each case keeps its grid)."""
-        from medvisionllama.tasks import parse_size
-
         return parse_size(self.size)
 
     @property
@@ -55,13 +56,9 @@ class PreprocessedInfo:
         return [c["case_id"] for c in self.manifest["cases"]]
 
     def case_meta(self, case_id: str) -> dict[str, Any]:
-        from medvisionllama.data.preprocess import manifest_case
-
         return manifest_case(self.manifest, case_id)
 
     def load_case(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-        from medvisionllama.data.preprocess import load_preprocessed_case
-
         return load_preprocessed_case(self.folder, case_id)
 
     def to_checkpoint(self) -> dict[str, Any]:
@@ -75,8 +72,6 @@ class PreprocessedInfo:
 
 def read_preprocessed(folder: str | Path) -> PreprocessedInfo:
     """Read ``{folder}/manifest.json`` (raises :class:`InputError` naming it when it is unusable)."""
-    from medvisionllama.data.preprocess import read_manifest
-
     folder = Path(folder)
     manifest = read_manifest(folder)
     if not manifest["cases"]:
