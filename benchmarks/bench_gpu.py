@@ -284,23 +284,29 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
+def _settings(epochs: int, device: torch.device) -> Any:
+    """The run settings of the checks: the default model, ``epochs`` epochs, batch 2, no augmentation."""
+    from medvisionllama.training.train import RunSettings, TrainingSettings
+
+    return RunSettings(training=TrainingSettings(epochs=epochs, batch_size=2, augment="off", device=str(device)))
+
+
 def check_resume(model_name: str, work: Path, device: torch.device, size: str) -> dict[str, Any]:
     """``train_run`` twice straight for 2 epochs and once 1 epoch + resume to 2, deterministic
     algorithms on; resume must differ from straight by no more than two straight runs differ."""
     from medvisionllama.training.train import train_run
 
     _, split, pre = _tiny_task(work, size)
-    common = dict(preprocessed=pre, split=split, model=model_name, seed=0, batch_size=2, augment="off",
-                  device=str(device), progress=False)
+    common = dict(preprocessed=pre, split=split, model=model_name, seed=0, progress=False)
     for run in ("straight_a", "straight_b", "resumed"):  # a kept --workdir must not make them resume
         shutil.rmtree(work / run, ignore_errors=True)
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        train_run(run_dir=work / "straight_a", epochs=2, **common)
-        train_run(run_dir=work / "straight_b", epochs=2, **common)
-        train_run(run_dir=work / "resumed", epochs=1, **common)
-        train_run(run_dir=work / "resumed", epochs=2, **common)
+        train_run(run_dir=work / "straight_a", settings=_settings(2, device), **common)
+        train_run(run_dir=work / "straight_b", settings=_settings(2, device), **common)
+        train_run(run_dir=work / "resumed", settings=_settings(1, device), **common)
+        train_run(run_dir=work / "resumed", settings=_settings(2, device), **common)
     finally:
         torch.use_deterministic_algorithms(previous)
     a, b, r = (_state(work / d) for d in ("straight_a", "straight_b", "resumed"))
@@ -326,8 +332,8 @@ def check_eval(model_name: str, work: Path, device: torch.device, size: str) -> 
     if not (run / "checkpoint_best.pt").exists():
         from medvisionllama.training.train import train_run
 
-        train_run(preprocessed=pre, split=split, run_dir=run, model=model_name, epochs=1, batch_size=2,
-                  augment="off", device=str(device), progress=False)
+        train_run(preprocessed=pre, split=split, run_dir=run, model=model_name, settings=_settings(1, device),
+                  progress=False)
     cpu_run = work / "eval_cpu"
     shutil.rmtree(cpu_run, ignore_errors=True)
     shutil.copytree(run, cpu_run)
