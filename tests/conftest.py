@@ -54,7 +54,7 @@ def tiny_config(**overrides) -> dict:
     one = ["Task04_Hippocampus"]
     config["experiments"] = {
         "main": {"tasks": "all", "models": ["vit", "smollm2-135m"]},
-        "llm_comparison": {"tasks": "all", "models": ["vit", "smollm2-135m", "smollm2-135m-random"]},
+        "llm_comparison": {"tasks": "all", "models": ["vit", "smollm2-135m", "smollm2-135m-shuffled"]},
         "capacity": {"tasks": one, "models": ["smollm2-135m", "vit", "mlp"], "attention": ["hybrid-sequential", "spatial"]},
         "attention_strategy": {
             "tasks": one, "models": ["smollm2-135m"],

@@ -94,12 +94,12 @@ def test_gemma2_refuses_sdpa_and_bad_family():
 
 
 def test_random_control_is_deterministic_and_registry_names():
-    first = build_frozen_block("smollm2-135m", pretrained=False, layer=3)
-    second = build_frozen_block("smollm2-135m", pretrained=False, layer=3)
+    first = build_frozen_block("smollm2-135m", control="random", layer=3)
+    second = build_frozen_block("smollm2-135m", control="random", layer=3)
     assert first.source == "random" and first.layer_index == 3
     for (k, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), k
-    assert build_frozen_block("smollm2-135m", pretrained=False).layer_index == 29  # default: last layer
+    assert build_frozen_block("smollm2-135m", control="random").layer_index == 29  # default: last layer
     with pytest.raises(InputError, match="unknown LLM 'foo'"):
         build_frozen_block("foo")
     with pytest.raises(InputError, match="llm_layer 30 is out of range"):

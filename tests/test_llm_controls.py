@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
+from medvisionllama.errors import InputError
 from medvisionllama.llm import FrozenLLMBlock, build_frozen_block, get_spec
 from medvisionllama.llm.controls import shuffle_layer_state_dict, tensor_seed
 
@@ -130,6 +131,29 @@ def test_output_scale_smollm2():
     with torch.no_grad():
         assert not torch.allclose(control(x), pretrained(x), atol=1e-2)
 
-    gaussian = relative_update(build_frozen_block("smollm2-135m", pretrained=False), x)
+    gaussian = relative_update(build_frozen_block("smollm2-135m", control="random"), x)
     assert gaussian < reference / 20, (gaussian, reference)  # the old control is near the identity
     assert gaussian < 0.5
+
+
+def test_the_factory_builds_the_shuffled_control_from_the_pretrained_layer():
+    """``<llm>-shuffled`` through the factory and the model builder: the pretrained tensors, each
+    permuted with the entry's fixed seed, so the same values in another arrangement; rebuilt
+    identically (a checkpoint leaves the frozen block out and relies on this)."""
+    from medvisionllama.models import ModelConfig, build_model
+
+    pretrained = build_frozen_block("smollm2-135m")
+    shuffled = build_frozen_block("smollm2-135m", control="shuffled")
+    again = build_frozen_block("smollm2-135m", control="shuffled")
+    assert shuffled.source.startswith("shuffled(seed=") and shuffled.source.endswith(pretrained.source)
+    p, s, a = (b.layer.state_dict() for b in (pretrained, shuffled, again))
+    assert p.keys() == s.keys()
+    for name in p:
+        assert torch.equal(torch.sort(p[name].flatten()).values, torch.sort(s[name].flatten()).values), name
+        assert torch.equal(s[name], a[name]), name
+    assert not torch.equal(p["mlp.up_proj.weight"], s["mlp.up_proj.weight"])
+    model = build_model(ModelConfig(model="smollm2-135m-shuffled", img_size=(16, 16, 8), patch_size=4,
+                                    hidden_size=16, num_layers=1, num_heads=2))
+    assert torch.equal(model.bridge.mixer.layer.state_dict()["mlp.up_proj.weight"], s["mlp.up_proj.weight"])
+    with pytest.raises(InputError, match="unknown control"):
+        build_frozen_block("smollm2-135m", control="scrambled")

@@ -10,8 +10,12 @@ Sources, in the order they are recognised from ``weights`` (``ModelConfig.llm_we
 - ``owner/name`` that is not a local path: a hub id; only the index and the shards holding the
   layer are downloaded.
 
-``pretrained=False`` (the ``<llm>-random`` control) or ``load_weights=False`` gives random weights,
-deterministic in the entry's name and layer, so a checkpoint that leaves out the frozen block can
+Controls (``vocabulary.CONTROLS``): ``control="random"`` (the ``<llm>-random`` control) or
+``load_weights=False`` gives Gaussian random weights (the layer's ``initializer_range``),
+deterministic in the entry's name and layer; ``control="shuffled"`` (``<llm>-shuffled``) reads the
+pretrained layer and permutes every tensor's entries (:func:`medvisionllama.llm.controls.shuffle_layer_state_dict`,
+seeded the same way): the same per-tensor values, mean, std and norm, so the same output scale,
+without the learned arrangement. Either way a checkpoint that leaves out the frozen block can
 rebuild it. On the ``meta`` device nothing is allocated or read (parameter counts).
 """
 
@@ -25,6 +29,7 @@ import torch
 
 from medvisionllama.errors import InputError
 from medvisionllama.llm.block import FrozenLLMBlock
+from medvisionllama.llm.controls import shuffle_layer_state_dict
 from medvisionllama.llm.gguf_source import packaged_gguf_path, read_layer_from_gguf
 from medvisionllama.llm.layer_file import read_layer_file
 from medvisionllama.llm.registry import LLMSpec, get_spec
@@ -81,14 +86,14 @@ def read_pretrained_layer(
 
 
 def random_seed(llm_name: str, layer_index: int) -> int:
-    """A fixed seed per (LLM, layer) for the random control's weights."""
+    """A fixed seed per (LLM, layer) for a control's weights (Gaussian draw or permutation)."""
     return zlib.crc32(f"{llm_name}:{layer_index}".encode())
 
 
 def build_frozen_block(
     llm_name: str,
     *,
-    pretrained: bool = True,
+    control: str | None = None,
     layer: int | None = None,
     weights: str | None = None,
     device: torch.device | str | None = None,
@@ -98,9 +103,12 @@ def build_frozen_block(
 ) -> FrozenLLMBlock:
     """V_LLM for registry entry ``llm_name``: one decoder layer, frozen, on ``device`` in ``dtype``.
 
+    ``control``: None (the pretrained layer), ``"random"`` or ``"shuffled"`` (module docstring).
     Peak memory is about one layer: the layer is built on ``meta`` and takes the loaded tensors
     by assignment.
     """
+    if control not in (None, "random", "shuffled"):
+        raise InputError(f"unknown control {control!r} of {llm_name}: expected random or shuffled")
     spec = get_spec(llm_name)
     layer_index = spec.resolve_layer(layer)
     device = torch.device(device or "cpu")
@@ -110,8 +118,11 @@ def build_frozen_block(
     block.to(dtype)
     if device.type == "meta":
         return block
-    if pretrained and load_weights:
+    if control != "random" and load_weights:
         state, source = read_pretrained_layer(spec, layer_index, weights)
+        if control == "shuffled":
+            seed = random_seed(spec.name, layer_index)
+            state, source = shuffle_layer_state_dict(state, seed), f"shuffled(seed={seed}):{source}"
         block.load_layer_state_dict(state)
         block.source = source
     else:

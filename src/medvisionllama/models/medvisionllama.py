@@ -134,20 +134,19 @@ def build_model(
         config: the settings.
         device: where to put it; ``meta`` allocates nothing (for parameter counts).
         dtype: dtype of the trainable parts (default float32; use autocast for mixed precision).
-        load_weights: read the frozen LLM layer's pretrained weights from its source; False gives
-            the deterministic random weights of the ``-random`` control instead (fast tests).
+        load_weights: read the frozen LLM layer's weights from its source (for the pretrained block
+            and the ``-shuffled`` control); False gives the deterministic Gaussian weights of the
+            ``-random`` control instead (fast tests, parameter counts).
         llm_dtype: dtype of the frozen layer (default bf16 on CUDA, float32 elsewhere).
     """
     if not isinstance(config, ModelConfig):
         raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
     device = torch.device(device or "cpu")
     block = None
-    if config.control == "shuffled" and device.type != "meta":  # llm/controls.py permutes the pretrained layer
-        raise InputError(f"model {config.model}: the shuffled control is not wired yet")
     if config.bridge == "llm":
         block = build_frozen_block(
             config.llm_name,
-            pretrained=config.pretrained,
+            control=config.control,
             layer=config.llm_layer,
             weights=config.llm_weights,
             device=device,
