@@ -174,3 +174,11 @@ def test_share_refuses_results_with_a_missing_run_file(author, tmp_path):
     history.unlink()
     with pytest.raises(InputError, match="history.csv: missing"):
         shareable_files(results)
+
+
+def test_share_refuses_a_bad_archive_name_before_touching_the_shared_folder(author):
+    manifest = author["project"] / SHARE_DIR / MANIFEST
+    before = manifest.stat().st_mtime_ns
+    done = sh(["mvl", "share", "--archive", "results.zip"], author["project"], ok=False)
+    assert done.returncode == 2 and "results.zip" in done.stderr and ".tar.gz" in done.stderr
+    assert manifest.stat().st_mtime_ns == before

@@ -147,8 +147,7 @@ def write_archive(shared: Path, archive: Path) -> str:
     """``archive`` (gzipped tar of ``shared``, members under ``shared-results/``, sorted, owner and
     times zeroed) and ``{archive}.sha256``; returns the digest."""
     shared, archive = Path(shared), Path(archive)
-    if not archive.name.endswith((".tar.gz", ".tgz")):
-        raise InputError(f"{archive}: the archive's name must end in .tar.gz or .tgz")
+    check_archive_name(archive)
 
     def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
@@ -167,6 +166,11 @@ def write_archive(shared: Path, archive: Path) -> str:
     return digest
 
 
+def check_archive_name(archive: Path) -> None:
+    if not Path(archive).name.endswith((".tar.gz", ".tgz")):
+        raise InputError(f"{archive}: the archive's name must end in .tar.gz or .tgz")
+
+
 def checksum_path(archive: Path) -> Path:
     return Path(archive).with_name(Path(archive).name + ".sha256")
 
@@ -179,8 +183,9 @@ def dvc(args: list[str], cwd: Path) -> str:
         raise InputError("dvc: command not found (install the project's environment)") from None
     if done.returncode != 0:
         lines = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
-        errors = [ln for ln in lines if ln.startswith("ERROR")] or lines[-1:] or ["no output"]
-        raise InputError(f"`dvc {' '.join(args)}` failed: {errors[0]}")
+        first = next((i for i, ln in enumerate(lines) if ln.startswith("ERROR")), max(len(lines) - 1, 0))
+        message = " ".join(lines[first:first + 3]) or "no output"  # DVC wraps its error over lines
+        raise InputError(f"`dvc {' '.join(args)}` failed: {message}")
     return done.stdout
 
 
@@ -202,6 +207,8 @@ def share(results: Path = Path("results"), out: Path = SHARE_DIR, summary: Path 
     (with ``with_data``, also ``data.dvc``). Paths are relative to ``repo`` (the DVC root)."""
     repo = Path(repo)
     results, out = repo / results, repo / out
+    if archive is not None:
+        check_archive_name(Path(archive))
     manifest = collect(results, out)
     result = ShareResult(shared=out, files=len(manifest["files"]))
     if summary is not None:
