@@ -182,3 +182,14 @@ def test_share_refuses_a_bad_archive_name_before_touching_the_shared_folder(auth
     done = sh(["mvl", "share", "--archive", "results.zip"], author["project"], ok=False)
     assert done.returncode == 2 and "results.zip" in done.stderr and ".tar.gz" in done.stderr
     assert manifest.stat().st_mtime_ns == before
+
+
+def test_regenerate_refuses_a_manifest_pointing_outside_the_shared_folder(tmp_path):
+    shared = tmp_path / SHARE_DIR
+    shared.mkdir()
+    (tmp_path / "secret.txt").write_text("x")
+    digest = hashlib.sha256(b"x").hexdigest()
+    (shared / MANIFEST).write_text(json.dumps({"format": 1, "results_dir": "results", "files": {"../secret.txt": digest}}))
+    done = sh(["mvl", "regenerate", "--no-report"], tmp_path, ok=False)
+    assert done.returncode == 2 and "outside the shared folder" in done.stderr
+    assert not (tmp_path / "results").exists()

@@ -46,7 +46,7 @@ import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from medvisionllama import __version__
 from medvisionllama.errors import InputError
@@ -280,6 +280,9 @@ def verify_shared(shared: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
         raise InputError(f"{shared / MANIFEST}: not a manifest of `mvl share` (format {FORMAT})")
     for rel, digest in manifest["files"].items():
+        parts = PurePosixPath(rel).parts
+        if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+            raise InputError(f"{shared / MANIFEST}: lists {rel!r}, a path outside the shared folder")
         path = shared / rel
         if not path.is_file():
             raise InputError(f"{path}: listed in {MANIFEST} but missing (incomplete `dvc pull`?)")
