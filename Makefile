@@ -1,6 +1,9 @@
 # Set-up and the two entry points of the README:
 #   make pipeline   install into .venv, then run the default DAG (snakemake --cores all)
 #   make test       install into .venv (with the test extras), then run the test suite
+#   make share      after a run: share what tables and figures need (DVC remote; README "For reviewers")
+#   make reviewer   after `dvc pull shared-results.dvc`: every table, figure and the report, no data or GPU
+#   make plots      `dvc plots show` rendered offline into dvc_plots/index.html
 # A GPU cluster installs its CUDA build of torch first, e.g.
 #   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 
@@ -10,9 +13,11 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 SNAKEMAKE_ARGS ?= --cores all
 PYTEST_ARGS ?=
+SHARE_ARGS ?=
+REGENERATE_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install pipeline test report clean-results
+.PHONY: install pipeline test report clean-results share reviewer plots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +38,15 @@ report: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" python -m pytest $(PYTEST_ARGS)
+
+share: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" mvl share $(SHARE_ARGS)
+
+reviewer: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" mvl regenerate --dvc-plots dvc_plots $(REGENERATE_ARGS)
+
+plots: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" python -c "from medvisionllama.share import render_dvc_plots as r; print(r('dvc_plots'))"
 
 clean-results:
 	rm -rf results logs benchmarks/logs .snakemake

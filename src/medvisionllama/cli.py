@@ -33,6 +33,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "aggregate": ("medvisionllama.paper.aggregate", "collect run metrics into one long table"),
     "tables": ("medvisionllama.paper.tables", "write the paper's tables"),
     "figures": ("medvisionllama.paper.figures", "draw the paper's figures"),
+    "share": ("medvisionllama.share", "share the results tables and figures need (DVC remote or archive)"),
+    "regenerate": ("medvisionllama.regenerate", "rebuild every table, figure and the report from shared results"),
     "preflight": ("medvisionllama.cluster.preflight", "check every cluster job against the SLURM partitions"),
 }
 

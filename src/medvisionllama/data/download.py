@@ -309,9 +309,12 @@ def _check_not_truncated(tar: tarfile.TarFile, archive: Path) -> list[tarfile.Ta
     return members
 
 
-def _checked_members(tar: tarfile.TarFile, task: str, members: list[tarfile.TarInfo]) -> list[tuple[tarfile.TarInfo, str]]:
-    """Members under ``{task}/`` with their path relative to it; rejects unsafe members."""
+def safe_members(members: list[tarfile.TarInfo], top: str) -> list[tuple[tarfile.TarInfo, str]]:
+    """Members under ``{top}/`` with their path relative to it (other members are skipped);
+    raises ``DownloadError`` for an absolute path, a ``..`` or a link or device under ``top``.
+    Shared by the task download and ``mvl regenerate --archive``."""
     selected: list[tuple[tarfile.TarInfo, str]] = []
+    task = top
     for member in members:
         name = member.name
         if name.startswith("/") or PurePosixPath(name).is_absolute():
@@ -327,6 +330,12 @@ def _checked_members(tar: tarfile.TarFile, task: str, members: list[tarfile.TarI
         if parts[-1].startswith("._"):
             continue  # macOS resource fork, not data
         selected.append((member, "/".join(parts[1:])))
+    return selected
+
+
+def _checked_members(tar: tarfile.TarFile, task: str, members: list[tarfile.TarInfo]) -> list[tuple[tarfile.TarInfo, str]]:
+    """Members under ``{task}/`` with their path relative to it; rejects unsafe members."""
+    selected = safe_members(members, task)
     if not any(rel == "dataset.json" and m.isfile() for m, rel in selected):
         raise DownloadError(f"archive holds no {task}/dataset.json: not an MSD task archive for {task}")
     return selected

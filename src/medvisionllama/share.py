@@ -1,0 +1,289 @@
+"""``mvl share``: results for reviewers, who regenerate everything without data, training or a GPU.
+
+``mvl share`` (run in the repository root after the pipeline) copies exactly what the tables,
+figures and report need out of ``results_dir`` into one folder, ``shared-results/`` (replaced as a
+whole, atomically), then ``dvc add``s that folder (``shared-results.dvc``, to commit) and
+``dvc push``es it. The folder holds, relative to ``results_dir``:
+
+* ``config.yaml`` and ``config/*.yaml`` (the resolved config), ``long.csv``, ``plots/curves.csv``,
+  ``metrics.json`` and the original ``tables/`` (so a reviewer can check the regenerated ones);
+* per run of the config's experiments, ``runs/{run}/``: ``run.json``, ``history.csv``,
+  ``metrics.csv``, ``samples.npz``, ``summary.json`` (when the run has one) and
+  ``predictions/*.nii.gz``;
+* ``SHARE.json``: the package version, ``results_dir`` and every file's sha256.
+
+Never checkpoints, raw data or preprocessed arrays. The folder lies outside ``results/`` because
+DVC refuses an output that overlaps another (``results/`` holds the outputs of dvc.yaml's data
+stages) and because a ``.dvc`` file inside the git-ignored ``results/`` could not be committed.
+Raw data is shared only with ``--with-data`` (``dvc push data.dvc``).
+
+It also writes the committed summary folder ``shared-summary/``: ``metrics/{experiment}/{group}.json``
+(the headline metrics, :func:`medvisionllama.paper.metrics_json.headline_metrics`, which
+``dvc metrics show``/``diff`` read) and ``config.yaml`` (the resolved config, a ``params`` file of
+dvc.yaml, so ``dvc params diff`` shows any changed setting). Git holds them, so every commit has
+them without a ``dvc pull``.
+
+``mvl share --archive results.tar.gz`` writes the folder as a tarball plus
+``results.tar.gz.sha256`` (``sha256sum`` format) instead of pushing, for a reviewer without DVC.
+
+A reviewer rebuilds every table, figure and the report from the folder or the archive with
+``mvl regenerate`` (:mod:`medvisionllama.regenerate`). ``make plots`` renders ``dvc plots show``
+offline (:func:`render_dvc_plots`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medvisionllama import __version__
+from medvisionllama.errors import InputError
+from medvisionllama.io_utils import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
+
+SHARE_DIR = Path("shared-results")
+SUMMARY_DIR = Path("shared-summary")
+MANIFEST = "SHARE.json"
+FORMAT = 1
+#: files every run must have (what `mvl aggregate` reads) and those shared when present
+RUN_FILES_REQUIRED = ("run.json", "history.csv", "metrics.csv")
+RUN_FILES_OPTIONAL = ("samples.npz", "summary.json")
+#: files of results_dir itself: required, then optional
+TOP_REQUIRED = ("config.yaml", "long.csv", "plots/curves.csv")
+TOP_OPTIONAL = ("metrics.json",)
+TOP_FOLDERS = ("config", "tables")  #: shared as they are (flat folders)
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------- share
+def shareable_files(results: Path) -> list[str]:
+    """Paths (relative to ``results``, POSIX, sorted) of what is shared; see the module docstring.
+
+    The runs are those the resolved ``results/config.yaml``'s experiments need; a missing required
+    file raises :class:`InputError` naming it.
+    """
+    from medvisionllama.experiments import all_runs, load_config
+
+    results = Path(results)
+    for name in TOP_REQUIRED:
+        if not (results / name).is_file():
+            raise InputError(f"{results / name}: missing; run the pipeline before `mvl share`")
+    files = list(TOP_REQUIRED) + [n for n in TOP_OPTIONAL if (results / n).is_file()]
+    for folder in TOP_FOLDERS:
+        if (results / folder).is_dir():
+            files += [f"{folder}/{p.name}" for p in sorted((results / folder).iterdir())
+                      if p.is_file() and not p.name.startswith(".")]
+    for run in all_runs(load_config(results / "config.yaml")):
+        run_dir = f"runs/{run.path()}"
+        for name in RUN_FILES_REQUIRED:
+            if not (results / run_dir / name).is_file():
+                raise InputError(f"{results / run_dir / name}: missing; is the run trained and evaluated?")
+        files += [f"{run_dir}/{n}" for n in RUN_FILES_REQUIRED + RUN_FILES_OPTIONAL if (results / run_dir / n).is_file()]
+        predictions = results / run_dir / "predictions"
+        if predictions.is_dir():
+            files += [f"{run_dir}/predictions/{p.name}" for p in sorted(predictions.glob("*.nii.gz"))]
+    return sorted(files)
+
+
+def collect(results: Path, out: Path) -> dict:
+    """Copy :func:`shareable_files` of ``results`` into ``out`` (replaced atomically) with the
+    manifest ``SHARE.json``; returns the manifest."""
+    results, out = Path(results), Path(out)
+    files = shareable_files(results)
+    config = _load_yaml(results / "config.yaml")
+    manifest = {"format": FORMAT, "version": __version__, "results_dir": str(config.get("results_dir", results)),
+                "files": {}}
+    with atomic_dir(out) as tmp:
+        for rel in files:
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(results / rel, target)
+            manifest["files"][rel] = sha256_file(target)
+        write_json_atomic(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def write_summary(shared: Path, summary: Path) -> list[Path]:
+    """The committed summary of the shared results (replaced atomically): ``metrics/{experiment}/
+    {group}.json`` (headline metrics for ``dvc metrics``) and ``config.yaml`` (for ``dvc params``)."""
+    from medvisionllama.experiments import load_experiments
+    from medvisionllama.paper.aggregate import read_long
+    from medvisionllama.paper.metrics_json import headline_metrics
+    from medvisionllama.paper.summary import score_experiment
+
+    shared, summary = Path(shared), Path(summary)
+    long = read_long(shared / "long.csv")
+    scored = [score_experiment(long, spec) for spec in load_experiments(shared / "config.yaml", None)]
+    written = []
+    with atomic_dir(summary) as tmp:
+        for rel, values in headline_metrics(scored).items():
+            write_json_atomic(tmp / "metrics" / rel, values)
+            written.append(summary / "metrics" / rel)
+        shutil.copyfile(shared / "config.yaml", tmp / "config.yaml")
+        written.append(summary / "config.yaml")
+    return written
+
+
+def write_archive(shared: Path, archive: Path) -> str:
+    """``archive`` (gzipped tar of ``shared``, members under ``shared-results/``, sorted, owner and
+    times zeroed) and ``{archive}.sha256``; returns the digest."""
+    shared, archive = Path(shared), Path(archive)
+    check_archive_name(archive)
+
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        return info
+
+    with atomic_path(archive, suffix=".tar.gz") as tmp:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(shared, arcname=SHARE_DIR.name, recursive=False, filter=clean)
+            for path in sorted(shared.rglob("*")):
+                tar.add(path, arcname=f"{SHARE_DIR.name}/{path.relative_to(shared).as_posix()}", recursive=False,
+                        filter=clean)
+    digest = sha256_file(archive)
+    write_text_atomic(checksum_path(archive), f"{digest}  {archive.name}\n")
+    return digest
+
+
+def check_archive_name(archive: Path) -> None:
+    if not Path(archive).name.endswith((".tar.gz", ".tgz")):
+        raise InputError(f"{archive}: the archive's name must end in .tar.gz or .tgz")
+
+
+def checksum_path(archive: Path) -> Path:
+    return Path(archive).with_name(Path(archive).name + ".sha256")
+
+
+def dvc(args: list[str], cwd: Path) -> str:
+    """Run ``dvc <args>`` in ``cwd``; a failure is an :class:`InputError` with DVC's own error."""
+    try:
+        done = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise InputError("dvc: command not found (install the project's environment)") from None
+    if done.returncode != 0:
+        lines = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+        first = next((i for i, ln in enumerate(lines) if ln.startswith("ERROR")), max(len(lines) - 1, 0))
+        message = " ".join(lines[first:first + 3]) or "no output"  # DVC wraps its error over lines
+        raise InputError(f"`dvc {' '.join(args)}` failed: {message}")
+    return done.stdout
+
+
+@dataclass
+class ShareResult:
+    shared: Path
+    files: int
+    summary: list[Path] = field(default_factory=list)
+    dvc_file: Path | None = None
+    archive: Path | None = None
+    sha256: str | None = None
+
+
+def share(results: Path = Path("results"), out: Path = SHARE_DIR, summary: Path | None = SUMMARY_DIR,
+          archive: Path | None = None, push: bool = True, remote: str | None = None,
+          with_data: bool = False, repo: Path = Path(".")) -> ShareResult:
+    """Collect the shareable results into ``out`` and write the committed ``summary``; then either
+    write ``archive`` (and its ``.sha256``) or ``dvc add`` ``out`` and, if ``push``, ``dvc push`` it
+    (with ``with_data``, also ``data.dvc``). Paths are relative to ``repo`` (the DVC root)."""
+    repo = Path(repo)
+    results, out = repo / results, repo / out
+    if archive is not None:
+        check_archive_name(Path(archive))
+    manifest = collect(results, out)
+    result = ShareResult(shared=out, files=len(manifest["files"]))
+    if summary is not None:
+        result.summary = write_summary(out, repo / summary)
+    if archive is not None:
+        result.archive = Path(archive)
+        result.sha256 = write_archive(out, result.archive)
+        return result
+    rel = os.path.relpath(out, repo)
+    dvc(["add", rel], repo)
+    result.dvc_file = repo / f"{rel}.dvc"
+    if push:
+        remote_args = ["-r", remote] if remote else []
+        dvc(["push", *remote_args, f"{rel}.dvc"], repo)
+        if with_data:
+            data_dvc = [p.name for p in sorted(repo.glob("*.dvc")) if p.name != f"{Path(rel).name}.dvc"]
+            if not data_dvc:
+                raise InputError(f"{repo}: no .dvc file of raw data to push (is lineage.dvc on?)")
+            dvc(["push", *remote_args, *data_dvc], repo)
+    return result
+
+
+# ------------------------------------------------------------------------ offline DVC plots
+VEGA_SCRIPTS = ("vega/vega.js", "vega-lite/vega-lite.js", "vega-embed/vega-embed.js")
+
+
+def offline_html_template() -> str:
+    """An HTML template for ``dvc plots show --html-template`` with vega, vega-lite and
+    vega-embed inlined (from the copies Snakemake ships for its reports), so the page renders
+    without a network; DVC's own page loads them from a CDN."""
+    import snakemake
+
+    assets = Path(snakemake.__file__).parent / "assets" / "data"
+    scripts = []
+    for rel in VEGA_SCRIPTS:
+        path = assets / rel
+        if not path.is_file():
+            raise InputError(f"{path}: missing from the Snakemake installation; cannot render offline")
+        scripts.append(f"<script>\n{path.read_text(encoding='utf-8')}\n</script>")
+    return ("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>DVC plots (offline)</title>\n"
+            + "\n".join(scripts) + "\n</head>\n<body>\n{plot_divs}\n</body>\n</html>\n")
+
+
+def render_dvc_plots(out: Path, repo: Path = Path(".")) -> Path:
+    """``dvc plots show`` into ``out`` (``index.html``) with :func:`offline_html_template`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(tmp) / "offline.html"
+        template.write_text(offline_html_template(), encoding="utf-8")
+        dvc(["plots", "show", "--html-template", str(template), "-o", str(Path(out).resolve())], Path(repo))
+    return Path(out) / "index.html"
+
+
+# -------------------------------------------------------------------------------------- CLI
+def _load_yaml(path: Path) -> dict:
+    from medvisionllama.experiments import load_config
+
+    return load_config(path)
+
+
+def share_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mvl share", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--results", type=Path, default=Path("results"), help="the pipeline's results_dir")
+    parser.add_argument("--out", type=Path, default=SHARE_DIR, help="the shared folder (DVC-tracked)")
+    parser.add_argument("--summary", type=Path, default=SUMMARY_DIR, help="the committed summary folder")
+    parser.add_argument("--archive", type=Path, default=None,
+                        help="write this .tar.gz (and its .sha256) instead of dvc add/push")
+    parser.add_argument("--no-push", action="store_true", help="dvc add only, no dvc push")
+    parser.add_argument("--remote", default=None, help="DVC remote to push to (default: the default remote)")
+    parser.add_argument("--with-data", action="store_true", help="also push the raw data (data.dvc)")
+    args = parser.parse_args(argv)
+    done = share(results=args.results, out=args.out, summary=args.summary, archive=args.archive,
+                 push=not args.no_push, remote=args.remote, with_data=args.with_data)
+    print(f"share: {done.files} files -> {done.shared}; summary -> {args.summary}")
+    if done.archive is not None:
+        print(f"share: archive {done.archive} (sha256 {done.sha256}, in {checksum_path(done.archive)})")
+    else:
+        pushed = "pushed" if not args.no_push else "not pushed (--no-push)"
+        print(f"share: {done.dvc_file} written, {pushed}; commit it with {args.summary}/: "
+              f"git add {done.dvc_file} {args.summary} && git commit")
+    return 0
+
+
+main = share_main
