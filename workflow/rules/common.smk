@@ -66,8 +66,9 @@ def config_file(part):
 
 
 def llm_weights_option(wildcards):
-    """`--llm-weights <layer file>` for the models that read one (pretrained and shuffled blocks)."""
-    return " ".join(f"--llm-weights {path}" for path in run_llm_layer(wildcards))
+    """`--llm-weights <layer file>` for the models that read one (pretrained and shuffled blocks),
+    as a list of arguments (the rule quotes each one)."""
+    return [arg for path in run_llm_layer(wildcards) for arg in ("--llm-weights", path)]
 
 
 def layer_file(llm):
@@ -83,14 +84,15 @@ def run_llm_layer(wildcards):
 
 
 def extract_options(wildcards):
-    """`mvl extract-layer` options from the config: the layer index and the weights' source."""
+    """`mvl extract-layer` options from the config: the layer index and the weights' source, as a
+    list of arguments (the rule quotes each one)."""
     opts = []
     if config["model"]["llm_layer"] is not None:
-        opts.append(f"--layer {config['model']['llm_layer']}")
+        opts += ["--layer", str(config["model"]["llm_layer"])]
     weights = config["llm_weights"].get(wildcards.llm)
     if weights:
-        opts.append(f"--weights {weights}")
-    return " ".join(opts)
+        opts += ["--weights", str(weights)]
+    return opts
 
 
 TABLES = f"{RESULTS}/tables"
