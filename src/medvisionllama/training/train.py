@@ -26,6 +26,7 @@ import io
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,10 +173,33 @@ class RunState:
     epoch: int = 0
 
 
+#: where a run folder's files go when its settings changed and it is retrained from scratch
+SUPERSEDED = "superseded"
+
+
+def set_aside(run_dir: Path, reason: str) -> Path:
+    """Move every file of ``run_dir`` (checkpoints, history, run.json, evaluation outputs) into
+    ``run_dir/superseded/`` (replacing an earlier one), so the run retrains from scratch; logs why."""
+    aside = run_dir / SUPERSEDED
+    if aside.exists():
+        shutil.rmtree(aside)
+    aside.mkdir()
+    for item in sorted(run_dir.iterdir()):
+        if item.is_file() and item.name != SUPERSEDED:
+            item.replace(aside / item.name)
+    log.warning("%s: %s; retraining from scratch, the previous files are in %s", run_dir, reason, aside)
+    return aside
+
+
 def resume(path: Path, net, optimizer, generator: torch.Generator, model_config: dict[str, Any],
            training: dict[str, Any], epochs: int) -> RunState:
     """The state of ``checkpoint_last.pt`` loaded into ``net``, ``optimizer`` and ``generator``, after
-    checking it was trained with the same settings; a fresh state when there is no checkpoint."""
+    checking it was trained with the same settings; a fresh state when there is no checkpoint.
+
+    A checkpoint trained with other settings (or more epochs than ``epochs``) is not an error: the
+    settings changed (Snakemake re-runs the job for that), so the run folder's files are set aside
+    (:func:`set_aside`) and the run trains from scratch, as a straight run with the new settings would.
+    """
     if not path.exists():
         return RunState()
     ckpt = load_checkpoint(path)
@@ -183,11 +207,11 @@ def resume(path: Path, net, optimizer, generator: torch.Generator, model_config:
     diffs += differing_fields(
         {k: ckpt["training"].get(k) for k in RESUME_KEYS}, {k: training[k] for k in RESUME_KEYS}, "training."
     )
-    if diffs:
-        raise InputError(f"{path}: checkpoint was trained with other settings ({'; '.join(diffs)}); "
-                         "use another --run-dir or delete the checkpoint")
     if ckpt["epoch"] > epochs:
-        raise InputError(f"{path}: checkpoint has {ckpt['epoch']} epochs, more than training.epochs {epochs}")
+        diffs.append(f"training.epochs: {ckpt['epoch']} in checkpoint, {epochs} requested")
+    if diffs:
+        set_aside(path.parent, f"{path.name} was trained with other settings ({'; '.join(diffs)})")
+        return RunState()
     try:
         net.load_trainable_state_dict(ckpt["model_state"])
         optimizer.load_state_dict(ckpt["optimizer_state"])
@@ -359,6 +383,9 @@ def train_run(
 
     if not best_path.exists():  # resumed a finished run whose best file was removed: keep the contract
         raise InputError(f"{best_path}: missing although {last_path} exists; delete the run folder and retrain")
+    # the declared outputs, rewritten even when no epoch ran: a finished run whose history.csv and
+    # run.json were deleted (snakemake -f, a kill after the last checkpoint) gets them back from it
+    write_text_atomic(run_dir / "history.csv", _history_csv(state.history))
     summary = run_summary(net, config, training, data_meta, seed, state, dev)
     write_json_atomic(run_dir / "run.json", summary)
     return summary
