@@ -48,3 +48,40 @@ def test_hostile_paths_in_the_config_run_nothing(tmp_path):
 
     assert not list(tmp_path.rglob("INJECTED")), "a command in the config ran"
     assert not (Path.cwd() / "INJECTED").exists()
+
+
+# --- cross-field rules: refused when Snakemake reads the config, before any job deletes anything ----
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"split": {"fractions": [0.5, 0.5, 0.5]}}, "split.fractions [0.5, 0.5, 0.5]: each must be in (0, 1)"),
+        ({"split": {"fractions": [1.0, 0.2, 0.1]}}, "split.fractions"),
+        ({"model": {"num_heads": 3}}, "model.hidden_size 16 is not divisible by model.num_heads 3"),
+        ({"model": {"dropout": 1.0}}, "model.dropout 1.0 must be below 1"),
+        ({"model": {"patch_size": 5}}, "input size 16x16x8 is not divisible by model.patch_size 5"),
+        ({"preprocess": {"sizes": ["full"]}}, "model.full_img_size must be set"),
+        ({"results_dir": "it's"}, "results_dir \"it's\" holds a single quote"),
+    ],
+)
+def test_cross_field_errors_fail_fast_and_leave_the_split_alone(tmp_path, change, message):
+    project = copy_project(tmp_path / "project")
+    config = tiny_config()
+    config["data"]["tasks"] = ["Task04_Hippocampus"]
+    config["preprocess"]["sizes"] = ["16x16x8"]
+    config["experiments"] = {"main": {"tasks": "all", "models": ["vit", "mlp"]}}
+    for key, value in change.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    split = project / config["results_dir"] / "splits" / "Task04_Hippocampus.json"
+    split.parent.mkdir(parents=True)
+    split.write_text('{"made": "by an earlier run"}')
+    for dry in (["-n"], []) if "split" in change else (["-n"],):  # a real run too where it used to delete
+        result = snakemake(project, *dry, str(split.relative_to(project)))
+        assert result.returncode != 0
+        said = result.stdout + result.stderr
+        assert message in said, said[-2000:]
+        assert "Traceback" not in said
+        assert split.read_text() == '{"made": "by an earlier run"}'
+    assert not (project / "logs").exists()  # no job started
