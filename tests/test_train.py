@@ -187,3 +187,49 @@ def test_cli_train(tiny, tmp_path):
     assert json.loads((run / "superseded" / "run.json").read_text())["training"]["lr"] == 1e-3
     settings.write_text(settings.read_text().replace("hidden_size: 16", "hidden_sise: 16"))
     assert main(argv) == 2  # an unknown model setting: one-line error
+
+
+# --- the data loader: persistent workers still draw each epoch's augmentations --------------------
+
+
+def _case(case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic (1, 8, 8, 8) image with a cube label (module level: workers import it)."""
+    rng = np.random.default_rng(int(case_id[-1]))
+    label = np.zeros((8, 8, 8), dtype=np.uint8)
+    label[2:6, 1:5, 3:7] = 1
+    return rng.normal(size=(1, 8, 8, 8)).astype(np.float32), label
+
+
+def test_persistent_workers_draw_new_augmentations_each_epoch():
+    from medvisionllama.training.data import CaseDataset, build_augmentation, make_loader
+
+    ids = [f"case_{i}" for i in range(4)]
+    dataset = CaseDataset(_case, ids, transform=build_augmentation(), seed=3)
+    loader = make_loader(dataset, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(0),
+                         num_workers=2)
+    assert loader.persistent_workers and loader.prefetch_factor == 4
+    drawn = {}
+    for epoch in (1, 2):
+        dataset.set_epoch(epoch)
+        drawn[epoch] = {c: img for images, _, cases in loader for c, img in zip(cases, images)}
+    assert sorted(drawn[1]) == sorted(drawn[2]) == ids
+    assert any(not torch.equal(drawn[1][c], drawn[2][c]) for c in ids), "epoch 2 repeated epoch 1's draws"
+    for epoch in (1, 2):  # the workers drew what the main process draws for (epoch, case)
+        for i, c in enumerate(ids):
+            assert torch.equal(drawn[epoch][c], dataset[(epoch, i)][0]), (epoch, c)
+
+
+def test_workers_and_resume_equal_a_straight_run_without_workers(tiny, tmp_path):
+    kw = dict(augment="on", dropout=0.1)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _train(tiny, straight, epochs=3, **kw)
+    _train(tiny, resumed, epochs=2, num_workers=2, **kw)
+    _train(tiny, resumed, epochs=3, num_workers=2, **kw)
+
+    def rows(folder):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in _history(folder)]
+
+    assert rows(straight) == rows(resumed)
+    a = torch.load(straight / "checkpoint_last.pt", weights_only=True)["model_state"]
+    b = torch.load(resumed / "checkpoint_last.pt", weights_only=True)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
