@@ -187,3 +187,21 @@ def test_forcing_a_finished_run_again_ends_green(straight):
     assert json.loads((run / "run.json").read_text()) == summary
     assert (run / "history.csv").read_text() == history
     assert results_of(project) == before
+
+
+def test_a_changed_setting_retrains_the_finished_run(straight):
+    """A params change makes Snakemake re-run the job on a folder whose checkpoint has the old
+    settings: the run retrains from scratch (old files set aside) instead of failing."""
+    project, before = straight
+    run = project / RUN
+    config = yaml.safe_load((project / "config.yaml").read_text())
+    config["training"]["lr"] = config["training"]["lr"] / 2
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(project, f"{RUN}/run.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "run.json").read_text())["training"]["lr"] == config["training"]["lr"]
+    old = torch.load(run / "superseded" / "checkpoint_last.pt", weights_only=True)["model_state"]
+    assert {k: hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in old.items()} == before["weights"]
+    assert torch.load(run / "checkpoint_last.pt", weights_only=True)["epoch"] == config["training"]["epochs"]
+    assert "retraining from scratch" in (project / "logs" / "train_run" / TASK / "vit" / "hybrid-sequential" / SIZE
+                                          / "seed0.log").read_text()
