@@ -36,12 +36,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY_TRAIN = ["--model", "vit", "--seed", "0", "--no-progress"]
 
 
-def tiny_settings(folder: Path, epochs: int) -> Path:
-    """A config file with the model: and training: sections `mvl train --config` reads."""
-    path = folder / f"train-{epochs}.yaml"
+def settings_file(folder: Path, epochs: int) -> Path:
+    """The tiny run's settings as `mvl train` and `mvl evaluate` read them (--config)."""
+    path = folder / f"settings-{epochs}.yaml"
     path.write_text(yaml.safe_dump({
         "model": {"patch_size": 4, "hidden_size": 16, "num_layers": 1, "num_heads": 2},
         "training": {"epochs": epochs, "batch_size": 4, "lr": 1e-2, "augment": "off", "device": "cpu"},
+        "evaluation": {"num_predictions": 1},
     }))
     return path
 
@@ -133,13 +134,13 @@ def tiny_run(tmp_path_factory) -> dict[str, Path]:
     preprocess_task(data, "16x16x8", root / "pre")
     run = root / "run"
     assert mvl_main(["train", "--preprocessed", str(root / "pre"), "--split", str(root / "split.json"),
-                     "--run-dir", str(run), "--config", str(tiny_settings(root, 1)), *TINY_TRAIN]) == 0
+                     "--run-dir", str(run), "--config", str(settings_file(root, 1)), *TINY_TRAIN]) == 0
     return {"root": root, "data": data, "split": root / "split.json", "pre": root / "pre", "run": run}
 
 
 def train_argv(tiny_run: dict[str, Path], run_dir: Path, epochs: int = 2) -> list[str | Path]:
     return ["train", "--preprocessed", tiny_run["pre"], "--split", tiny_run["split"], "--run-dir", run_dir,
-            "--config", tiny_settings(tiny_run["root"], epochs), *TINY_TRAIN]
+            "--config", settings_file(tiny_run["root"], epochs), *TINY_TRAIN]
 
 
 def set_dataset(task_dir: Path, edit) -> None:
@@ -405,7 +406,8 @@ def test_disk_full_during_evaluation(tiny_run, capsys, mounts):
     before = tree_bytes(run)
     fill(disk)
     code, line = mvl(capsys, "evaluate", "--run-dir", run, "--preprocessed", tiny_run["pre"], "--split",
-                     tiny_run["split"], "--data-dir", tiny_run["data"], "--no-progress")
+                     tiny_run["split"], "--data-dir", tiny_run["data"], "--config", settings_file(tiny_run["root"], 1),
+                     "--no-progress")
     assert code == 2 and line.endswith("No space left on device") and str(run) in line
     assert tree_bytes(run) == before and not temporaries(disk)
 

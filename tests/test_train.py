@@ -91,15 +91,42 @@ def test_resume_equals_uninterrupted_run(tiny, tmp_path):
     assert ca["best_epoch"] == cb["best_epoch"] and torch.equal(ca["rng"]["torch"], cb["rng"]["torch"])
 
 
-def test_config_mismatch_names_checkpoint_and_fields(tiny, tmp_path):
+def test_changed_settings_retrain_from_scratch_and_set_the_old_files_aside(tiny, tmp_path, caplog):
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    _train(tiny, run, epochs=2)
+    old = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    _train(tiny, straight, epochs=2, lr=1e-3)
+    with caplog.at_level("WARNING"):
+        _train(tiny, run, epochs=2, lr=1e-3)  # Snakemake re-runs the job when a setting changes
+    assert "training.lr" in caplog.text and "retraining from scratch" in caplog.text
+    assert {p.name: p.read_bytes() for p in (run / "superseded").iterdir()} == old
+    def rows(folder):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in _history(folder)]
+
+    assert rows(run) == rows(straight)
+    a = torch.load(run / "checkpoint_last.pt", weights_only=True)["model_state"]
+    b = torch.load(straight / "checkpoint_last.pt", weights_only=True)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    # fewer epochs than the checkpoint holds: also a retraining, named in the log
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _train(tiny, run, epochs=1, lr=1e-3)
+    assert "training.epochs: 2 in checkpoint, 1 requested" in caplog.text
+    assert len(_history(run)) == 1
+
+
+def test_a_finished_run_rewrites_deleted_outputs_from_its_checkpoint(tiny, tmp_path):
+    """`snakemake -f` deletes history.csv and run.json of a finished run; the rerun restores them."""
     run = tmp_path / "run"
     _train(tiny, run, epochs=2)
-    with pytest.raises(InputError, match=r"checkpoint_last\.pt.*hidden_size: 16 in checkpoint, 32 requested"):
-        _train(tiny, run, epochs=3, hidden_size=32)
-    with pytest.raises(InputError, match=r"checkpoint_last\.pt.*training\.lr"):
-        _train(tiny, run, epochs=3, lr=1e-3)
-    with pytest.raises(InputError, match=r"checkpoint_last\.pt: checkpoint has 2 epochs, more than training.epochs 1"):
-        _train(tiny, run, epochs=1)
+    history, summary = (run / "history.csv").read_bytes(), json.loads((run / "run.json").read_text())
+    checkpoint = (run / "checkpoint_last.pt").read_bytes()
+    (run / "history.csv").unlink()
+    (run / "run.json").unlink()
+    again = _train(tiny, run, epochs=2)
+    assert (run / "history.csv").read_bytes() == history
+    assert json.loads((run / "run.json").read_text()) == summary == json.loads(json.dumps(again))
+    assert (run / "checkpoint_last.pt").read_bytes() == checkpoint  # nothing retrained
 
 
 def test_corrupt_checkpoint_names_file(tiny, tmp_path):
@@ -154,7 +181,55 @@ def test_cli_train(tiny, tmp_path):
     assert stored["model_config"]["attention"] == "hybrid-parallel" and stored["seed"] == 1
     assert stored["model_config"]["hidden_size"] == 16 and stored["training"]["lr"] == 1e-3
     assert stored["training"]["augment"] is True  # auto: 5 training cases < 30
-    settings.write_text(settings.read_text().replace("lr: 0.001", "lr: 1"))
-    assert main(argv) == 2  # resume with another lr: one-line error
+    settings.write_text(settings.read_text().replace("lr: 0.001", "lr: 0.002"))
+    assert main(argv) == 0  # another lr: retrained, the old files set aside
+    assert json.loads((run / "run.json").read_text())["training"]["lr"] == 2e-3
+    assert json.loads((run / "superseded" / "run.json").read_text())["training"]["lr"] == 1e-3
     settings.write_text(settings.read_text().replace("hidden_size: 16", "hidden_sise: 16"))
     assert main(argv) == 2  # an unknown model setting: one-line error
+
+
+# --- the data loader: persistent workers still draw each epoch's augmentations --------------------
+
+
+def _case(case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic (1, 8, 8, 8) image with a cube label (module level: workers import it)."""
+    rng = np.random.default_rng(int(case_id[-1]))
+    label = np.zeros((8, 8, 8), dtype=np.uint8)
+    label[2:6, 1:5, 3:7] = 1
+    return rng.normal(size=(1, 8, 8, 8)).astype(np.float32), label
+
+
+def test_persistent_workers_draw_new_augmentations_each_epoch():
+    from medvisionllama.training.data import CaseDataset, build_augmentation, make_loader
+
+    ids = [f"case_{i}" for i in range(4)]
+    dataset = CaseDataset(_case, ids, transform=build_augmentation(), seed=3)
+    loader = make_loader(dataset, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(0),
+                         num_workers=2)
+    assert loader.persistent_workers and loader.prefetch_factor == 4
+    drawn = {}
+    for epoch in (1, 2):
+        dataset.set_epoch(epoch)
+        drawn[epoch] = {c: img for images, _, cases in loader for c, img in zip(cases, images)}
+    assert sorted(drawn[1]) == sorted(drawn[2]) == ids
+    assert any(not torch.equal(drawn[1][c], drawn[2][c]) for c in ids), "epoch 2 repeated epoch 1's draws"
+    for epoch in (1, 2):  # the workers drew what the main process draws for (epoch, case)
+        for i, c in enumerate(ids):
+            assert torch.equal(drawn[epoch][c], dataset[(epoch, i)][0]), (epoch, c)
+
+
+def test_workers_and_resume_equal_a_straight_run_without_workers(tiny, tmp_path):
+    kw = dict(augment="on", dropout=0.1)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _train(tiny, straight, epochs=3, **kw)
+    _train(tiny, resumed, epochs=2, num_workers=2, **kw)
+    _train(tiny, resumed, epochs=3, num_workers=2, **kw)
+
+    def rows(folder):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in _history(folder)]
+
+    assert rows(straight) == rows(resumed)
+    a = torch.load(straight / "checkpoint_last.pt", weights_only=True)["model_state"]
+    b = torch.load(resumed / "checkpoint_last.pt", weights_only=True)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import tomllib
 from pathlib import Path
@@ -138,8 +139,9 @@ def test_dry_run_of_the_paper_config_plans_every_stage_once():
 
 
 def normalise(command: str) -> str:
+    """The command's words, requoted one way: both sides quote their values, each its own way."""
     command = re.sub(r"\s+>\s*\S+\s+2>&1\s*$", "", command.strip())  # Snakemake's log redirection
-    return " ".join(command.split())
+    return shlex.join(shlex.split(command))
 
 
 def snakemake_data_commands(project: Path) -> set[str]:

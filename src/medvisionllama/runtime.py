@@ -74,8 +74,10 @@ def predict_logits(
     *,
     sw_batch_size: int = 4,
     overlap: float = 0.25,
+    to_cpu: bool = True,
 ) -> torch.Tensor:
-    """Logits (B, K, X, Y, Z) float32 on CPU of ``image`` (B, C, X, Y, Z), in eval/no-grad mode of the caller.
+    """Logits (B, K, X, Y, Z) float32 on CPU (on ``device`` when not ``to_cpu``) of ``image``
+    (B, C, X, Y, Z), in eval/no-grad mode of the caller.
 
     The volume goes through the model directly when its spatial shape equals ``roi_size``;
     otherwise through ``sliding_window_inference`` with windows of ``roi_size``.
@@ -91,4 +93,5 @@ def predict_logits(
                 image, roi_size=list(roi_size), sw_batch_size=sw_batch_size, predictor=model,
                 overlap=overlap, mode="gaussian", sw_device=device, device=device,
             )
-    return torch.as_tensor(logits).float().cpu()
+    logits = torch.as_tensor(logits).float()
+    return logits.cpu() if to_cpu else logits

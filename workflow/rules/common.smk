@@ -14,6 +14,44 @@ try:  # the schema has checked each value; this checks how the experiments fit t
 except InputError as exc:
     raise WorkflowError(str(exc)) from None
 
+
+def config_problems(config, runs):
+    """What the schema cannot say: rules across fields, each as one line naming its key. Checked
+    when Snakemake reads the config, before any job runs (or deletes an output to re-run it)."""
+    problems = []
+    fractions = config["split"]["fractions"]
+    if not all(0 < f < 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        problems.append(f"split.fractions {fractions}: each must be in (0, 1) and they must sum to 1 "
+                        f"(sum {sum(fractions):g})")
+    model = config["model"]
+    if model["hidden_size"] % model["num_heads"]:
+        problems.append(f"model.hidden_size {model['hidden_size']} is not divisible by model.num_heads "
+                        f"{model['num_heads']}")
+    if not model["dropout"] < 1:
+        problems.append(f"model.dropout {model['dropout']} must be below 1")
+    patch = model["patch_size"]
+    sizes = {run.size for run in runs}
+    if "full" in sizes:
+        sizes.discard("full")
+        if not model.get("full_img_size"):
+            problems.append("model.full_img_size must be set: a run uses the 'full' input size")
+        else:
+            sizes.add(model["full_img_size"])
+    for size in sorted(sizes):
+        if any(int(d) % patch for d in size.split("x")):
+            key = "model.full_img_size" if size == model.get("full_img_size") else "input size"
+            problems.append(f"{key} {size} is not divisible by model.patch_size {patch}")
+    if config["lineage"]["dvc"]:  # dvc.yaml single-quotes these; a quote inside cannot be carried
+        for key, value in (("results_dir", config["results_dir"]), ("data.dir", config["data"]["dir"])):
+            if "'" in value:
+                problems.append(f"{key} {value!r} holds a single quote, which dvc.yaml's commands cannot "
+                                "carry: rename it or set lineage.dvc: false")
+    return problems
+
+
+if config_problems(config, RUNS):
+    raise WorkflowError("config: " + "; ".join(config_problems(config, RUNS)))
+
 DATA = config["data"]["dir"]
 RESULTS = config["results_dir"]
 TASKS = config["data"]["tasks"]
@@ -66,8 +104,9 @@ def config_file(part):
 
 
 def llm_weights_option(wildcards):
-    """`--llm-weights <layer file>` for the models that read one (pretrained and shuffled blocks)."""
-    return " ".join(f"--llm-weights {path}" for path in run_llm_layer(wildcards))
+    """`--llm-weights <layer file>` for the models that read one (pretrained and shuffled blocks),
+    as a list of arguments (the rule quotes each one)."""
+    return [arg for path in run_llm_layer(wildcards) for arg in ("--llm-weights", path)]
 
 
 def layer_file(llm):
@@ -83,14 +122,15 @@ def run_llm_layer(wildcards):
 
 
 def extract_options(wildcards):
-    """`mvl extract-layer` options from the config: the layer index and the weights' source."""
+    """`mvl extract-layer` options from the config: the layer index and the weights' source, as a
+    list of arguments (the rule quotes each one)."""
     opts = []
     if config["model"]["llm_layer"] is not None:
-        opts.append(f"--layer {config['model']['llm_layer']}")
+        opts += ["--layer", str(config["model"]["llm_layer"])]
     weights = config["llm_weights"].get(wildcards.llm)
     if weights:
-        opts.append(f"--weights {weights}")
-    return " ".join(opts)
+        opts += ["--weights", str(weights)]
+    return opts
 
 
 TABLES = f"{RESULTS}/tables"

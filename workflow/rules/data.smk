@@ -16,8 +16,8 @@ if config["data"]["source"] == "synthetic":
         conda:
             "../../envs/medvisionllama.yaml"
         shell:
-            "mvl synthesize --task {wildcards.task} --output {output} --cases {params.cases}"
-            " --seed {params.seed} --max-dim {params.max_dim} > {log} 2>&1"
+            "mvl synthesize --task {wildcards.task:q} --output {output:q} --cases {params.cases:q}"
+            " --seed {params.seed:q} --max-dim {params.max_dim:q} > {log:q} 2>&1"
 
 else:
 
@@ -34,7 +34,7 @@ else:
         conda:
             "../../envs/medvisionllama.yaml"
         shell:
-            "mvl download --task {wildcards.task} --data-dir {params.data_dir} > {log} 2>&1"
+            "mvl download --task {wildcards.task:q} --data-dir {params.data_dir:q} > {log:q} 2>&1"
 
 
 rule split_task:
@@ -46,12 +46,12 @@ rule split_task:
         "logs/split_task/{task}.log",
     params:
         seed=config["split"]["seed"],
-        fractions=" ".join(str(f) for f in config["split"]["fractions"]),
+        fractions=[str(f) for f in config["split"]["fractions"]],
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl split --task-dir {input} --output {output} --seed {params.seed}"
-        " --fractions {params.fractions} > {log} 2>&1"
+        "mvl split --task-dir {input:q} --output {output:q} --seed {params.seed:q}"
+        " --fractions {params.fractions:q} > {log:q} 2>&1"
 
 
 rule preprocess_task:
@@ -69,5 +69,5 @@ rule preprocess_task:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl preprocess --task-dir {input} --size {wildcards.size} --output {output}"
-        " --workers {params.workers} > {log} 2>&1"
+        "mvl preprocess --task-dir {input:q} --size {wildcards.size:q} --output {output:q}"
+        " --workers {params.workers:q} > {log:q} 2>&1"

@@ -28,5 +28,5 @@ rule evaluate_run:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl evaluate --config {input.config} --run-dir {params.run_dir} --preprocessed {input.preprocessed}"
-        " --split {input.split} --data-dir {input.data} --threads {threads} --no-progress > {log} 2>&1"
+        "mvl evaluate --config {input.config:q} --run-dir {params.run_dir:q} --preprocessed {input.preprocessed:q}"
+        " --split {input.split:q} --data-dir {input.data:q} --threads {threads} --no-progress > {log:q} 2>&1"

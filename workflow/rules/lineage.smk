@@ -20,4 +20,4 @@ rule record_lineage:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl lineage --data {params.data} --config {input.config} > {log} 2>&1"
+        "mvl lineage --data {params.data:q} --config {input.config:q} > {log:q} 2>&1"

@@ -13,4 +13,4 @@ rule extract_llm_layer:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl extract-layer --llm {wildcards.llm} --output {output} {params.options} > {log} 2>&1"
+        "mvl extract-layer --llm {wildcards.llm:q} --output {output:q} {params.options:q} > {log:q} 2>&1"

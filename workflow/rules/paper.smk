@@ -10,7 +10,7 @@ rule resolve_config:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl config --values {params.values:q} --output {output} > {log} 2>&1"
+        "mvl config --values {params.values:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule resolve_config_part:
@@ -23,7 +23,7 @@ rule resolve_config_part:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl config --values {params.values:q} --output {output} > {log} 2>&1"
+        "mvl config --values {params.values:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule aggregate_metrics:
@@ -41,7 +41,7 @@ rule aggregate_metrics:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl aggregate {params.run_dirs} --out {output.long} --curves {output.curves} > {log} 2>&1"
+        "mvl aggregate {params.run_dirs:q} --out {output.long:q} --curves {output.curves:q} > {log:q} 2>&1"
 
 
 rule make_tables:
@@ -58,8 +58,8 @@ rule make_tables:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl tables --long {input.long} --config {input.config} --outdir {params.outdir}"
-        " --metrics-json {output.metrics} > {log} 2>&1"
+        "mvl tables --long {input.long:q} --config {input.config:q} --outdir {params.outdir:q}"
+        " --metrics-json {output.metrics:q} > {log:q} 2>&1"
 
 
 rule make_figures:
@@ -77,5 +77,5 @@ rule make_figures:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl figures --long {input.long} --config {input.config} --outdir {params.outdir}"
-        " --curves {input.curves} --samples {input.samples} > {log} 2>&1"
+        "mvl figures --long {input.long:q} --config {input.config:q} --outdir {params.outdir:q}"
+        " --curves {input.curves:q} --samples {input.samples:q} > {log:q} 2>&1"

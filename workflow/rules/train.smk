@@ -35,6 +35,6 @@ rule train_run:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl train --config {input.config} --preprocessed {input.preprocessed} --split {input.split}"
-        " --run-dir {params.run_dir} --model {wildcards.model} --attention {wildcards.attention}"
-        " --seed {wildcards.seed} {params.llm_weights} --threads {threads} --no-progress > {log} 2>&1"
+        "mvl train --config {input.config:q} --preprocessed {input.preprocessed:q} --split {input.split:q}"
+        " --run-dir {params.run_dir:q} --model {wildcards.model:q} --attention {wildcards.attention:q}"
+        " --seed {wildcards.seed:q} {params.llm_weights:q} --threads {threads} --no-progress > {log:q} 2>&1"

@@ -320,13 +320,13 @@ def foreground_dice(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -
     ``pred`` and ``label`` are integer label maps (B, X, Y, Z) (e.g. ``logits.argmax(1)``). Used for
     the training curves only, with the formula's convention (:func:`scores_from_counts`): NaN where
     both masks are empty (callers take ``nanmean``), 0 for a miss or a false alarm, so a miss is
-    never rewarded here either.
+    never rewarded here either. Computed on ``pred``'s device (no host synchronisation).
     """
     if pred.shape != label.shape:
         raise ValueError(f"pred shape {tuple(pred.shape)} differs from label shape {tuple(label.shape)}")
     b = pred.shape[0]
     pred, label = pred.reshape(b, -1), label.reshape(b, -1)
-    out = torch.full((b, max(num_classes - 1, 0)), float("nan"), dtype=torch.float64)
+    out = torch.full((b, max(num_classes - 1, 0)), float("nan"), dtype=torch.float64, device=pred.device)
     for c in range(1, num_classes):
         p, g = pred == c, label == c
         tp = (p & g).sum(1).double()

@@ -7,8 +7,12 @@ Reproducibility rests on two choices:
   transforms from those three numbers. A resumed run, any ``num_workers``, and a straight run
   therefore draw the same augmentations.
 - **Shuffling uses a dedicated ``torch.Generator``** whose state is saved in every checkpoint
-  (with the torch, NumPy and Python RNG states) and restored on resume; DataLoader workers are
-  seeded from it through :func:`seed_worker`.
+  (with the torch, NumPy and Python RNG states) and restored on resume.
+- **The epoch travels with each index** (:class:`EpochSampler` yields ``(epoch, index)``), because
+  DataLoader workers are persistent (they keep their own copy of the dataset from the first
+  epoch on, so an epoch set on the main process's dataset would never reach them). The sampler
+  draws from the generators exactly as a plain DataLoader did, whether or not workers persist,
+  so runs shuffle (and drop out) as before and a resumed run equals a straight one.
 
 Augmentation (the paper applies it "where the number of images was substantially low"): random
 flips along each axis, a small random rotation, and a random intensity shift, applied identically
@@ -23,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medvisionllama.errors import InputError
 
@@ -133,14 +137,19 @@ class CaseDataset(Dataset):
             self._cache[case_id] = (image, label)
         return image, label
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """Case ``index`` as drawn in the dataset's epoch, or ``(epoch, index)`` (the sampler's
+        form, which carries the epoch into DataLoader workers)."""
+        epoch = self.epoch
+        if isinstance(index, tuple):
+            epoch, index = index
         case_id = self.case_ids[index]
         image, label = self._load(case_id)
         image_t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
         label_t = torch.from_numpy(np.ascontiguousarray(label)).long()
         if self.transform is not None:
             # the draw depends only on (seed, epoch, index): identical across resume and workers
-            self.transform.set_random_state(seed=(self.seed * 1_000_003 + self.epoch * 7919 + index) % (2**32))
+            self.transform.set_random_state(seed=(self.seed * 1_000_003 + epoch * 7919 + index) % (2**32))
             out = self.transform({"image": image_t, "label": label_t[None].float()})
             # plain tensors: MONAI's MetaTensor would route every later op through its
             # __torch_function__ (seconds per run for these tiny models)
@@ -156,6 +165,35 @@ def seed_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's worker_i
     random.seed(worker_seed)
 
 
+class EpochSampler(Sampler):
+    """``(epoch, index)`` for every case of ``dataset``, shuffled by ``generator`` or in order, where
+    ``epoch`` is the dataset's (:meth:`CaseDataset.set_epoch`) when iteration starts.
+
+    Each pass draws from the generators what a plain ``DataLoader(shuffle=..., generator=...)``
+    drew: one int64 (its workers' base seed, from ``generator``, or torch's global generator when
+    ``None``) when the pass starts, then a permutation, then an empty one at the end (PyTorch's
+    ``RandomSampler``). Persistent workers would skip the first draw after the first epoch; here
+    it is made every pass, so the RNG states a checkpoint saves do not depend on the workers.
+    """
+
+    def __init__(self, dataset: CaseDataset, *, shuffle: bool, generator: torch.Generator | None) -> None:
+        self.dataset = dataset
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        epoch, n = self.dataset.epoch, len(self.dataset)
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        if not self.shuffle:
+            yield from ((epoch, i) for i in range(n))
+            return
+        yield from ((epoch, i) for i in torch.randperm(n, generator=self.generator).tolist())
+        torch.randperm(n, generator=self.generator)
+
+
 def make_loader(
     dataset: CaseDataset,
     *,
@@ -165,14 +203,19 @@ def make_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader with seeded shuffling and worker seeding."""
+    """A DataLoader with seeded shuffling (:class:`EpochSampler`), seeded workers that persist
+    across epochs, and 4 batches prefetched per worker."""
+    workers = dict(persistent_workers=True, prefetch_factor=4) if num_workers > 0 else {}
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
+        sampler=EpochSampler(dataset, shuffle=shuffle, generator=generator),
+        # the loader's own draws (its workers' base seed) come from a generator of their own:
+        # the sampler makes the draws the RNG states depend on
+        generator=torch.Generator().manual_seed(0),
         num_workers=num_workers,
         worker_init_fn=seed_worker,
         pin_memory=pin_memory,
         drop_last=False,
+        **workers,
     )

@@ -26,6 +26,7 @@ import io
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,16 +103,19 @@ def run_one_epoch_validation(
     device: torch.device,
     num_classes: int,
 ) -> tuple[float, float]:
-    """Mean cross-entropy per voxel and mean foreground Dice of the validation cases."""
+    """Mean cross-entropy per voxel and mean foreground Dice of the validation cases, computed on
+    ``device``; only the two scalars come back to the host, once."""
     model.eval()
-    loss_sum, count, dices = 0.0, 0, []
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count, dices = 0, []
     with torch.no_grad():
         for image, label, _ in loader:
-            logits = predict_logits(model, image, roi_size, device)  # (B, K, X, Y, Z) float32 CPU
-            loss_sum += float(F.cross_entropy(logits, label, reduction="mean")) * image.shape[0]
+            logits = predict_logits(model, image, roi_size, device, to_cpu=False)  # (B, K, X, Y, Z) float32
+            label = label.to(device, non_blocking=True)
+            loss_sum += F.cross_entropy(logits, label, reduction="mean").double() * image.shape[0]
             count += image.shape[0]
-            dices += foreground_dice(logits.argmax(1), label, num_classes).nanmean(dim=1).tolist()
-    return loss_sum / max(count, 1), _nanmean(dices)
+            dices.append(foreground_dice(logits.argmax(1), label, num_classes).nanmean(dim=1))
+    return float(loss_sum) / max(count, 1), _nanmean(torch.cat(dices).tolist() if dices else [])
 
 
 # ------------------------------------------------------------------------------ settings
@@ -172,10 +176,33 @@ class RunState:
     epoch: int = 0
 
 
+#: where a run folder's files go when its settings changed and it is retrained from scratch
+SUPERSEDED = "superseded"
+
+
+def set_aside(run_dir: Path, reason: str) -> Path:
+    """Move every file of ``run_dir`` (checkpoints, history, run.json, evaluation outputs) into
+    ``run_dir/superseded/`` (replacing an earlier one), so the run retrains from scratch; logs why."""
+    aside = run_dir / SUPERSEDED
+    if aside.exists():
+        shutil.rmtree(aside)
+    aside.mkdir()
+    for item in sorted(run_dir.iterdir()):
+        if item.is_file() and item.name != SUPERSEDED:
+            item.replace(aside / item.name)
+    log.warning("%s: %s; retraining from scratch, the previous files are in %s", run_dir, reason, aside)
+    return aside
+
+
 def resume(path: Path, net, optimizer, generator: torch.Generator, model_config: dict[str, Any],
            training: dict[str, Any], epochs: int) -> RunState:
     """The state of ``checkpoint_last.pt`` loaded into ``net``, ``optimizer`` and ``generator``, after
-    checking it was trained with the same settings; a fresh state when there is no checkpoint."""
+    checking it was trained with the same settings; a fresh state when there is no checkpoint.
+
+    A checkpoint trained with other settings (or more epochs than ``epochs``) is not an error: the
+    settings changed (Snakemake re-runs the job for that), so the run folder's files are set aside
+    (:func:`set_aside`) and the run trains from scratch, as a straight run with the new settings would.
+    """
     if not path.exists():
         return RunState()
     ckpt = load_checkpoint(path)
@@ -183,11 +210,11 @@ def resume(path: Path, net, optimizer, generator: torch.Generator, model_config:
     diffs += differing_fields(
         {k: ckpt["training"].get(k) for k in RESUME_KEYS}, {k: training[k] for k in RESUME_KEYS}, "training."
     )
-    if diffs:
-        raise InputError(f"{path}: checkpoint was trained with other settings ({'; '.join(diffs)}); "
-                         "use another --run-dir or delete the checkpoint")
     if ckpt["epoch"] > epochs:
-        raise InputError(f"{path}: checkpoint has {ckpt['epoch']} epochs, more than training.epochs {epochs}")
+        diffs.append(f"training.epochs: {ckpt['epoch']} in checkpoint, {epochs} requested")
+    if diffs:
+        set_aside(path.parent, f"{path.name} was trained with other settings ({'; '.join(diffs)})")
+        return RunState()
     try:
         net.load_trainable_state_dict(ckpt["model_state"])
         optimizer.load_state_dict(ckpt["optimizer_state"])
@@ -198,14 +225,25 @@ def resume(path: Path, net, optimizer, generator: torch.Generator, model_config:
     return RunState(list(ckpt["history"]), ckpt["best_metric"], ckpt["best_epoch"], ckpt["epoch"])
 
 
+#: steps between progress-bar updates (each update reads the loss on the host)
+PROGRESS_EVERY = 20
+
+
 def train_one_epoch(net, optimizer, loader, dev: torch.device, num_classes: int, epoch: int, epochs: int,
                     run_dir: Path, progress: bool) -> tuple[float, float]:
     """One pass over the training cases: mean cross-entropy and mean foreground Dice (argmax).
 
-    Raises :class:`NonFiniteLossError` naming the epoch, step and cases when the loss is not finite.
+    Nothing is read back to the host per step (a GPU stays busy): the loss sum, the per-case Dice
+    and a flag of the first non-finite loss stay on ``dev`` and are read once, at the end.
+
+    Raises :class:`NonFiniteLossError` naming the epoch, step and cases of the first non-finite
+    loss; the caller then saves nothing, so the checkpoints of the previous epoch are kept.
     """
     net.train()
-    loss_sum, seen, dices = 0.0, 0, []
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    bad_step = torch.zeros((), dtype=torch.long, device=dev)  # first step with a non-finite loss; 0: none
+    bad_loss = torch.zeros((), dtype=torch.float32, device=dev)
+    seen, dices, cases = 0, [], []
     bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress, unit="batch")
     for step, (image, label, case_ids) in enumerate(bar, start=1):
         image = image.to(dev, non_blocking=True)
@@ -213,21 +251,27 @@ def train_one_epoch(net, optimizer, loader, dev: torch.device, num_classes: int,
         with autocast(dev):
             logits = net(image)  # (B, K, X, Y, Z)
         loss = F.cross_entropy(logits.float(), label)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"{run_dir}: loss is {loss_value} at epoch {epoch}, step {step} (cases {', '.join(case_ids)}); "
-                f"checkpoints of epoch {epoch - 1} are kept. "
-                "Check these cases for NaN/inf voxels or lower training.lr"
-            )
+        detached = loss.detach()
+        first = ~torch.isfinite(detached) & (bad_step == 0)
+        bad_step += first * step
+        bad_loss = torch.where(first, detached, bad_loss)
+        cases.append(case_ids)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss_value * image.shape[0]
+        loss_sum += detached.double() * image.shape[0]
         seen += image.shape[0]
-        dices += foreground_dice(logits.detach().argmax(1).cpu(), label.cpu(), num_classes).nanmean(dim=1).tolist()
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-    return loss_sum / seen, _nanmean(dices)
+        dices.append(foreground_dice(logits.detach().argmax(1), label, num_classes).nanmean(dim=1))
+        if progress and step % PROGRESS_EVERY == 0:
+            bar.set_postfix(loss=f"{float(detached):.4f}")
+    first_bad = int(bad_step)  # the one host synchronisation of the epoch
+    if first_bad:
+        raise NonFiniteLossError(
+            f"{run_dir}: loss is {float(bad_loss)} at epoch {epoch}, step {first_bad} "
+            f"(cases {', '.join(cases[first_bad - 1])}); checkpoints of epoch {epoch - 1} are kept. "
+            "Check these cases for NaN/inf voxels or lower training.lr"
+        )
+    return float(loss_sum) / seen, _nanmean(torch.cat(dices).tolist())
 
 
 def run_summary(net, config: ModelConfig, training: dict[str, Any], data_meta: dict[str, Any], seed: int,
@@ -311,7 +355,8 @@ def train_run(
     np.random.seed(seed)
     random.seed(seed)
     net, config = build_run_model(config.to_dict(), seed, dev)
-    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=ts.lr)
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=ts.lr,
+                                 fused=True if dev.type == "cuda" else None)
     generator = torch.Generator().manual_seed(seed)
     last_path, best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
     state = resume(last_path, net, optimizer, generator, config.to_dict(), training, ts.epochs)
@@ -359,6 +404,9 @@ def train_run(
 
     if not best_path.exists():  # resumed a finished run whose best file was removed: keep the contract
         raise InputError(f"{best_path}: missing although {last_path} exists; delete the run folder and retrain")
+    # the declared outputs, rewritten even when no epoch ran: a finished run whose history.csv and
+    # run.json were deleted (snakemake -f, a kill after the last checkpoint) gets them back from it
+    write_text_atomic(run_dir / "history.csv", _history_csv(state.history))
     summary = run_summary(net, config, training, data_meta, seed, state, dev)
     write_json_atomic(run_dir / "run.json", summary)
     return summary
