@@ -192,8 +192,8 @@ def test_figures_cli(tmp_path, monkeypatch):
     drawn = {}
     save = F._save
 
-    def spy(fig, stem, n_panels, stamp=None):
-        out = save(fig, stem, n_panels, stamp)
+    def spy(fig, stem, n_panels, stamp=None, **kwargs):
+        out = save(fig, stem, n_panels, stamp, **kwargs)
         drawn[out.paths[0].name] = out.texts
         return out
 

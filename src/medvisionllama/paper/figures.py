@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -96,12 +97,25 @@ def _legend_colors(fig: plt.Figure) -> dict[str, str]:
     return out
 
 
-def _save(fig: plt.Figure, stem: str | Path, n_panels: int, stamp: str | None = None) -> FigureOutput:
-    """Save ``fig`` as PNG and PDF; ``stamp`` (the configuration stamp) is written under the
-    figure, small and wrapped, so that a copy of the image still says what it shows."""
+def _footer(fig: plt.Figure, text: str, **style: Any) -> None:
+    """``text`` under everything the figure holds (legends below the axes included), small and
+    wrapped to the figure's width."""
+    fig.draw_without_rendering()  # lays the figure out (constrained layout, wrapped texts) first
+    box = fig.get_tightbbox()  # inches, figure origin
+    y = min(0.0, box.y0 / fig.get_figheight()) - 0.01
+    fig.text(0.01, y, text, ha="left", va="top", fontsize=STAMP_FONTSIZE, wrap=True, **style)
+
+
+def _save(fig: plt.Figure, stem: str | Path, n_panels: int, stamp: str | None = None,
+          notes: tuple[str, ...] = ()) -> FigureOutput:
+    """Save ``fig`` as PNG and PDF. ``notes`` (e.g. the radar's ranges) and then ``stamp`` (the
+    configuration stamp) are written under the figure, small and wrapped, so that a copy of the
+    image still says what it shows."""
     stem = Path(stem)
+    for note in notes:
+        _footer(fig, note)
     if stamp:
-        fig.text(0.01, -0.005, stamp, ha="left", va="top", fontsize=STAMP_FONTSIZE, wrap=True, color="#8b0000")
+        _footer(fig, stamp, color="#8b0000")
     texts = [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
     colors = _legend_colors(fig)
     paths = []
@@ -274,7 +288,8 @@ def figure_segmentations(samples: Mapping[tuple[str, str], Sample], tasks: list[
                     va="top", fontsize=6.5 if small else 8, color="white",
                     bbox={"facecolor": "black", "alpha": 0.5, "pad": 1.0, "linewidth": 0})
             if i == 0:
-                ax.set_title(model_label(model), fontsize=7 if small else 9, color=model_style(model)[0])
+                ax.set_title(textwrap.fill(model_label(model), max(12, int(panel * 10))),
+                             fontsize=7 if small else 9, color=model_style(model)[0])
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
@@ -364,10 +379,9 @@ def figure_radar(summary: pd.DataFrame, stem: str | Path, title: str, stamp: str
     ax.set_yticks([0.25, 0.5, 0.75, 1.0])
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     ax.set_title(title, pad=28)
-    fig.text(0.5, 0.005, f"Fixed ranges: Dice, accuracy, precision, recall, Jaccard 0 (centre) to 1 (rim); "
-             f"HD95 {RADAR_HD95_RANGE_MM:.0f} mm or more (centre) to 0 mm (rim).", ha="center", va="top", fontsize=7,
-             wrap=True)
-    return _save(fig, stem, 1, stamp)
+    ranges = (f"Fixed ranges: Dice, accuracy, precision, recall, Jaccard 0 (centre) to 1 (rim); "
+              f"HD95 {RADAR_HD95_RANGE_MM:.0f} mm or more (centre) to 0 mm (rim).")
+    return _save(fig, stem, 1, stamp, notes=(ranges,))
 
 
 RUN_COLUMNS = ["task", "model", "attention", "size"]
