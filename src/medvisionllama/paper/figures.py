@@ -288,7 +288,7 @@ def figure_segmentations(samples: Mapping[tuple[str, str], Sample], tasks: list[
                     va="top", fontsize=6.5 if small else 8, color="white",
                     bbox={"facecolor": "black", "alpha": 0.5, "pad": 1.0, "linewidth": 0})
             if i == 0:
-                ax.set_title(textwrap.fill(model_label(model), max(12, int(panel * 10))),
+                ax.set_title(textwrap.fill(model_label(model), max(14, int(panel * 13))),
                              fontsize=7 if small else 9, color=model_style(model)[0])
             ax.set_xticks([])
             ax.set_yticks([])

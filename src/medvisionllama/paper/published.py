@@ -105,7 +105,7 @@ _LLM_COLORS: dict[str, str] = {
     "qwen2-7b": "#e69f00", "yi1.5-9b": "#56b4e9",
 }
 _SPARE_COLORS = ("#882255", "#117733", "#44aa99", "#999933", "#aa4499", "#332288")  # other LLMs, by name hash
-_CONTROL_STYLES: dict[str | None, tuple[float, str]] = {None: (0.0, "^"), "random": (0.55, "v"),
+_CONTROL_STYLES: dict[str | None, tuple[float, str]] = {None: (0.0, "^"), "random": (0.4, "v"),
                                                         "shuffled": (-0.45, "D")}
 
 
