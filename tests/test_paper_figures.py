@@ -48,6 +48,22 @@ def test_activation_maps(tmp_path):
     assert "ViT + SmolLM2-135M" in out.texts and "|activation|" in out.texts
 
 
+def test_activation_maps_one_scale_per_row_and_ground_truth_everywhere(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(F.plt, "close", lambda fig: None)  # keep the figure to inspect it
+    vit, llm = make_sample(False), make_sample(True)
+    llm["act_V_E"] = llm["act_V_E"] * 10  # the LLM model's encoder is ten times louder
+    F.figure_activation_maps({"vit": vit, "smollm2-135m": llm}, tmp_path / "fig4")
+    fig = plt.gcf()
+    panels = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"][1:]  # below the input
+    limits = [ax.images[0].get_clim() for ax in panels]
+    assert limits[0] == limits[1] == pytest.approx((float(vit["act_V_E"].min()), float(llm["act_V_E"].max())))
+    assert limits[-2] == limits[-1]  # V_D: one scale too
+    assert all(ax.collections for ax in panels)  # the ground-truth contour on every panel
+    plt.close(fig)
+
+
 def test_segmentations(tmp_path):
     samples = {(t, m): make_sample(seed=i) for i, (t, m) in enumerate(
         [(t, m) for t in (T1, T3) for m in ("vit", "smollm2-135m", "llama3.1-8b")])}

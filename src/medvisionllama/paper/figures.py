@@ -203,8 +203,9 @@ ACTIVATION_LEVELS = (("act_V_E", "$V_E$ (encoder)"), ("act_V_LLM", "$V_{LLM}$ (L
 def figure_activation_maps(samples: Mapping[str, Sample], stem: str | Path, stamp: str | None = None) -> FigureOutput:
     """Figure 4. ``samples``: model name -> samples.npz of the same test case (first = the
     baseline). Top: the input slice (channel 0); below, one column per model: |activation| at
-    V_E, V_LLM and V_D. One colour scale per row (stage), shared by the models: 0 to the largest
-    |activation| of that stage over the models shown, so models are compared on one scale. The
+    V_E, V_LLM and V_D. One colour scale per row (stage), shared by the models: the smallest to
+    the largest |activation| of that stage over the models shown (activations sit on a large
+    baseline, so a scale from 0 would show a uniform panel), so models compare on one scale. The
     ground-truth contour is drawn on every panel; models without V_LLM show an empty panel."""
     if not samples:
         raise InputError("figure 4: no samples given")
@@ -222,7 +223,9 @@ def figure_activation_maps(samples: Mapping[str, Sample], stem: str | Path, stam
     panels = 1
     for i, (key, name) in enumerate(ACTIVATION_LEVELS, start=1):
         maps = {m: np.abs(np.asarray(samples[m][key], dtype=float)) for m in models if key in samples[m]}
-        vmax = max((float(a.max()) for a in maps.values()), default=0.0) or 1.0
+        vmin = min((float(a.min()) for a in maps.values()), default=0.0)
+        vmax = max((float(a.max()) for a in maps.values()), default=1.0)
+        vmax = vmax if vmax > vmin else vmin + 1.0
         row, image = [], None
         for j, model in enumerate(models):
             ax = fig.add_subplot(grid[i, j])
@@ -231,7 +234,7 @@ def figure_activation_maps(samples: Mapping[str, Sample], stem: str | Path, stam
             ax.set_xticks([])
             ax.set_yticks([])
             if model in maps:
-                image = ax.imshow(maps[model].T, cmap="inferno", vmin=0, vmax=vmax, origin="lower")
+                image = ax.imshow(maps[model].T, cmap="inferno", vmin=vmin, vmax=vmax, origin="lower")
                 _contours(ax, label)
             else:
                 ax.text(0.5, 0.5, "no $V_{LLM}$\n(model has no LLM block)", ha="center", va="center",
