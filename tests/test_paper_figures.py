@@ -70,7 +70,7 @@ def test_segmentations(tmp_path):
     out = F.figure_segmentations(samples, [T1, T3], ["vit", "smollm2-135m", "llama3.1-8b"], tmp_path / "fig5", "Fig 5",
                                  NAMES)
     _ok(out, 6)
-    assert {"1: edema", "3: enhancing tumour", "1: liver", "2: cancer"} <= set(out.texts)
+    assert {"1: edema (overlay)", "3: enhancing tumour (overlay)", "1: liver (overlay)", "2: cancer (overlay)"} <= set(out.texts)
     assert not any(t.startswith("class ") for t in out.texts)
     with pytest.raises(Exception, match="dataset.json class names"):
         F.figure_segmentations(samples, [T1, T3], ["vit"], tmp_path / "x", "Fig 5", {T1: NAMES[T1]})
@@ -224,6 +224,6 @@ def test_figures_cli(tmp_path, monkeypatch):
     for name, texts in drawn.items():  # every figure says, on the image, that it is not the paper's setup
         stamp = next(t for t in texts if t.startswith("NOT the paper's configuration"))
         assert "synthetic data" in stamp and "learning rate 0.003" in stamp and "epochs 4" in stamp, name
-    assert "1: edema" in drawn["fig5_segmentations.png"]
+    assert "1: edema (overlay)" in drawn["fig5_segmentations.png"]
     with pytest.raises(Exception, match="dataset.json class names"):
         F.main([*args, "--outdir", str(tmp_path / "figs2")])

@@ -296,12 +296,13 @@ def figure_segmentations(samples: Mapping[tuple[str, str], Sample], tasks: list[
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
-                ax.set_ylabel(_short(task), fontsize=8 if small else 11)
-        handles = [matplotlib.lines.Line2D([], [], color=GT_COLOR, lw=1.5, label="ground truth"),
-                   *[matplotlib.patches.Patch(color=_class_color(k), alpha=0.45, label=f"{k}: {name}")
+                case = str(np.asarray(s["case_id"])) if "case_id" in s else ""
+                ax.set_ylabel(f"{_short(task)}\n{case}" if case else _short(task), fontsize=7 if small else 9)
+        handles = [matplotlib.lines.Line2D([], [], color=GT_COLOR, lw=1.5, label="ground truth (contour)"),
+                   *[matplotlib.patches.Patch(color=_class_color(k), alpha=0.45, label=f"{k}: {name} (overlay)")
                      for k, name in sorted(names.items())]]
         axes[i, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.03, 0.5), frameon=False,
-                           fontsize=6 if small else 8, title="prediction", title_fontsize=6 if small else 8,
+                           fontsize=6 if small else 8, title=None,
                            handlelength=1.2)
     fig.suptitle(title, fontsize=11 if small else 12)
     return _save(fig, stem, axes.size, stamp)
