@@ -222,7 +222,7 @@ def test_figures_cli(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(expected)
     assert sorted(drawn) == sorted(n for n in expected if n.endswith(".png"))
     for name, texts in drawn.items():  # every figure says, on the image, that it is not the paper's setup
-        stamp = next(t for t in texts if t.startswith("NOT the paper's configuration"))
+        stamp = next(t for t in texts if t.startswith("NOT the paper's configuration") and "\n" not in t)
         assert "synthetic data" in stamp and "learning rate 0.003" in stamp and "epochs 4" in stamp, name
     assert "1: edema (overlay)" in drawn["fig5_segmentations.png"]
     with pytest.raises(Exception, match="dataset.json class names"):

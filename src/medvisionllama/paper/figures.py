@@ -99,11 +99,12 @@ def _legend_colors(fig: plt.Figure) -> dict[str, str]:
 
 def _footer(fig: plt.Figure, text: str, **style: Any) -> None:
     """``text`` under everything the figure holds (legends below the axes included), small and
-    wrapped to the figure's width."""
-    fig.draw_without_rendering()  # lays the figure out (constrained layout, wrapped texts) first
+    wrapped to the figure's width (wrapped here, so the layout knows its height)."""
+    chars = max(40, int(fig.get_figwidth() * 72 / (STAMP_FONTSIZE * 0.55)))
+    fig.draw_without_rendering()  # lays the figure out (constrained layout) first
     box = fig.get_tightbbox()  # inches, figure origin
     y = min(0.0, box.y0 / fig.get_figheight()) - 0.01
-    fig.text(0.01, y, text, ha="left", va="top", fontsize=STAMP_FONTSIZE, wrap=True, **style)
+    fig.text(0.01, y, textwrap.fill(text, chars), ha="left", va="top", fontsize=STAMP_FONTSIZE, **style)
 
 
 def _save(fig: plt.Figure, stem: str | Path, n_panels: int, stamp: str | None = None,
@@ -117,6 +118,7 @@ def _save(fig: plt.Figure, stem: str | Path, n_panels: int, stamp: str | None = 
     if stamp:
         _footer(fig, stamp, color="#8b0000")
     texts = [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+    texts += [" ".join(t.split("\n")) for t in texts if "\n" in t]  # wrapped texts as one line too
     colors = _legend_colors(fig)
     paths = []
     for ext in ("png", "pdf"):
@@ -369,6 +371,13 @@ def figure_radar(summary: pd.DataFrame, stem: str | Path, title: str, stamp: str
     """Appendix Figure 3. ``summary``: one row per model (``model, {metric}_mean``); axes as in
     :func:`radar_values` (radial range [0, 1] on every axis, 1 at the rim is best)."""
     values = radar_values(summary)
+    notes = [f"Fixed ranges: Dice, accuracy, precision, recall, Jaccard 0 (centre) to 1 (rim); "
+             f"HD95 {RADAR_HD95_RANGE_MM:.0f} mm or more (centre) to 0 mm (rim)."]
+    undefined = [f"{model_label(str(m))}: {', '.join(_RADAR_NAMES[k].split(chr(10))[0] for k in RADAR_AXES if np.isnan(v[k]))}"
+                 for m, v in values.iterrows() if values.loc[m].isna().any()]
+    if undefined:
+        notes.append("Undefined (no case with a defined value), drawn at the centre: " + "; ".join(undefined) + ".")
+    values = values.fillna(0.0)
     angles = np.linspace(0, 2 * np.pi, len(RADAR_AXES), endpoint=False)
     fig, ax = plt.subplots(figsize=(6.2, 6.2), subplot_kw={"projection": "polar"})
     for model, row in values.iterrows():
@@ -381,11 +390,10 @@ def figure_radar(summary: pd.DataFrame, stem: str | Path, title: str, stamp: str
     ax.tick_params(axis="x", pad=16)
     ax.set_ylim(0, 1)
     ax.set_yticks([0.25, 0.5, 0.75, 1.0])
+    ax.set_rlabel_position(90)  # between two axes, clear of the data lines
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     ax.set_title(title, pad=28)
-    ranges = (f"Fixed ranges: Dice, accuracy, precision, recall, Jaccard 0 (centre) to 1 (rim); "
-              f"HD95 {RADAR_HD95_RANGE_MM:.0f} mm or more (centre) to 0 mm (rim).")
-    return _save(fig, stem, 1, stamp, notes=(ranges,))
+    return _save(fig, stem, 1, stamp, notes=tuple(notes))
 
 
 RUN_COLUMNS = ["task", "model", "attention", "size"]
@@ -520,7 +528,8 @@ def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path,
                                             APPENDIX_FIGURE2.title, names, stamp).paths
             s = scored[seg.name].summary
             task = next((t for t in seg.tasks if t.startswith("Task01")), seg.tasks[0])
-            written += figure_radar(s[s["task"] == task], tmp / APPENDIX_FIGURE3.stem,
+            s = s[s["task"] == task].set_index("model").loc[list(seg.models)].reset_index()  # the config's order
+            written += figure_radar(s, tmp / APPENDIX_FIGURE3.stem,
                                     f"Metrics on {_short(task)} ({APPENDIX_FIGURE3.title})", stamp).paths
         att = APPENDIX_FIGURE1.source(specs)
         if att:
