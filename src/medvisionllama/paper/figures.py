@@ -293,18 +293,20 @@ def figure_segmentations(samples: Mapping[tuple[str, str], Sample], tasks: list[
                     va="top", fontsize=6.5 if small else 8, color="white",
                     bbox={"facecolor": "black", "alpha": 0.5, "pad": 1.0, "linewidth": 0})
             if i == 0:
-                ax.set_title(textwrap.fill(model_label(model), max(14, int(panel * 13))),
+                ax.set_title(textwrap.fill(model_label(model), max(12, int(panel * 15))),
                              fontsize=7 if small else 9, color=model_style(model)[0])
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
-                case = str(np.asarray(s["case_id"])) if "case_id" in s else ""
-                ax.set_ylabel(f"{_short(task)}\n{case}" if case else _short(task), fontsize=7 if small else 9)
+                ax.set_ylabel(_short(task), fontsize=8 if small else 11)
+        first = samples[(task, models[0])]  # the case of the row (every model's sample is the first test case)
+        case = str(np.asarray(first["case_id"])) if "case_id" in first else ""
         handles = [matplotlib.lines.Line2D([], [], color=GT_COLOR, lw=1.5, label="ground truth (contour)"),
                    *[matplotlib.patches.Patch(color=_class_color(k), alpha=0.45, label=f"{k}: {name} (overlay)")
                      for k, name in sorted(names.items())]]
         axes[i, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.03, 0.5), frameon=False,
-                           fontsize=6 if small else 8, title=None,
+                           fontsize=6 if small else 8, title_fontsize=6 if small else 8,
+                           title=f"case {case}" if case else None, alignment="left",
                            handlelength=1.2)
     fig.suptitle(title, fontsize=11 if small else 12)
     return _save(fig, stem, axes.size, stamp)
