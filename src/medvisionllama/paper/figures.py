@@ -274,7 +274,7 @@ def figure_segmentations(samples: Mapping[tuple[str, str], Sample], tasks: list[
     unnamed = [t for t in tasks if t not in class_names]
     if unnamed:
         raise InputError(f"{title}: no dataset.json class names for {unnamed} (mvl figures --datasets)")
-    legend_w, label_w, title_h, foot_h = 1.7, 0.45, 0.9, 0.2 + (1.0 if stamp else 0.0)
+    legend_w, label_w, title_h, foot_h = 1.7, 0.45, 0.9, 0.55 + (1.0 if stamp else 0.0)  # foot: note, stamp
     panel = min(2.4, (page[0] - legend_w - label_w - 0.3) / len(models), (page[1] - title_h - foot_h) / len(tasks))
     fig, axes = plt.subplots(len(tasks), len(models), squeeze=False, layout="constrained",
                              figsize=(label_w + legend_w + panel * len(models), title_h + panel * len(tasks)))
@@ -309,7 +309,9 @@ def figure_segmentations(samples: Mapping[tuple[str, str], Sample], tasks: list[
                            title=f"case {case}" if case else None, alignment="left",
                            handlelength=1.2)
     fig.suptitle(title, fontsize=11 if small else 12)
-    return _save(fig, stem, axes.size, stamp)
+    note = ("Each panel: one slice of the row's test case; Dice: the case's Dice over the whole volume, "
+            "the mean over its foreground classes.")
+    return _save(fig, stem, axes.size, stamp, notes=(note,))
 
 
 def figure_attention_strategies(summary: pd.DataFrame, stem: str | Path, order: list[str] | None = None,
