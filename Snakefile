@@ -8,6 +8,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# the report's landing text: which configuration it shows, and whether its numbers are the paper's
+report: "workflow/report/workflow.rst"
+
+
 validate(config, schema="workflow/schemas/config.schema.yaml")
 
 

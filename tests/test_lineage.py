@@ -205,7 +205,7 @@ def test_data_outside_the_repository_and_read_only(repo: Path, read_only_data: t
     assert_up_to_date(repo)
 
     # the shared data changes (here through its writable source): dvc status says which task
-    image = source / TASK / "imagesTr" / "spleen_1.nii.gz"
+    image = source / TASK / "imagesTr" / "synthetic_spleen_1.nii.gz"
     data = np.asanyarray(load_nifti(image).dataobj).copy()
     data[0, 0, 0] += 1
     rewrite_nifti(image, data)

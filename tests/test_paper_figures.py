@@ -1,6 +1,9 @@
-"""Each figure function writes a non-empty PNG and PDF with the expected number of panels."""
+"""Each figure function writes a non-empty PNG and PDF with the expected number of panels; the
+figures carry the configuration stamp, one colour per model, fixed radar ranges, dataset.json
+class names, a page-sized Appendix Figure 2 and one point per run."""
 
 import glob
+import json
 
 import pandas as pd
 import pytest
@@ -8,7 +11,8 @@ import yaml
 
 from medvisionllama.paper import figures as F
 from medvisionllama.paper.aggregate import aggregate
-from medvisionllama.paper.compare import comparison_values
+from medvisionllama.paper.compare import comparison_values, configuration_differences
+from medvisionllama.paper.published import model_label, model_style
 from medvisionllama.paper.outputs import figure_outputs
 from medvisionllama.paper.spec import parse_experiments
 from medvisionllama.paper.summary import case_scores, score_experiment, summarize
@@ -16,6 +20,8 @@ from medvisionllama.vocabulary import PAPER_METRICS as METRICS
 from test_paper_fixtures import grid, make_long, make_sample, write_run_dir
 
 T1, T3 = "Task01_BrainTumour", "Task03_Liver"
+NAMES = {T1: {0: "background", 1: "edema", 2: "non-enhancing tumor", 3: "enhancing tumour"},
+         T3: {0: "background", 1: "liver", 2: "cancer"}}
 
 
 def _ok(out, n_panels):
@@ -37,14 +43,60 @@ def test_training_curves(tmp_path):
 
 
 def test_activation_maps(tmp_path):
-    out = F.figure_activation_maps({"ViT": make_sample(False), "ViT + LLM": make_sample(True)}, tmp_path / "fig4")
+    out = F.figure_activation_maps({"vit": make_sample(False), "smollm2-135m": make_sample(True)}, tmp_path / "fig4")
     _ok(out, 1 + 3 * 2)
+    assert "ViT + SmolLM2-135M" in out.texts and "|activation|" in out.texts
+
+
+def test_activation_maps_one_scale_per_row_and_ground_truth_everywhere(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(F.plt, "close", lambda fig: None)  # keep the figure to inspect it
+    vit, llm = make_sample(False), make_sample(True)
+    llm["act_V_E"] = llm["act_V_E"] * 10  # the LLM model's encoder is ten times louder
+    F.figure_activation_maps({"vit": vit, "smollm2-135m": llm}, tmp_path / "fig4")
+    fig = plt.gcf()
+    panels = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"][1:]  # below the input
+    limits = [ax.images[0].get_clim() for ax in panels]
+    assert limits[0] == limits[1] == pytest.approx((float(vit["act_V_E"].min()), float(llm["act_V_E"].max())))
+    assert limits[-2] == limits[-1]  # V_D: one scale too
+    assert all(ax.collections for ax in panels)  # the ground-truth contour on every panel
+    plt.close(fig)
 
 
 def test_segmentations(tmp_path):
     samples = {(t, m): make_sample(seed=i) for i, (t, m) in enumerate(
         [(t, m) for t in (T1, T3) for m in ("vit", "smollm2-135m", "llama3.1-8b")])}
-    _ok(F.figure_segmentations(samples, [T1, T3], ["vit", "smollm2-135m", "llama3.1-8b"], tmp_path / "fig5", "Fig 5"), 6)
+    out = F.figure_segmentations(samples, [T1, T3], ["vit", "smollm2-135m", "llama3.1-8b"], tmp_path / "fig5", "Fig 5",
+                                 NAMES)
+    _ok(out, 6)
+    assert {"1: edema (overlay)", "3: enhancing tumour (overlay)", "1: liver (overlay)", "2: cancer (overlay)"} <= set(out.texts)
+    assert not any(t.startswith("class ") for t in out.texts)
+    with pytest.raises(Exception, match="dataset.json class names"):
+        F.figure_segmentations(samples, [T1, T3], ["vit"], tmp_path / "x", "Fig 5", {T1: NAMES[T1]})
+
+
+def test_class_names_come_from_dataset_json(tmp_path):
+    folder = tmp_path / T3
+    folder.mkdir()
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver", "2": "cancer"}}))
+    assert F.load_class_names([folder]) == {T3: NAMES[T3]}
+    assert F.load_class_names([folder / "dataset.json"]) == {T3: NAMES[T3]}
+    (folder / "dataset.json").write_text("{}")
+    with pytest.raises(Exception, match="dataset.json 'labels'"):
+        F.load_class_names([folder])
+
+
+def test_appendix_figure2_fits_a_page(tmp_path):
+    tasks = [f"Task{i:02d}_Brain" for i in range(1, 11)]
+    models = ["vit", "mlp", "smollm2-135m", "smollm2-135m-random"]
+    samples = {(t, m): make_sample(seed=i) for i, (t, m) in enumerate((t, m) for t in tasks for m in models)}
+    names = {t: NAMES[T1] for t in tasks}
+    out = F.figure_segmentations(samples, tasks, models, tmp_path / "app2", "App 2", names,
+                                 stamp="NOT the paper's configuration: " + "synthetic data; " * 12)
+    width, height = out.size_inches
+    assert width <= 8.5 and height <= 11.0, out.size_inches
+    assert width > 5 and height > 6  # still a figure, not a thumbnail
 
 
 def test_attention_radar_and_comparison(tmp_path):
@@ -55,24 +107,123 @@ def test_attention_radar_and_comparison(tmp_path):
                            "llm_for_paper": {"smollm2-135m": "yi1.5-9b"}}})
     long = make_long(grid([T1, T3], ["vit", "smollm2-135m", "llama3.1-8b"],
                           attention=("hybrid-sequential", "hybrid-parallel", "hybrid-interleaved")))
-    s = summarize(case_scores(long, specs[0]), ["dice"])
-    _ok(F.figure_attention_strategies(s, tmp_path / "appfig1", list(specs[0].attention)), 2)
+    s = F._with_trainable(summarize(case_scores(long, specs[0]), ["dice"]), long)
+    out = F.figure_attention_strategies(s, tmp_path / "appfig1", list(specs[0].attention))
+    _ok(out, 2)
+    assert "Trainable parameters" in out.texts and any("800.0k" in t for t in out.texts)  # fixture: 0.8e6 trainable
+    with pytest.raises(Exception, match="params_trainable"):
+        F.figure_attention_strategies(s.drop(columns=["params_trainable"]), tmp_path / "x")
     s = summarize(case_scores(long, specs[1]), list(METRICS))
     _ok(F.figure_radar(s, tmp_path / "appfig3", "radar"), 1)
     values = pd.concat([comparison_values(score_experiment(long, sp)) for sp in specs])
     _ok(F.figure_published_vs_reproduced(values, tmp_path / "new", "NOT the paper's configuration"), 1)
 
 
-def test_figures_cli(tmp_path):
+def _radar_summary(rows):
+    return pd.DataFrame([{"model": m, **{f"{k}_mean": v for k, v in zip(METRICS, vals)}} for m, vals in rows])
+
+
+def test_radar_axis_ranges_are_fixed(tmp_path):
+    good = ("smollm2-135m", (0.8, 0.99, 0.85, 0.75, 0.7, 12.0))
+    fair = ("vit", (0.6, 0.98, 0.7, 0.5, 0.45, 30.0))
+    awful = ("mlp", (0.05, 0.9, 0.1, 0.02, 0.03, 400.0))
+    two = F.radar_values(_radar_summary([good, fair]))
+    three = F.radar_values(_radar_summary([awful, fair, good]))
+    pd.testing.assert_frame_equal(two, three.loc[two.index])  # a worse model shown moves no one else
+    assert two.loc["vit", "hd95"] == pytest.approx(1 - 30.0 / F.RADAR_HD95_RANGE_MM)
+    assert two.loc["vit", "dice"] == pytest.approx(0.6)
+    assert three.loc["mlp", "hd95"] == 0.0  # beyond the range: the centre
+    assert 0.0 < two["hd95"].min()  # the worst model shown is not pinned to the centre
+    out = F.figure_radar(_radar_summary([good, fair]), tmp_path / "radar", "radar")
+    assert any(f"{F.RADAR_HD95_RANGE_MM:.0f} mm" in t for t in out.texts)  # the range is stated on the image
+
+
+def test_one_colour_per_model_across_figures_and_orders(tmp_path):
+    rows = [{"task": T1, "model": m, "seed": 0, "epoch": e, "train_dice": 0.1 * e, "val_dice": 0.1 * e,
+             "train_loss": 1 / e, "val_loss": 1 / e} for m in ("vit", "smollm2-135m") for e in (1, 2)]
+    curves = pd.DataFrame(rows)
+    fig3 = F.figure_training_curves(curves, tmp_path / "a", [T1], ["vit", "smollm2-135m"]).legend_colors
+    fig3_swapped = F.figure_training_curves(curves, tmp_path / "b", [T1], ["smollm2-135m", "vit"]).legend_colors
+    models = ["smollm2-135m-random", "mlp", "vit", "smollm2-135m", "smollm2-135m-shuffled"]
+    summary = _radar_summary([(m, (0.5, 0.9, 0.5, 0.5, 0.4, 20.0)) for m in models])
+    radar = F.figure_radar(summary, tmp_path / "r", "radar").legend_colors
+    radar_swapped = F.figure_radar(summary.iloc[::-1], tmp_path / "r2", "radar").legend_colors
+    for m in ("vit", "smollm2-135m"):
+        colour = model_style(m)[0]
+        assert fig3[model_label(m)] == fig3_swapped[model_label(m)] == radar[model_label(m)] == colour
+    assert radar == radar_swapped
+    assert len(set(radar.values())) == len(models)  # every model its own colour
+    assert len({model_style(m)[1] for m in models}) == len(models)  # and its own marker
+    assert model_label("smollm2-135m-random") in radar and "Gaussian control" in model_label("smollm2-135m-random")
+
+
+def test_published_vs_reproduced_plots_each_run_once(tmp_path):
+    specs = parse_experiments({
+        "main": {"tasks": [T1, T3], "models": ["vit", "smollm2-135m"], "sizes": ["32x32x16"],
+                 "llm_for_paper": {"smollm2-135m": "llama3.1-8b"}},
+        "complexity": {"tasks": [T1], "models": ["vit", "smollm2-135m", "mlp"], "sizes": ["32x32x16"],
+                       "llm_for_paper": {"smollm2-135m": "llama3.1-8b"}}})
+    long = make_long(grid([T1, T3], ["vit", "smollm2-135m", "mlp"]))
+    values = pd.concat([comparison_values(score_experiment(long, sp)) for sp in specs])
+    dice = values[(values["metric"] == "dice") & values["published_mean"].notna()]
+    runs = dice[["task", "model", "attention", "size"]].drop_duplicates()
+    assert len(dice) > len(runs)  # the fixture does share runs between tables
+    points = F.published_vs_reproduced_points(values)
+    assert len(points) == len(runs)
+    assert not points.duplicated(["task", "model", "attention", "size"]).any()
+    out = F.figure_published_vs_reproduced(values, tmp_path / "pvr")
+    assert f"{len(runs)} runs, each once" in out.texts
+
+
+def test_stamp_only_when_not_the_papers_configuration(tmp_path):
+    paper = parse_experiments({"main": {"tasks": [T1], "models": ["vit", "llama3.1-8b"], "sizes": ["32x32x16"]}})
+    demo = parse_experiments({"main": {"tasks": [T1], "models": ["vit", "smollm2-135m", "smollm2-135m-random"],
+                                       "sizes": ["32x32x16"], "llm_for_paper": {"smollm2-135m": "llama3.1-8b"}}})
+    long = make_long(grid([T1], ["vit", "llama3.1-8b", "smollm2-135m", "smollm2-135m-random"]), epochs=100)
+    as_paper = {"data_source": "msd", "epochs": 100, "batch_size": 4, "learning_rate": 1e-5}
+    assert F.configuration_stamp(paper, {"main": score_experiment(long, paper[0])}, as_paper) is None
+    demo_prov = {"data_source": "synthetic", "epochs": None, "batch_size": 4, "learning_rate": 3e-3}
+    stamp = F.configuration_stamp(demo, {"main": score_experiment(long, demo[0])}, demo_prov)
+    for phrase in configuration_differences(demo[0], {**demo_prov, "epochs": 100}):  # the tables' own phrases
+        assert phrase in stamp
+    assert "synthetic data" in stamp and "learning rate 0.003" in stamp and "stands in for" in stamp
+    assert "smollm2-135m-random" in stamp and "Input size 32x32x16" in stamp
+    out = F.figure_radar(_radar_summary([("vit", (0.5, 0.9, 0.5, 0.5, 0.4, 20.0))]), tmp_path / "r", "radar", stamp)
+    assert stamp in out.texts
+    assert not any(t.startswith("NOT the paper") for t in F.figure_radar(
+        _radar_summary([("vit", (0.5, 0.9, 0.5, 0.5, 0.4, 20.0))]), tmp_path / "r2", "radar").texts)
+
+
+def test_figures_cli(tmp_path, monkeypatch):
     exps = {"main": {"tasks": [T1], "models": ["vit", "smollm2-135m"], "sizes": ["16x16x8"],
                      "llm_for_paper": {"smollm2-135m": "llama3.1-8b"}}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"source": "synthetic"}, "experiments": exps}))
+    config = {"data": {"source": "synthetic"}, "training": {"lr": 0.003, "batch_size": 4}, "experiments": exps}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     for key, cases in grid([T1], ["vit", "smollm2-135m"], sizes=("16x16x8",), n_cases=3).items():
         write_run_dir(tmp_path / "runs", *key, cases)
+    (tmp_path / "data" / T1).mkdir(parents=True)
+    (tmp_path / "data" / T1 / "dataset.json").write_text(json.dumps({"labels": {str(k): v for k, v in NAMES[T1].items()}}))
     aggregate([tmp_path / "runs"], tmp_path / "long.csv", tmp_path / "curves.csv")
     samples = glob.glob(str(tmp_path / "runs" / "**" / "samples.npz"), recursive=True)
-    rc = F.main(["--long", str(tmp_path / "long.csv"), "--config", str(tmp_path / "config.yaml"), "--outdir",
-                 str(tmp_path / "figs"), "--curves", str(tmp_path / "curves.csv"), "--samples", *samples])
+    drawn = {}
+    save = F._save
+
+    def spy(fig, stem, n_panels, stamp=None, **kwargs):
+        out = save(fig, stem, n_panels, stamp, **kwargs)
+        drawn[out.paths[0].name] = out.texts
+        return out
+
+    monkeypatch.setattr(F, "_save", spy)
+    args = ["--long", str(tmp_path / "long.csv"), "--config", str(tmp_path / "config.yaml"), "--outdir",
+            str(tmp_path / "figs"), "--curves", str(tmp_path / "curves.csv"), "--samples", *samples]
+    rc = F.main([*args, "--datasets", str(tmp_path / "data" / T1)])
     assert rc == 0
     expected = figure_outputs(parse_experiments(exps))
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(expected)
+    assert sorted(drawn) == sorted(n for n in expected if n.endswith(".png"))
+    for name, texts in drawn.items():  # every figure says, on the image, that it is not the paper's setup
+        stamp = next(t for t in texts if t.startswith("NOT the paper's configuration") and "\n" not in t)
+        assert "synthetic data" in stamp and "learning rate 0.003" in stamp and "epochs 4" in stamp, name
+    assert "1: edema (overlay)" in drawn["fig5_segmentations.png"]
+    with pytest.raises(Exception, match="dataset.json class names"):
+        F.main([*args, "--outdir", str(tmp_path / "figs2")])

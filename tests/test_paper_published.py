@@ -53,4 +53,5 @@ def test_inconsistencies_are_noted_not_fixed():
 
 def test_model_labels():
     assert model_label("llama3.1-8b") == "ViT + Llama"
-    assert model_label("smollm2-135m-random") == "ViT + SmolLM2-135M (random)"
+    assert model_label("smollm2-135m-random") == "ViT + SmolLM2-135M (Gaussian control)"
+    assert model_label("smollm2-135m-shuffled") == "ViT + SmolLM2-135M (shuffled control)"

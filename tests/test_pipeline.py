@@ -74,6 +74,7 @@ def test_every_table_and_figure_is_made_and_the_report_builds(finished):
     run(["snakemake", "--report", "report.html"], project)
     report = project / "report.html"
     assert report.stat().st_size > 100_000  # one self-contained file with the figures inside
+    assert "what this report shows" in report.read_text(encoding="utf-8")  # the landing text (workflow.rst)
 
 
 def test_dvc_metrics_and_plots_read_the_results(finished):

@@ -34,16 +34,16 @@ def test_shapes_dtypes_and_manifest(tmp_path: Path) -> None:
     assert read_manifest(out) == json.loads(json.dumps(manifest))
     assert manifest["kind"] == "MRI" and manifest["size"] == "16x16x8" and manifest["num_channels"] == 4
     assert manifest["labels"]["3"] == "enhancing tumour" and manifest["orientation"] == "RAS"
-    assert [c["case_id"] for c in manifest["cases"]] == ["BRATS_001", "BRATS_002", "BRATS_003"]
+    assert [c["case_id"] for c in manifest["cases"]] == ["synthetic_BRATS_001", "synthetic_BRATS_002", "synthetic_BRATS_003"]
     assert sorted(p.name for p in (out / "cases").iterdir()) == sorted(
-        f"BRATS_00{i}_{role}.npy" for i in (1, 2, 3) for role in ("image", "label")
+        f"synthetic_BRATS_00{i}_{role}.npy" for i in (1, 2, 3) for role in ("image", "label")
     )
-    image, label = load_preprocessed_case(out, "BRATS_002")
+    image, label = load_preprocessed_case(out, "synthetic_BRATS_002")
     assert image.shape == (4, 16, 16, 8) and image.dtype == np.float32
     assert label.shape == (16, 16, 8) and label.dtype == np.uint8
     assert set(np.unique(label)) <= {0, 1, 2, 3} and (label == 1).any()
-    entry = manifest_case(manifest, "BRATS_002")
-    assert entry["source"] == "imagesTr/BRATS_002.nii.gz" and entry["files"]["label"] == "cases/BRATS_002_label.npy"
+    entry = manifest_case(manifest, "synthetic_BRATS_002")
+    assert entry["source"] == "imagesTr/synthetic_BRATS_002.nii.gz" and entry["files"]["label"] == "cases/synthetic_BRATS_002_label.npy"
     assert len(entry["original_shape"]) == 3 and entry["shape"] == [16, 16, 8]
     # the preprocessed grid spans the same field of view
     fov = np.multiply(entry["canonical_shape"], entry["canonical_spacing"])
@@ -54,7 +54,7 @@ def test_mri_zscore_over_nonzero_voxels(tmp_path: Path) -> None:
     task_dir = make_task(tmp_path, "Task01_BrainTumour", cases=1, max_dim=20)
     out = tmp_path / "full"
     preprocess_task(task_dir, "full", out)
-    image, _ = load_preprocessed_case(out, "BRATS_001")
+    image, _ = load_preprocessed_case(out, "synthetic_BRATS_001")
     raw = np.moveaxis(_raw(list_labelled_cases(task_dir)[0].image), -1, 0)  # (C, X, Y, Z); RAS already
     for channel, raw_channel in zip(image, raw):
         nonzero = raw_channel != 0
@@ -66,7 +66,7 @@ def test_mri_zscore_over_nonzero_voxels(tmp_path: Path) -> None:
 def test_ct_window_and_zscore(tmp_path: Path) -> None:
     task_dir = make_task(tmp_path, "Task03_Liver", cases=1, max_dim=20)
     manifest = preprocess_task(task_dir, "full", tmp_path / "full")
-    image, _ = load_preprocessed_case(tmp_path / "full", "liver_0")
+    image, _ = load_preprocessed_case(tmp_path / "full", "synthetic_liver_0")
     raw = _raw(list_labelled_cases(task_dir)[0].image).astype(np.float32)
     stats = manifest["cases"][0]["intensity"][0]
     low, high = stats["clip"]
@@ -102,9 +102,9 @@ def test_restore_from_a_resized_grid_lines_up(tmp_path: Path) -> None:
     task_dir = make_task(tmp_path, "Task03_Liver", cases=1, max_dim=24)
     out = tmp_path / "small"
     manifest = preprocess_task(task_dir, "16x16x8", out)
-    _, label = load_preprocessed_case(out, "liver_0")
+    _, label = load_preprocessed_case(out, "synthetic_liver_0")
     restored = restore_to_original(label, manifest["cases"][0])
-    original = _raw(task_dir / "labelsTr/liver_0.nii.gz")
+    original = _raw(task_dir / "labelsTr/synthetic_liver_0.nii.gz")
     assert restored.shape == original.shape
     for value in (1, 2):
         dice = 2 * ((restored == value) & (original == value)).sum() / ((restored == value).sum() + (original == value).sum())
@@ -115,13 +115,13 @@ def test_restore_from_a_resized_grid_lines_up(tmp_path: Path) -> None:
 
 def test_preprocess_image_of_an_unlabelled_case(tmp_path: Path) -> None:
     task_dir = make_task(tmp_path, "Task05_Prostate", cases=1, max_dim=20)
-    path = task_dir / "imagesTs" / "prostate_01.nii.gz"
+    path = task_dir / "imagesTs" / "synthetic_prostate_01.nii.gz"
     image, meta = preprocess_image(path, size="12x12x6", kind="MRI", num_channels=2)
     assert image.shape == (2, 12, 12, 6) and image.dtype == np.float32
     assert meta["original_shape"] == list(nib.load(path).shape[:3]) and meta["num_channels"] == 2
     prediction = np.ones((12, 12, 6), dtype=np.uint8)
     assert restore_to_original(prediction, meta).shape == tuple(meta["original_shape"])
-    with pytest.raises(InputError, match=r"prostate_01\.nii\.gz.*2 channel"):
+    with pytest.raises(InputError, match=r"synthetic_prostate_01\.nii\.gz.*2 channel"):
         preprocess_image(path, size="12x12x6", kind="MRI", num_channels=4)
 
 

@@ -47,7 +47,7 @@ def test_split_task_covers_all_cases_without_overlap(tmp_path: Path) -> None:
     train, val, test = (set(result[k]) for k in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (7, 2, 1)
     assert not (train & val or train & test or val & test)
-    assert train | val | test == {f"hippocampus_{i:03d}" for i in range(1, 11)}
+    assert train | val | test == {f"synthetic_hippocampus_{i:03d}" for i in range(1, 11)}
 
 
 def test_split_does_not_depend_on_dataset_json_order(tmp_path: Path) -> None:

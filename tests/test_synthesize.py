@@ -28,11 +28,11 @@ def test_layout_and_dataset_json_match_the_real_task(tmp_path: Path) -> None:
     assert {"name", "reference", "licence", "release"} <= dataset.keys()
     assert dataset["numTraining"] == 3 and len(dataset["training"]) == 3
     assert dataset["numTest"] == len(dataset["test"]) == len(list((task_dir / "imagesTs").iterdir()))
-    assert dataset["training"][0] == {"image": "./imagesTr/liver_0.nii.gz", "label": "./labelsTr/liver_0.nii.gz"}
-    assert [c.case_id for c in list_labelled_cases(task_dir)] == ["liver_0", "liver_1", "liver_2"]
-    assert sorted(p.name for p in (task_dir / "labelsTr").iterdir()) == [f"liver_{i}.nii.gz" for i in range(3)]
-    image = load_nifti(task_dir / "imagesTr/liver_0.nii.gz")
-    label = load_nifti(task_dir / "labelsTr/liver_0.nii.gz")
+    assert dataset["training"][0] == {"image": "./imagesTr/synthetic_liver_0.nii.gz", "label": "./labelsTr/synthetic_liver_0.nii.gz"}
+    assert [c.case_id for c in list_labelled_cases(task_dir)] == ["synthetic_liver_0", "synthetic_liver_1", "synthetic_liver_2"]
+    assert sorted(p.name for p in (task_dir / "labelsTr").iterdir()) == [f"synthetic_liver_{i}.nii.gz" for i in range(3)]
+    image = load_nifti(task_dir / "imagesTr/synthetic_liver_0.nii.gz")
+    label = load_nifti(task_dir / "labelsTr/synthetic_liver_0.nii.gz")
     assert image.get_data_dtype() == np.int16 and label.get_data_dtype() == np.uint8
     assert image.shape == label.shape and np.allclose(image.affine, label.affine)
     assert np.asanyarray(image.dataobj).min() < -950  # air, in HU
@@ -44,27 +44,27 @@ def test_same_seed_same_bytes_and_different_seed_differs(tmp_path: Path) -> None
     other = tree_bytes(make_task(tmp_path / "c", "Task05_Prostate", cases=2, seed=1))
     assert first == again
     assert first.keys() == other.keys()
-    assert first["imagesTr/prostate_00.nii.gz"] != other["imagesTr/prostate_00.nii.gz"]
-    assert first["labelsTr/prostate_00.nii.gz"] != other["labelsTr/prostate_00.nii.gz"]
+    assert first["imagesTr/synthetic_prostate_00.nii.gz"] != other["imagesTr/synthetic_prostate_00.nii.gz"]
+    assert first["labelsTr/synthetic_prostate_00.nii.gz"] != other["labelsTr/synthetic_prostate_00.nii.gz"]
 
 
 def test_adding_cases_keeps_earlier_cases(tmp_path: Path) -> None:
     fewer = tree_bytes(make_task(tmp_path / "a", "Task02_Heart", cases=2))
     more = tree_bytes(make_task(tmp_path / "b", "Task02_Heart", cases=3))
-    for name in ("imagesTr/la_001.nii.gz", "imagesTr/la_002.nii.gz", "labelsTr/la_002.nii.gz"):
+    for name in ("imagesTr/synthetic_la_001.nii.gz", "imagesTr/synthetic_la_002.nii.gz", "labelsTr/synthetic_la_002.nii.gz"):
         assert fewer[name] == more[name]
 
 
 def test_anisotropic_spacing_and_lps_orientation(tmp_path: Path) -> None:
     task_dir = make_task(tmp_path, "Task08_HepaticVessel", cases=1, max_dim=48)
-    image = nib.load(task_dir / "imagesTr/hepaticvessel_001.nii.gz")
+    image = nib.load(task_dir / "imagesTr/synthetic_hepaticvessel_001.nii.gz")
     assert max(image.shape) <= 48
     sx, sy, sz = image.header.get_zooms()
     assert sx == pytest.approx(sy) and sz / sx > 3  # thick slices, as the real 0.8 x 0.8 x 5 mm
     assert nib.aff2axcodes(image.affine) == ("L", "P", "S")
     fov = np.asarray(image.shape) * np.asarray((sx, sy, sz))
     assert fov[0] == pytest.approx(512 * 0.8, rel=0.15)  # the real field of view, in mm
-    hippocampus = nib.load(make_task(tmp_path, "Task04_Hippocampus", cases=1) / "imagesTr/hippocampus_001.nii.gz")
+    hippocampus = nib.load(make_task(tmp_path, "Task04_Hippocampus", cases=1) / "imagesTr/synthetic_hippocampus_001.nii.gz")
     assert nib.aff2axcodes(hippocampus.affine) == ("R", "S", "A")  # a permuted frame
 
 
@@ -105,7 +105,7 @@ def test_cli_synthesize_with_short_task_name(tmp_path: Path) -> None:
     code = cli_main(["synthesize", "--task", "Task09", "--output", str(out), "--cases", "2", "--seed", "3", "--max-dim", "16"])
     assert code == 0
     assert json.loads((out / "dataset.json").read_text())["name"] == "Spleen"
-    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["spleen_1.nii.gz", "spleen_2.nii.gz"]
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["synthetic_spleen_1.nii.gz", "synthetic_spleen_2.nii.gz"]
 
 
 def test_replaces_an_existing_folder(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ rule make_figures:
         curves=f"{RESULTS}/plots/curves.csv",
         config=f"{RESULTS}/config.yaml",
         samples=run_files("samples.npz"),
+        datasets=expand(f"{DATA}/{{task}}", task=TASKS),  # dataset.json: the class names
     output:
         figure_files(),
     log:
@@ -78,4 +79,4 @@ rule make_figures:
         "../../envs/medvisionllama.yaml"
     shell:
         "mvl figures --long {input.long:q} --config {input.config:q} --outdir {params.outdir:q}"
-        " --curves {input.curves:q} --samples {input.samples:q} > {log:q} 2>&1"
+        " --curves {input.curves:q} --samples {input.samples:q} --datasets {input.datasets:q} > {log:q} 2>&1"

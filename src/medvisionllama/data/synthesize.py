@@ -14,6 +14,9 @@ the liver, the tumour core in the oedema). Every class has its own intensity in 
 well above the noise, so a small model learns the task in a few epochs. CT is stored in
 Hounsfield units (int16), MRI in arbitrary positive units (float32), labels as uint8.
 
+Case files are named as the real task names them behind a ``synthetic_`` prefix
+(``synthetic_BRATS_001``), so a synthetic case never passes for an MSD one.
+
 Each case is drawn from its own generator seeded by ``(seed, task number, split, case index)``:
 the same seed gives the same bytes, and adding cases leaves earlier cases unchanged.
 """
@@ -283,10 +286,18 @@ def synthesize_case(
     return np.ascontiguousarray(stored), label, affine
 
 
+#: every synthetic case name starts with this, so that no figure, table or file of a synthetic run can
+#: pass for an MSD case (``synthetic_BRATS_001``, not ``BRATS_001``); MSD's ``{prefix}_{NNN}`` shape is kept
+SYNTHETIC_CASE_PREFIX = "synthetic_"
+
+
 def case_name(task: TaskInfo, index: int) -> str:
-    """The file stem of case ``index`` in the real task's naming, e.g. ``BRATS_001``, ``liver_0``."""
+    """The file stem of case ``index``: the real task's naming behind ``SYNTHETIC_CASE_PREFIX``.
+
+    E.g. ``synthetic_BRATS_001``, ``synthetic_liver_0``.
+    """
     prefix, first, width = ANATOMIES[task.name].case_name
-    return f"{prefix}{index + first:0{width}d}"
+    return f"{SYNTHETIC_CASE_PREFIX}{prefix}{index + first:0{width}d}"
 
 
 def dataset_json(task: TaskInfo, train_ids: list[str], test_ids: list[str], seed: int) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import io
+import zlib
 
 import pandas as pd
 
@@ -77,9 +78,14 @@ PAPER_SETUP: dict[str, object] = {
 COLUMNS = ["table", "task", "model", "attention", "size", "metric", "mean", "std", "note"]
 
 
+#: how each control is named wherever a model is labelled (tables and figures)
+CONTROL_LABELS: dict[str, str] = {"random": "Gaussian control", "shuffled": "shuffled control"}
+
+
 def model_label(model: str) -> str:
     """``vit`` -> ``ViT``; ``llama3.1-8b`` -> ``ViT + Llama``; ``smollm2-135m-random`` ->
-    ``ViT + SmolLM2-135M (random)`` (a control in brackets); an unknown key is shown as ``ViT + <key>``."""
+    ``ViT + SmolLM2-135M (Gaussian control)``, ``smollm2-135m-shuffled`` -> ``ViT + SmolLM2-135M
+    (shuffled control)`` (:data:`CONTROL_LABELS`); an unknown key is shown as ``ViT + <key>``."""
     if model in PAPER_MODELS:
         return PAPER_MODELS[model]
     base, control = model, None
@@ -87,7 +93,42 @@ def model_label(model: str) -> str:
         if model.endswith(f"-{candidate}"):
             base, control = model[: -len(candidate) - 1], candidate
     name = PAPER_MODELS.get(base, "").removeprefix("ViT + ") or OTHER_LLMS.get(base, base)
-    return f"ViT + {name}" + (f" ({control})" if control else "")
+    return f"ViT + {name}" + (f" ({CONTROL_LABELS[control]})" if control else "")
+
+
+# One colour and marker per model, the same in every figure, keyed by the model's name (never by
+# its position in a config's list). Colours: the Okabe-Ito colour-blind-safe set; a control has the
+# hue of its pretrained block, lighter (Gaussian) or darker (shuffled), and its own marker.
+_KIND_STYLES: dict[str, tuple[str, str]] = {"vit": ("#333333", "o"), "mlp": ("#a6761d", "s")}
+_LLM_COLORS: dict[str, str] = {
+    "smollm2-135m": "#0072b2", "llama3.1-8b": "#d55e00", "gemma2-9b": "#009e73", "mistral-7b": "#cc79a7",
+    "qwen2-7b": "#e69f00", "yi1.5-9b": "#56b4e9",
+}
+_SPARE_COLORS = ("#882255", "#117733", "#44aa99", "#999933", "#aa4499", "#332288")  # other LLMs, by name hash
+_CONTROL_STYLES: dict[str | None, tuple[float, str]] = {None: (0.0, "^"), "random": (0.4, "v"),
+                                                        "shuffled": (-0.45, "D")}
+
+
+def _shade(color: str, amount: float) -> str:
+    """``color`` (``#rrggbb``) mixed with white (``amount`` > 0) or black (< 0) by ``|amount|``."""
+    rgb = [int(color[i:i + 2], 16) for i in (1, 3, 5)]
+    target = 255 if amount > 0 else 0
+    return "#" + "".join(f"{round(c + (target - c) * abs(amount)):02x}" for c in rgb)
+
+
+def model_style(model: str) -> tuple[str, str]:
+    """``(colour, marker)`` of ``model`` in every figure: ``vit`` dark grey circles, ``mlp`` brown
+    squares, each LLM its own colour with triangles, its ``-random`` control lighter with
+    down-triangles, its ``-shuffled`` control darker with diamonds. Depends on the name only."""
+    if model in _KIND_STYLES:
+        return _KIND_STYLES[model]
+    base, control = model, None
+    for candidate in CONTROLS:
+        if model.endswith(f"-{candidate}"):
+            base, control = model[: -len(candidate) - 1], candidate
+    color = _LLM_COLORS.get(base) or _SPARE_COLORS[zlib.crc32(base.encode()) % len(_SPARE_COLORS)]
+    amount, marker = _CONTROL_STYLES[control]
+    return (_shade(color, amount) if amount else color), marker
 
 
 @functools.lru_cache(maxsize=1)
