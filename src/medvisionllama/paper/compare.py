@@ -123,6 +123,12 @@ def _bootstrap_seed(text: str) -> int:
 
 
 _WORDS = {1: "better than", -1: "worse than", 0: "equal to"}
+#: the columns of :func:`claims`, in order
+CLAIM_COLUMNS = [
+    "experiment", "headline", "task", "metric", "a", "b", "claim", "claim_source", "expected", "better",
+    "published_a", "published_b", "reproduced_a", "reproduced_b", "effect", "ci_low", "ci_high", "n", "unit",
+    "n_missing", "test", "p_value", "p_holm", "verdict",
+]
 
 
 def _row(spec: ExperimentSpec, claim: str, task: str, metric: str, la: str, lb: str, source: str, expected: int,
@@ -189,13 +195,11 @@ def claims(scored: ExperimentScores, alpha: float = ALPHA) -> pd.DataFrame:
                                   (float(a_means.mean()), float(b_means.mean())), a_means, b_means, "tasks",
                                   headline=True))
 
-    out = pd.DataFrame(headlines + task_rows)
-    if out.empty:
-        return out
+    out = pd.DataFrame(headlines + task_rows, columns=CLAIM_COLUMNS[:-2])
     out["p_holm"] = holm(out["p_value"].to_numpy(dtype=float))
     out["verdict"] = [verdict(e, p, int(x), lower_is_better=m in LOWER_IS_BETTER, alpha=alpha)
                       for e, p, x, m in zip(out["effect"], out["p_holm"], out["expected"], out["metric"])]
-    return out
+    return out[CLAIM_COLUMNS]
 
 
 def configuration_differences(spec: ExperimentSpec, provenance: dict[str, Any] | None = None) -> list[str]:
