@@ -50,7 +50,6 @@ def tiny_config(**overrides) -> dict:
     config["preprocess"].update(sizes=["16x16x8", "24x24x8"], workers=1)
     config["model"].update(patch_size=8, hidden_size=16, num_heads=2, num_layers=1)
     config["training"].update(epochs=2)
-    config["evaluation"].update(num_predictions=1)
     one = ["Task04_Hippocampus"]
     config["experiments"] = {
         "main": {"tasks": "all", "models": ["vit", "smollm2-135m"]},

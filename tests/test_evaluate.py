@@ -27,7 +27,7 @@ def _task(root: Path, task: str, size: str, cases: int = 8) -> dict[str, Path]:
     data = synthesize_task(task, root / "data" / task, cases=cases, seed=0, max_dim=16)
     ids = sorted(p.name[: -len(".nii.gz")] for p in (data / "labelsTr").glob("*.nii.gz"))
     split = root / "splits" / f"{task}.json"
-    split.parent.mkdir(parents=True, exist_ok=True)  # two test cases, to check --num-predictions
+    split.parent.mkdir(parents=True, exist_ok=True)  # two test cases: both predictions kept
     split.write_text(json.dumps({"task": task, "seed": 0, "train": ids[:4], "val": ids[4:6], "test": ids[6:8]}))
     pre = root / "preprocessed" / task / size
     preprocess_task(data, size, pre)
@@ -49,7 +49,7 @@ def prostate_run(tmp_path_factory):
 def test_metrics_csv_predictions_and_samples(prostate_run):
     t, run = prostate_run, prostate_run["run"]
     table = evaluate_run(run_dir=run, preprocessed=t["preprocessed"], split=t["split"], data_dir=t["data"],
-                         num_predictions=1, device="cpu", progress=False)
+                         device="cpu", progress=False)
     written = pd.read_csv(run / "metrics.csv")
     assert tuple(written.columns) == METRICS_COLUMNS
     assert len(written) == 2 * 2  # two test cases x two foreground classes
@@ -63,14 +63,51 @@ def test_metrics_csv_predictions_and_samples(prostate_run):
     assert (written["hd95"].dropna() >= 0).all()
     np.testing.assert_allclose(written["dice"].to_numpy(), table["dice"].to_numpy(), rtol=1e-5, equal_nan=True)
 
-    # predictions: the first test case only, on the original grid with the original affine
+    # statuses beside the values, consistent with the masks the prediction files hold
+    for name in ("dice", "jaccard", "precision", "recall", "accuracy", "hd95"):
+        assert set(written[f"{name}_status"]) <= {"defined", "penalised", "empty"}, name
+    assert written["hd95"].notna().all()  # no NaN: a miss has the worst value
+
+    # predictions: every test case, on the original grid with the original affine
     test_ids = json.loads(t["split"].read_text())["test"]
     files = sorted((run / "predictions").iterdir())
-    assert [f.name for f in files] == [f"{test_ids[0]}.nii.gz"]
-    pred, original = nib.load(files[0]), nib.load(t["data"] / "labelsTr" / f"{test_ids[0]}.nii.gz")
-    assert pred.shape == original.shape
-    np.testing.assert_allclose(pred.affine, original.affine, atol=1e-5)
-    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}
+    assert [f.name for f in files] == sorted(f"{c}.nii.gz" for c in test_ids)
+    for case_id in test_ids:
+        pred = nib.load(run / "predictions" / f"{case_id}.nii.gz")
+        original = nib.load(t["data"] / "labelsTr" / f"{case_id}.nii.gz")
+        assert pred.shape == original.shape
+        np.testing.assert_allclose(pred.affine, original.affine, atol=1e-5)
+        values = np.asarray(pred.dataobj)
+        assert set(np.unique(values)) <= {0, 1, 2}
+        gt = np.asarray(original.dataobj)
+        for _, row in written[written["case_id"] == case_id].iterrows():
+            has_pred, has_gt = bool((values == row["class_index"]).any()), bool((gt == row["class_index"]).any())
+            expected = "defined" if has_pred and has_gt else "penalised" if has_pred != has_gt else "empty"
+            assert row["dice_status"] == row["hd95_status"] == expected
+            if expected == "penalised":
+                assert row["dice"] == 0 and row["hd95"] > 0
+
+    # summary.json: the same numbers, nnU-Net's shape, the run key, version and seed
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run"] == {"task": "Task05_Prostate", "model": "smollm2-135m-random",
+                              "attention": "hybrid-sequential", "size": "16x16x8", "seed": 3}
+    assert summary["seed"] == 3 and summary["version"] and summary["num_cases"] == 2
+    assert summary["classes"] == {"1": "PZ", "2": "TZ"}
+    assert [c["case_id"] for c in summary["metric_per_case"]] == test_ids
+    for entry in summary["metric_per_case"]:
+        for cls, values in entry["metrics"].items():
+            row = written[(written["case_id"] == entry["case_id"]) & (written["class_index"] == int(cls))].iloc[0]
+            assert values["dice"] == pytest.approx(row["dice"], rel=1e-5)
+            assert values["hd95_status"] == row["hd95_status"]
+    for cls in ("1", "2"):
+        rows = written[written["class_index"] == int(cls)]
+        assert summary["mean"][cls]["hd95"] == pytest.approx(rows["hd95"].mean(), rel=1e-5)
+        counts = summary["counts"][cls]["dice"]
+        assert counts["penalised"] == (rows["dice_status"] == "penalised").sum()
+        assert sum(counts.values()) == 2
+    assert summary["foreground_mean"]["dice"] == pytest.approx(
+        written.groupby("class_index")["dice"].mean().mean(), rel=1e-5)
+    assert sum(summary["counts"]["foreground"]["hd95"].values()) == 4
 
     # samples.npz: the first test case's slice and the activation maps of V_E, V_LLM, V_D
     s = np.load(run / "samples.npz")
@@ -109,7 +146,7 @@ def test_full_size_uses_sliding_windows(tmp_path):
     train_run(preprocessed=t["preprocessed"], split=t["split"], run_dir=run, model="vit", seed=0,
               settings=tiny_settings(epochs=1, lr=1e-3, img_size=(8, 8, 8)), progress=False)
     evaluate_run(run_dir=run, preprocessed=t["preprocessed"], split=t["split"], data_dir=t["data"],
-                 num_predictions=2, device="cpu", progress=False)
+                 device="cpu", progress=False)
     written = pd.read_csv(run / "metrics.csv")
     assert len(written) == 2 * 2 and written["size"].unique().tolist() == ["full"]
     assert len(list((run / "predictions").glob("*.nii.gz"))) == 2

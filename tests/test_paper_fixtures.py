@@ -9,33 +9,48 @@ import numpy as np
 import pandas as pd
 
 from medvisionllama.paper.aggregate import METRICS_COLUMNS, per_case_means
-from medvisionllama.vocabulary import RunKey
+from medvisionllama.vocabulary import METRIC_NAMES, RunKey
 
 PARAMS = {"vit": 0.84e6, "mlp": 0.96e6, "smollm2-135m": 4.1e6, "llama3.1-8b": 218.96e6}
 
 
-def metrics_rows(task, model, attention, size, seed, dice_by_case, classes=("a", "b")) -> pd.DataFrame:
-    """metrics.csv rows: each case's foreground classes get dice = case value -/+ 0.05 (mean = value)."""
+#: HD95 of a miss in these fixtures (the "image diagonal")
+DIAGONAL = 80.0
+
+
+def metrics_rows(task, model, attention, size, seed, dice_by_case, classes=("a", "b"), missed=()) -> pd.DataFrame:
+    """metrics.csv rows: each case's foreground classes get dice = case value -/+ 0.05 (mean = value),
+    status ``defined``. ``missed``: (case, class_index) pairs the model missed: scored as
+    evaluation scores a miss (Dice, Jaccard, precision, recall 0; HD95 = DIAGONAL), ``penalised``."""
     rows = []
     for case, dice in dice_by_case.items():
         for k, name in enumerate(classes, start=1):
             d = dice + (0.05 if k == 2 else -0.05) if len(classes) == 2 else dice
-            rows.append({"task": task, "model": model, "attention": attention, "size": size, "seed": seed,
-                         "case_id": case, "class_index": k, "class_name": name, "dice": d,
-                         "jaccard": d / (2 - d), "precision": d, "recall": min(1.0, d + 0.1),
-                         "accuracy": 0.9 + d / 10, "hd95": 20 * (1 - d)})
+            row = {"task": task, "model": model, "attention": attention, "size": size, "seed": seed,
+                   "case_id": case, "class_index": k, "class_name": name, "dice": d,
+                   "jaccard": d / (2 - d), "precision": d, "recall": min(1.0, d + 0.1),
+                   "accuracy": 0.9 + d / 10, "hd95": 20 * (1 - d)}
+            row.update({f"{m}_status": "defined" for m in METRIC_NAMES})
+            if (case, k) in missed:
+                row.update(dice=0.0, jaccard=0.0, precision=0.0, recall=0.0, hd95=DIAGONAL)
+                row.update({f"{m}_status": "penalised" for m in METRIC_NAMES if m != "accuracy"})
+            rows.append(row)
     return pd.DataFrame(rows)[METRICS_COLUMNS]
 
 
-def make_long(runs: dict[tuple, dict[str, float]], train_seconds: float = 36.0, epochs: int = 3) -> pd.DataFrame:
-    """A long table as `mvl aggregate` writes it. ``runs``: (task, model, attention, size, seed) -> {case: dice}."""
+def make_long(runs: dict[tuple, dict[str, float]], train_seconds: float = 36.0, epochs: int = 3,
+              missed: dict[tuple, set] | None = None) -> pd.DataFrame:
+    """A long table as `mvl aggregate` writes it. ``runs``: (task, model, attention, size, seed) -> {case: dice};
+    ``missed``: run key -> (case, class_index) pairs missed (see :func:`metrics_rows`)."""
     parts = []
-    for (task, model, attention, size, seed), cases in runs.items():
-        m = metrics_rows(task, model, attention, size, seed, cases)
+    for key, cases in runs.items():
+        task, model, attention, size, seed = key
+        m = metrics_rows(task, model, attention, size, seed, cases, missed=(missed or {}).get(key, ()))
         df = pd.concat([m, per_case_means(m)], ignore_index=True)[METRICS_COLUMNS]
         df["params_total"] = PARAMS.get(model, 1e6) * (1.02 if attention == "spatial" else 1.0)
         df["params_trainable"] = 0.8e6
         df["train_seconds"] = train_seconds * (2 if model != "vit" else 1)
+        df["device"] = "cpu"
         df["epochs"] = epochs
         df["run"] = f"{task}/{model}/{attention}/{size}/seed{seed}"
         parts.append(df)
@@ -64,7 +79,7 @@ def write_run_dir(root: Path, task, model, attention, size, seed, cases: dict[st
     run.mkdir(parents=True)
     metrics_rows(task, model, attention, size, seed, cases).to_csv(run / "metrics.csv", index=False)
     (run / "run.json").write_text(json.dumps({"params": {"total": PARAMS.get(model, 1e6), "trainable": 8e5},
-                                              "train_seconds": 12.5, "seed": seed}))
+                                              "train_seconds": 12.5, "seed": seed, "device": "cpu"}))
     e = np.arange(1, epochs + 1)
     bonus = 0.0 if model == "vit" else 0.05
     pd.DataFrame({"epoch": e, "train_loss": 1.0 / e, "train_dice": 0.5 + bonus + 0.05 * np.log(e),

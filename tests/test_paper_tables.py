@@ -8,13 +8,14 @@ import pytest
 import yaml
 
 from medvisionllama.errors import InputError
-from medvisionllama.paper.aggregate import aggregate, per_case_means
+from medvisionllama.paper.aggregate import aggregate, per_case_means, read_run
 from medvisionllama.paper.compare import claims, comparison_values, provenance_header
 from medvisionllama.paper.metrics_json import metrics_summary
 from medvisionllama.paper.spec import ExperimentSpec, parse_experiments
-from medvisionllama.paper.summary import case_scores, paired_test, score_experiment, summarize
+from medvisionllama.paper.summary import case_scores, score_experiment, summarize
 from medvisionllama.paper.tables import build_table, main as tables_main
-from test_paper_fixtures import grid, make_long, metrics_rows, write_run_dir
+from medvisionllama.paper.verdicts import METHOD_NOTE, holm, paired_evidence
+from test_paper_fixtures import DIAGONAL, grid, make_long, metrics_rows, write_run_dir
 
 T1, T3 = "Task01_BrainTumour", "Task03_Liver"
 
@@ -44,14 +45,53 @@ def test_spec_validation_and_required_runs():
         spec(llm_for_paper={"other": "llama3.1-8b"})
 
 
-def test_per_case_mean_is_nan_aware():
-    m = metrics_rows(T1, "vit", "hybrid-sequential", "32x32x16", 0, {"c1": 0.6})
-    m.loc[0, "hd95"] = np.nan
+def test_per_case_mean_is_plain_with_a_status():
+    m = metrics_rows(T1, "vit", "hybrid-sequential", "32x32x16", 0, {"c1": 0.6, "c2": 0.6}, missed={("c1", 1)})
     bg = m.iloc[[0]].assign(class_index=0, class_name="background", dice=0.99)
-    means = per_case_means(pd.concat([m, bg]))
-    assert means["dice"].iloc[0] == pytest.approx(0.6)  # background ignored
-    assert means["hd95"].iloc[0] == pytest.approx(m.loc[1, "hd95"])  # NaN class skipped
-    assert means["class_name"].iloc[0] == "mean" and means["class_index"].iloc[0] == -1
+    means = per_case_means(pd.concat([m, bg])).set_index("case_id")
+    assert means.loc["c2", "dice"] == pytest.approx(0.6)  # background ignored
+    assert means.loc["c1", "dice"] == pytest.approx(0.65 / 2)  # the miss counts with Dice 0
+    assert means.loc["c1", "hd95"] == pytest.approx((DIAGONAL + 20 * (1 - 0.65)) / 2)  # and HD95 = diagonal
+    assert means.loc["c1", "hd95_status"] == "penalised" and means.loc["c2", "hd95_status"] == "defined"
+    assert means.loc["c1", "accuracy_status"] == "defined"
+    assert (means["class_name"] == "mean").all() and (means["class_index"] == -1).all()
+    both_empty = m[m["case_id"] == "c2"].copy()
+    both_empty["dice_status"] = "empty"
+    assert per_case_means(both_empty)["dice_status"].iloc[0] == "empty"  # empty only when every class is
+    both_empty.loc[both_empty.index[0], "dice_status"] = "defined"
+    assert per_case_means(both_empty)["dice_status"].iloc[0] == "defined"
+    skipped = m.copy()
+    skipped["hd95"], skipped["hd95_status"] = np.nan, "skipped"
+    assert per_case_means(skipped)["hd95"].isna().all()
+
+
+def test_a_miss_is_never_rewarded_in_a_table():
+    """A model that misses a present class (HD95 NaN before issue 10) gets a worse HD95 cell than one
+    that finds it poorly, and the cell says how many cases were penalised."""
+    runs = {(T1, "vit", "hybrid-sequential", "32x32x16", 0): {"a": 0.3, "b": 0.3},
+            (T1, "smollm2-135m", "hybrid-sequential", "32x32x16", 0): {"a": 0.35, "b": 0.35}}
+    long = make_long(runs, missed={(T1, "smollm2-135m", "hybrid-sequential", "32x32x16", 0): {("a", 1), ("b", 1)}})
+    scored = score_experiment(long, spec(tasks=[T1]))
+    vit, llm = scored.cell(T1, "vit", "hybrid-sequential", "32x32x16"), scored.cell(T1, "smollm2-135m", "hybrid-sequential", "32x32x16")
+    assert llm["hd95_mean"] > vit["hd95_mean"] and llm["dice_mean"] < vit["dice_mean"]
+    assert (llm["hd95_n_penalised"], vit["hd95_n_penalised"]) == (2, 0)
+    table = build_table(scored)
+    assert table.loc["HD95", ("Task01", "ViT + SmolLM2-135M")].endswith("†2")
+    assert "†" not in table.loc["HD95", ("Task01", "ViT")]
+    values = comparison_values(scored).set_index(["model", "metric"])
+    assert values.loc[("smollm2-135m", "hd95"), "n_penalised"] == 2 and values.loc[("vit", "dice"), "n_penalised"] == 0
+
+
+def test_nan_in_a_computed_metric_and_old_metrics_are_refused(tmp_path):
+    run = write_run_dir(tmp_path / "runs", T1, "vit", "hybrid-sequential", "32x32x16", 0, {"a": 0.5})
+    metrics = pd.read_csv(run / "metrics.csv")
+    metrics.loc[0, "hd95"] = np.nan  # status still "defined"
+    metrics.to_csv(run / "metrics.csv", index=False)
+    with pytest.raises(InputError, match=r"metrics\.csv: hd95 is NaN although computed"):
+        read_run(run)
+    metrics.drop(columns=[c for c in metrics.columns if c.endswith("_status")]).to_csv(run / "metrics.csv", index=False)
+    with pytest.raises(InputError, match="no metric status columns.*re-evaluate the run"):
+        read_run(run)
 
 
 def test_aggregate_reads_run_folders(tmp_path):
@@ -59,7 +99,9 @@ def test_aggregate_reads_run_folders(tmp_path):
         write_run_dir(tmp_path / "runs", *key, cases)
     long = aggregate([tmp_path / "runs"], tmp_path / "long.csv", tmp_path / "curves.csv")
     assert long["run"].nunique() == 2 and (long["class_name"] == "mean").sum() == 6
-    assert long["params_total"].max() == 4.1e6 and long["epochs"].iloc[0] == 4
+    assert long["params_total"].max() == 4.1e6 and long["epochs"].iloc[0] == 4 and set(long["device"]) == {"cpu"}
+    assert {"dice_status", "hd95_status"} <= set(long.columns)
+    assert set(long.loc[long["class_name"] == "mean", "dice_status"]) == {"defined"}
     assert len(pd.read_csv(tmp_path / "curves.csv")) == 8
     with pytest.raises(InputError, match="missing run.json"):
         (tmp_path / "runs" / T1 / "vit" / "hybrid-sequential" / "32x32x16" / "seed0" / "run.json").unlink()
@@ -106,8 +148,10 @@ def test_other_layouts():
     att = build_table_of(long, spec("attention_strategy", models=["smollm2-135m"], attention=["hybrid-sequential", "hybrid-parallel"]))
     assert list(att.index) == ["Sequential", "Parallel"] and list(att.columns) == ["Params (M)", "Task01 Dice", "Task03 Dice"]
     size = build_table_of(long, spec("input_size", tasks=[T1], sizes=["16x16x8", "32x32x16"]))
-    assert list(size.columns) == [("16×16×8", "TT"), ("16×16×8", "DSC"), ("32×32×16", "TT"), ("32×32×16", "DSC")]
+    assert list(size.columns) == [("16×16×8", "TT"), ("16×16×8", "Device"), ("16×16×8", "DSC"),
+                                  ("32×32×16", "TT"), ("32×32×16", "Device"), ("32×32×16", "DSC")]
     assert size.iloc[0, 0] == "36.0 s"  # below 0.1 h: seconds, with the unit
+    assert size.iloc[0, 1] == "cpu"  # the device each training time was measured on
     cx = build_table_of(long, spec("complexity", tasks=[T1], models=["vit", "smollm2-135m"]))
     assert list(cx.columns) == ["Params (M)", "Task01 Dice", "Task01 HD95"]
 
@@ -121,19 +165,66 @@ def test_comparison_values_and_claims():
     assert row["published_mean"] == 0.84 and row["paper_model"] == "llama3.1-8b"
     assert row["difference"] == pytest.approx(row["reproduced_mean"] - 0.84) and row["difference"] < 0
     c = claims(score_experiment(long, s)).set_index("metric")
-    assert c.loc["dice", "claim_holds"] == "yes" and c.loc["dice", "p_value"] < 0.05
-    assert "Wilcoxon" in c.loc["dice", "test"]
+    assert not c["headline"].any()  # one task: no cross-task row
+    dice = c.loc["dice"]
+    assert dice["verdict"] == "supported" and dice["unit"] == "cases" and dice["n"] == 8
+    assert dice["ci_low"] < dice["effect"] < dice["ci_high"] and dice["ci_low"] > 0
+    assert "Wilcoxon" in dice["test"] and dice["p_value"] < 0.05
+    assert dice["effect"] == pytest.approx(dice["reproduced_a"] - dice["reproduced_b"])
+    # Holm over the six claims of the table
+    assert c["p_holm"].to_numpy() == pytest.approx(holm(c["p_value"].to_numpy()))
+    assert (c["p_holm"] >= c["p_value"]).all()
+    # HD95 (lower is better): the effect is negative when a is better, and that supports the claim
+    assert c.loc["hd95", "effect"] < 0 and c.loc["hd95", "verdict"] == "supported"
     worse = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=-0.1))
-    assert claims(score_experiment(worse, s)).set_index("metric").loc["dice", "claim_holds"] == "no"
+    assert claims(score_experiment(worse, s)).set_index("metric").loc["dice", "verdict"] == "contradicted"
     same = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=0.0, seed=3))
-    assert claims(score_experiment(same, s)).set_index("metric").loc["dice", "claim_holds"] in {"not significant", "no"}
+    assert claims(score_experiment(same, s)).set_index("metric").loc["dice", "verdict"] == "inconclusive"
+    # the bootstrap is seeded: the same scores give byte-identical claims
+    pd.testing.assert_frame_equal(claims(score_experiment(long, s)), claims(score_experiment(long, s)))
 
 
-def test_paired_test_small_n():
-    assert np.isnan(paired_test([0.5], [0.4])[0])
-    p, test = paired_test([0.5, 0.6, 0.7], [0.4, 0.45, 0.5])
-    assert "t-test" in test and 0 < p < 1
-    assert paired_test([0.5, 0.6], [0.5, 0.6])[0] == 1.0
+def test_claims_too_few_cases_and_the_cross_task_headline():
+    tasks = ["Task01_BrainTumour", "Task02_Heart", "Task03_Liver", "Task04_Hippocampus", "Task05_Prostate",
+             "Task06_Lung", "Task07_Pancreas", "Task08_HepaticVessel"]
+    long = make_long(grid(tasks, ["vit", "smollm2-135m"], n_cases=2, gain=0.1))
+    scored = score_experiment(long, spec(tasks=tasks))
+    c = claims(scored)
+    per_task = c[~c["headline"]]
+    assert per_task["p_value"].isna().all() and (per_task["verdict"] == "inconclusive").all()
+    assert per_task["test"].str.contains("too few cases").all()
+    head = c[c["headline"]]
+    assert list(c["headline"].iloc[: len(head)]) == [True] * len(head)  # headline rows come first
+    assert len(head) == 6 and set(head["unit"]) == {"tasks"} and (head["n"] == len(tasks)).all()
+    dice = head.set_index("metric").loc["dice"]
+    assert "across the 8 tasks" in dice["claim"]
+    # computed over the per-task means
+    a = [scored.cell(t, "smollm2-135m", "hybrid-sequential", "32x32x16")["dice_mean"] for t in tasks]
+    b = [scored.cell(t, "vit", "hybrid-sequential", "32x32x16")["dice_mean"] for t in tasks]
+    expected = paired_evidence(a, b, unit="tasks", seed=0)
+    assert dice["effect"] == pytest.approx(expected.effect) and dice["p_value"] == pytest.approx(expected.p_value)
+    # 8 tasks, all better: exact p = 2/256; Holm over the 6 tested headlines keeps it below 0.05
+    assert dice["p_value"] == pytest.approx(2 / 256) and dice["p_holm"] == pytest.approx(6 * 2 / 256)
+    assert dice["verdict"] == "supported"
+
+
+def test_claims_use_seeds_as_units_and_equal_published_numbers():
+    long = make_long(grid([T1], ["vit", "smollm2-135m"], seeds=(0, 1, 2), n_cases=4))
+    c = claims(score_experiment(long, spec(tasks=[T1], seeds=[0, 1, 2]))).set_index("metric")
+    assert (c["unit"] == "seeds").all() and (c["n"] == 3).all()  # never 3 seeds x 4 cases
+    scores = score_experiment(long, spec(tasks=[T1], seeds=[0, 1, 2])).scores
+    per_seed = scores[scores["model"] == "smollm2-135m"].groupby("seed")["dice"].mean() \
+        - scores[scores["model"] == "vit"].groupby("seed")["dice"].mean()
+    assert c.loc["dice", "effect"] == pytest.approx(per_seed.mean())
+    assert "too few seeds" in c.loc["dice", "test"]
+
+
+def test_a_claim_of_no_difference_is_never_supported():
+    from medvisionllama.paper.verdicts import verdict
+
+    assert verdict(0.2, 0.01, 0) == "contradicted"
+    assert verdict(0.2, 0.5, 0) == "inconclusive"
+    assert verdict(-0.2, 0.01, 1) == "contradicted" and verdict(-0.2, 0.01, 1, lower_is_better=True) == "supported"
 
 
 def test_provenance_header():
@@ -160,12 +251,18 @@ def test_tables_cli_and_metrics_json(tmp_path):
     assert "NOT the paper's configuration" in md and "0.84 ± 0.11" in md
     # provenance from the config file: the data source and the learning rate differ, the batch size does not
     assert "synthetic data (paper: the MSD images)" in md and "learning rate 0.003" in md and "batch size" not in md
-    assert pd.read_csv(tmp_path / "tables" / "main_claims.csv", comment="#")["p_value"].notna().all()
+    claims_csv = pd.read_csv(tmp_path / "tables" / "main_claims.csv", comment="#")
+    assert set(claims_csv["verdict"]) <= {"supported", "contradicted", "inconclusive"}
+    assert claims_csv["headline"].iloc[0] and claims_csv["headline"].sum() == 6  # two tasks: one row per metric
+    claims_md = (tmp_path / "tables" / "main_claims.md").read_text()
+    assert METHOD_NOTE in claims_md and "HEADLINE:" in claims_md and "too few cases (4 non-zero" in claims_md
+    comparison = pd.read_csv(tmp_path / "tables" / "main_comparison.csv", comment="#")
+    assert {"n", "n_penalised", "n_undefined"} <= set(comparison.columns)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     entry = metrics["main"][T1]["smollm2-135m"]
     assert 0 < entry["dice_mean"] < 1 and entry["n_cases"] == 4 and entry["params_m"] == pytest.approx(4.1)
-    nan_long = long.copy()
-    nan_long.loc[nan_long["model"] == "vit", "hd95"] = np.nan
+    nan_long = long.copy()  # HD95 not computed for the ViT
+    nan_long.loc[nan_long["model"] == "vit", ["hd95", "hd95_status"]] = [np.nan, "skipped"]
     summary = metrics_summary([score_experiment(nan_long, spec())])
     assert summary["main"][T1]["vit"]["hd95_mean"] is None
     json.dumps(summary, allow_nan=False)

@@ -41,8 +41,13 @@ PAPER_METRICS: tuple[str, ...] = ("dice", "accuracy", "precision", "recall", "ja
 # ------------------------------------------------------------------------------------ columns
 #: the columns naming a run, in run-path order
 RUN_KEY_COLUMNS: tuple[str, ...] = ("task", "model", "attention", "size", "seed")
-#: ``metrics.csv`` of ``mvl evaluate``: one row per test case and class
-METRICS_COLUMNS: tuple[str, ...] = (*RUN_KEY_COLUMNS, "case_id", "class_index", "class_name", *METRIC_NAMES)
+#: each metric's status column (``defined``, ``penalised``, ``empty`` or ``skipped``: see
+#: ``evaluation/metrics.py``), in the order of :data:`METRIC_NAMES`
+METRIC_STATUS_COLUMNS: tuple[str, ...] = tuple(f"{m}_status" for m in METRIC_NAMES)
+#: ``metrics.csv`` of ``mvl evaluate``: one row per test case and class, the values then their statuses
+METRICS_COLUMNS: tuple[str, ...] = (
+    *RUN_KEY_COLUMNS, "case_id", "class_index", "class_name", *METRIC_NAMES, *METRIC_STATUS_COLUMNS,
+)
 #: ``class_name`` of the per-case summary rows of the long table (mean over foreground classes)
 MEAN_CLASS = "mean"
 #: ``history.csv`` of ``mvl train``: one row per epoch

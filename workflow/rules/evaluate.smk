@@ -13,6 +13,8 @@ rule evaluate_run:
     output:
         metrics=f"{RUN_DIR}/metrics.csv",
         samples=f"{RUN_DIR}/samples.npz",
+        summary=f"{RUN_DIR}/summary.json",
+        predictions=directory(f"{RUN_DIR}/predictions"),
     log:
         "logs/evaluate_run/{task}/{model}/{attention}/{size}/seed{seed}.log",
     benchmark:

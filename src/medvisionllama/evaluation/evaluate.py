@@ -6,10 +6,14 @@ size; sliding windows for ``full`` volumes), take the argmax, map it back to the
 label file of the raw task folder with the original voxel spacing (HD95 in mm). Writes into the
 run folder (docs/contracts.md):
 
-- ``metrics.csv``: one row per test case and foreground class (written last: its presence means
-  the evaluation finished);
-- ``predictions/{case}.nii.gz``: the first ``num_predictions`` test predictions, original grid and
-  affine;
+- ``metrics.csv``: one row per test case and foreground class, each metric's value and its status
+  (``defined``, ``penalised``, ``empty``: the conventions of :mod:`.metrics`) (written last: its
+  presence means the evaluation finished);
+- ``summary.json``: the same scores in the shape of nnU-Net's evaluation summary
+  (:func:`run_summary`): ``metric_per_case``, ``mean`` per class, ``foreground_mean``, and per class
+  and metric the counts of defined, penalised and empty cases; with the run key, seed and version;
+- ``predictions/{case}.nii.gz``: every test case's prediction, original grid and affine (so a run
+  can be re-scored, ensembled or inspected without retraining);
 - ``samples.npz``: the first test case's axial slice through its largest foreground: image,
   label, prediction, Dice and the activation maps at V_E, V_LLM (models with a bridge) and V_D.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +38,14 @@ from medvisionllama.data.preprocessed import read_preprocessed
 from medvisionllama.data.split import read_split
 from medvisionllama.errors import InputError
 from medvisionllama.evaluation.inference import activation_maps, largest_foreground_slice
-from medvisionllama.evaluation.metrics import SegmentationMetrics
+from medvisionllama import __version__
+from medvisionllama.evaluation.metrics import STATUSES, SegmentationMetrics, status_column
 from medvisionllama.experiments import load_config
-from medvisionllama.io_utils import atomic_dir, atomic_path
+from medvisionllama.io_utils import atomic_dir, atomic_path, write_json_atomic
 from medvisionllama.runtime import load_run_model, predict_logits, resolve_device
-from medvisionllama.vocabulary import METRICS_COLUMNS
+from medvisionllama.vocabulary import METRIC_NAMES, METRICS_COLUMNS, RUN_KEY_COLUMNS
 
 log = logging.getLogger(__name__)
-
 
 
 def load_original_label(path: Path, shape: list[int]) -> np.ndarray:
@@ -61,13 +66,49 @@ def _model_input(image: np.ndarray, roi: tuple[int, int, int]) -> torch.Tensor:
     return t
 
 
+def _number(value: float) -> float | None:
+    """A JSON number: NaN (a skipped HD95) becomes null."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def run_summary(scorer: SegmentationMetrics, run: dict[str, object], version: str = __version__) -> dict[str, Any]:
+    """``summary.json`` of a run, in the shape nnU-Net's evaluation summary has.
+
+    Keys: ``run`` (task, model, attention, size, seed), ``seed``, ``version``, ``num_cases``,
+    ``classes`` (index -> name), ``metric_per_case`` (one entry per case: ``case_id`` and
+    ``metrics`` = {class index: {metric: value, "<metric>_status": status}}), ``mean`` ({class
+    index: {metric: mean over cases}}), ``foreground_mean`` ({metric: mean of the class means}) and
+    ``counts`` ({class index: {metric: {status: cases}}}, plus ``"foreground"``: summed over
+    classes). Class indices are strings (JSON keys); NaN (a skipped HD95) is null.
+    """
+    aggregated = scorer.aggregate()
+    per_case: dict[str, dict[str, dict[str, object]]] = {}
+    for row in scorer.rows:
+        entry = {m: _number(row[m]) for m in METRIC_NAMES}
+        entry.update({status_column(m): str(row[status_column(m)]) for m in METRIC_NAMES})
+        per_case.setdefault(str(row["case_id"]), {})[str(row["class_index"])] = entry
+    classes = {str(c): name for c, name in scorer.class_names.items()}
+
+    def counts(stats: dict[str, float]) -> dict[str, dict[str, int]]:
+        return {m: {s: int(stats[f"n_{m}_{s}"]) for s in STATUSES} for m in METRIC_NAMES}
+
+    return {
+        "run": dict(run), "seed": run["seed"], "version": version, "num_cases": len(per_case), "classes": classes,
+        "metric_per_case": [{"case_id": case, "metrics": metrics} for case, metrics in per_case.items()],
+        "mean": {c: {m: _number(aggregated[name][m]) for m in METRIC_NAMES} for c, name in classes.items()},
+        "foreground_mean": {m: _number(aggregated["mean"][m]) for m in METRIC_NAMES},
+        "counts": {**{c: counts(aggregated[name]) for c, name in classes.items()},
+                   "foreground": counts(aggregated["mean"])},
+    }
+
+
 def evaluate_run(
     *,
     run_dir: str | Path,
     preprocessed: str | Path,
     split: str | Path,
     data_dir: str | Path,
-    num_predictions: int = 2,
     checkpoint: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
@@ -75,8 +116,6 @@ def evaluate_run(
     """Evaluate a run; returns the ``metrics.csv`` table (also written into ``run_dir``)."""
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     ckpt_path = Path(checkpoint) if checkpoint else run_dir / "checkpoint_best.pt"
-    if num_predictions < 0:
-        raise InputError(f"--num-predictions must be >= 0, got {num_predictions}")
     ckpt = load_checkpoint(ckpt_path)
     info = read_preprocessed(preprocessed)
     trained = ckpt["data"]
@@ -94,48 +133,44 @@ def evaluate_run(
     roi = tuple(int(v) for v in config.img_size)
     foreground = {c: n for c, n in info.class_names.items() if c != 0}
     scorer = SegmentationMetrics(foreground)
-    predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     sample: dict[str, Any] = {}
-
-    for index, case_id in enumerate(tqdm(test_ids, desc=f"evaluate {run_dir}", unit="case", disable=not progress)):
-        meta = info.case_meta(case_id)
-        image, label = info.load_case(case_id)
-        with torch.no_grad():
-            logits = predict_logits(model, torch.from_numpy(image)[None], roi, dev)  # (1, K, X, Y, Z)
-        pred = logits[0].argmax(0).numpy().astype(np.uint8)  # (X, Y, Z) preprocessed grid
-        pred_orig = restore_to_original(pred, meta)
-        label_path = data_dir / meta.get("label_source", f"labelsTr/{case_id}.nii.gz")
-        gt = load_original_label(label_path, meta["original_shape"])
-        rows = scorer.update(case_id, pred_orig, gt, spacing=meta["original_spacing"])
-        if index < num_predictions:
-            predictions[case_id] = (pred_orig, np.asarray(meta["original_affine"], dtype=float))
-        if index == 0:
-            z = largest_foreground_slice(label)
-            dices = [r["dice"] for r in rows if not np.isnan(r["dice"])]
-            sample = {
-                "image": image[:, :, :, z].astype(np.float32), "label": label[:, :, z].astype(np.uint8),
-                "pred": pred[:, :, z].astype(np.uint8), "case_id": np.array(case_id),
-                "dice": np.float32(np.mean(dices) if dices else np.nan), "slice_index": np.int64(z),
-            }
-            zr = min(int(round((z + 0.5) * roi[2] / image.shape[3] - 0.5)), roi[2] - 1)
-            maps = activation_maps(model, _model_input(image, roi), max(zr, 0), dev)
-            for name, m in maps.items():  # (rx, ry) on the model grid -> (X, Y) of the slice
-                t = torch.from_numpy(m)[None, None]
-                sample[name] = torch.nn.functional.interpolate(t, size=image.shape[1:3], mode="bilinear",
-                                                               align_corners=False)[0, 0].numpy()
+    cases = tqdm(test_ids, desc=f"evaluate {run_dir}", unit="case", disable=not progress)
+    # every prediction, on the original grid; the folder replaces the old one once all are written
+    with atomic_dir(run_dir / "predictions") as predictions_dir:
+        for index, case_id in enumerate(cases):
+            meta = info.case_meta(case_id)
+            image, label = info.load_case(case_id)
+            with torch.no_grad():
+                logits = predict_logits(model, torch.from_numpy(image)[None], roi, dev)  # (1, K, X, Y, Z)
+            pred = logits[0].argmax(0).numpy().astype(np.uint8)  # (X, Y, Z) preprocessed grid
+            pred_orig = restore_to_original(pred, meta)
+            label_path = data_dir / meta.get("label_source", f"labelsTr/{case_id}.nii.gz")
+            gt = load_original_label(label_path, meta["original_shape"])
+            rows = scorer.update(case_id, pred_orig, gt, spacing=meta["original_spacing"])
+            affine = np.asarray(meta["original_affine"], dtype=float)
+            save_nifti(make_nifti(pred_orig, affine), predictions_dir / f"{case_id}.nii.gz")  # written case by case
+            if index == 0:
+                z = largest_foreground_slice(label)
+                dices = [r["dice"] for r in rows if not np.isnan(r["dice"])]
+                sample = {
+                    "image": image[:, :, :, z].astype(np.float32), "label": label[:, :, z].astype(np.uint8),
+                    "pred": pred[:, :, z].astype(np.uint8), "case_id": np.array(case_id),
+                    "dice": np.float32(np.mean(dices) if dices else np.nan), "slice_index": np.int64(z),
+                }
+                zr = min(int(round((z + 0.5) * roi[2] / image.shape[3] - 0.5)), roi[2] - 1)
+                maps = activation_maps(model, _model_input(image, roi), max(zr, 0), dev)
+                for name, m in maps.items():  # (rx, ry) on the model grid -> (X, Y) of the slice
+                    t = torch.from_numpy(m)[None, None]
+                    sample[name] = torch.nn.functional.interpolate(t, size=image.shape[1:3], mode="bilinear",
+                                                                   align_corners=False)[0, 0].numpy()
 
     table = pd.DataFrame(scorer.rows)
-    for key, value in (("task", trained["task"]), ("model", config.model), ("attention", config.attention),
-                       ("size", trained["size"]), ("seed", int(ckpt["seed"]))):
+    run = dict(zip(RUN_KEY_COLUMNS, (trained["task"], config.model, config.attention, trained["size"], int(ckpt["seed"]))))
+    for key, value in run.items():
         table[key] = value
     table = table[list(METRICS_COLUMNS)]
 
-    if predictions:
-        with atomic_dir(run_dir / "predictions") as tmp:
-            for case_id, (pred_orig, affine) in predictions.items():
-                save_nifti(make_nifti(pred_orig, affine), tmp / f"{case_id}.nii.gz")
-    else:
-        (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "summary.json", run_summary(scorer, run))
     with atomic_path(run_dir / "samples.npz", suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **sample)
@@ -149,8 +184,8 @@ def evaluate_run(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mvl evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=None,
-                   help="YAML with the evaluation: and training: settings (the pipeline's results/config.yaml): "
-                        "evaluation.num_predictions (default 2), training.device (default auto)")
+                   help="YAML with the training: settings (the pipeline's results/config/evaluate.yaml): "
+                        "training.device (default auto)")
     p.add_argument("--run-dir", required=True, help="run folder (holds checkpoint_best.pt); outputs go here")
     p.add_argument("--preprocessed", required=True, help="preprocessed task folder the run was trained on")
     p.add_argument("--split", required=True, help="split JSON (its 'test' cases are scored)")
@@ -164,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     config = load_config(args.config) if args.config else {}
     evaluate_run(run_dir=args.run_dir, preprocessed=args.preprocessed, split=args.split, data_dir=args.data_dir,
-                 num_predictions=int((config.get("evaluation") or {}).get("num_predictions", 2)),
                  checkpoint=args.checkpoint, device=str((config.get("training") or {}).get("device", "auto")),
                  progress=not args.no_progress)
     return 0

@@ -1,17 +1,21 @@
 """``mvl aggregate``: collect many runs' outputs into one long table (and training curves).
 
 Reads, per run folder (``results/runs/{task}/{model}/{attention}/{size}/seed{seed}/``):
-``metrics.csv`` (per case and class, see docs/contracts.md), ``run.json`` (parameter counts,
-training seconds) and ``history.csv`` (one row per epoch).
+``metrics.csv`` (per case and class, each metric with its status, see docs/contracts.md),
+``run.json`` (parameter counts, training seconds, device) and ``history.csv`` (one row per epoch).
+A ``metrics.csv`` written before the statuses existed is refused: its NaN values were dropped from
+means, which rewarded a miss; re-evaluate the run.
 
 The long table has the columns of ``metrics.csv`` plus ``params_total, params_trainable,
-train_seconds, epochs`` (``epochs`` = rows of ``history.csv``) and ``run`` (the run's key path).
-Besides each case's per-class rows it holds one **per-case summary row** with
-``class_index = -1`` and ``class_name = "mean"``: every metric averaged over the foreground
-classes (``class_index >= 1``; a background row, if present, is ignored), skipping classes where
-the metric is NaN (e.g. HD95 with an empty prediction or ground truth); NaN only when it is NaN
-for every class. Per-class rows of ``metrics.csv`` that already say ``mean`` are recomputed.
-Tables and figures use the summary rows: one score per test case.
+train_seconds, device, epochs`` (``device`` = ``run.json``'s ``device_name``, else its ``device``;
+``epochs`` = rows of ``history.csv``) and ``run`` (the run's key path). Besides each case's
+per-class rows it holds one **per-case summary row** with ``class_index = -1`` and ``class_name =
+"mean"``: every metric's plain mean over the foreground classes (``class_index >= 1``; a
+background row, if present, is ignored), and its status: ``penalised`` when any class is,
+``empty`` when every class is, ``skipped`` when any class is (the value is then NaN), else
+``defined``. A NaN is only allowed where the metric was not computed (status ``skipped``); any
+other NaN is an error, never silently dropped. Per-class rows of ``metrics.csv`` that already say
+``mean`` are recomputed. Tables and figures use the summary rows: one score per test case.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from medvisionllama.vocabulary import (
     HISTORY_COLUMNS as _HISTORY,
     MEAN_CLASS,
     METRIC_NAMES as _METRIC_NAMES,
+    METRIC_STATUS_COLUMNS as _STATUS_COLUMNS,
     METRICS_COLUMNS as _METRICS_COLUMNS,
     RUN_KEY_COLUMNS,
     RunKey,
@@ -36,19 +41,24 @@ from medvisionllama.vocabulary import (
 
 METRICS_COLUMNS = list(_METRICS_COLUMNS)
 METRIC_NAMES = list(_METRIC_NAMES)
+STATUS_COLUMNS = list(_STATUS_COLUMNS)
 HISTORY_COLUMNS = list(_HISTORY)
-RUN_COLUMNS = ["params_total", "params_trainable", "train_seconds", "epochs", "run"]
+RUN_COLUMNS = ["params_total", "params_trainable", "train_seconds", "device", "epochs", "run"]
+#: the statuses a metrics.csv may hold (``evaluation/metrics.py``; repeated here, which imports no torch)
+STATUSES = ("defined", "penalised", "empty", "skipped")
 LONG_COLUMNS = METRICS_COLUMNS + RUN_COLUMNS
 CURVE_COLUMNS = ["run", *RUN_KEY_COLUMNS] + HISTORY_COLUMNS
 
 
-def read_run_json(path: Path) -> dict[str, float]:
-    """``params_total, params_trainable, train_seconds`` from a run's ``run.json`` (written by
-    ``mvl train``: ``params.total``, ``params.trainable``, ``train_seconds``)."""
+def read_run_json(path: Path) -> dict[str, float | str]:
+    """``params_total, params_trainable, train_seconds, device`` from a run's ``run.json`` (written
+    by ``mvl train``: ``params.total``, ``params.trainable``, ``train_seconds``, ``device_name`` or
+    ``device``; ``not recorded`` when it has neither)."""
     try:
         data = json.loads(path.read_text())
+        device = data.get("device_name") or data.get("device") or "not recorded"
         return {"params_total": float(data["params"]["total"]), "params_trainable": float(data["params"]["trainable"]),
-                "train_seconds": float(data["train_seconds"])}
+                "train_seconds": float(data["train_seconds"]), "device": str(device)}
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read run.json ({exc})") from exc
     except (KeyError, TypeError, ValueError) as exc:
@@ -67,12 +77,47 @@ def read_history(path: Path) -> pd.DataFrame:
     return df[HISTORY_COLUMNS]
 
 
+def check_metrics(metrics: pd.DataFrame, where: str | Path) -> None:
+    """Refuse metric rows without status columns (an evaluation older than the statuses), with an
+    unknown status, or with a NaN in a metric that was computed (status other than ``skipped``)."""
+    missing = [c for c in STATUS_COLUMNS if c not in metrics.columns]
+    if missing:
+        raise InputError(f"{where}: no metric status columns ({', '.join(missing)}): written by an older "
+                         f"`mvl evaluate` whose NaN values rewarded a miss; re-evaluate the run (delete metrics.csv)")
+    for metric, column in zip(METRIC_NAMES, STATUS_COLUMNS):
+        status = metrics[column].astype(str)
+        unknown = sorted(set(status) - set(STATUSES))
+        if unknown:
+            raise InputError(f"{where}: unknown {column} {unknown}; expected one of {', '.join(STATUSES)}")
+        bad = metrics[metric].isna() & (status != "skipped")
+        if bad.any():
+            first = metrics[bad].iloc[0]
+            raise InputError(f"{where}: {metric} is NaN although computed ({column} {first[column]!r}) for case "
+                             f"{first['case_id']} class {first['class_name']}: {int(bad.sum())} value(s)")
+
+
+def combined_status(statuses: pd.Series) -> str:
+    """The status of a mean over classes: ``skipped`` if any class is, ``penalised`` if any is,
+    ``empty`` if all are, else ``defined``."""
+    values = set(statuses.astype(str))
+    if "skipped" in values:
+        return "skipped"
+    if "penalised" in values:
+        return "penalised"
+    return "empty" if values == {"empty"} else "defined"
+
+
 def per_case_means(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per case (``class_index = -1``, ``class_name = "mean"``): NaN-aware mean of each
-    metric over the foreground classes (``class_index >= 1``)."""
+    """One row per case (``class_index = -1``, ``class_name = "mean"``): each metric's plain mean
+    over the foreground classes (``class_index >= 1``) and its status (:func:`combined_status`)."""
     keys = [*RUN_KEY_COLUMNS, "case_id"]
     fg = metrics[metrics["class_index"] >= 1]
-    means = fg.groupby(keys, sort=False, dropna=False)[METRIC_NAMES].mean().reset_index()  # skips NaN
+    grouped = fg.groupby(keys, sort=False, dropna=False)
+    means = grouped[METRIC_NAMES].mean(numeric_only=False).reset_index()
+    for metric, column in zip(METRIC_NAMES, STATUS_COLUMNS):
+        skipped = grouped[column].agg(lambda s: (s.astype(str) == "skipped").any()).to_numpy()
+        means.loc[skipped, metric] = float("nan")  # a mean with a class not computed is not computed
+        means[column] = grouped[column].agg(combined_status).to_numpy()
     means["class_index"] = -1
     means["class_name"] = MEAN_CLASS
     return means
@@ -86,6 +131,7 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         if not (run_dir / name).is_file():
             raise InputError(f"{run_dir}: missing {name} (is the run trained and evaluated?)")
     metrics = pd.read_csv(metrics_path, dtype={"size": str, "case_id": str, "class_name": str})
+    check_metrics(metrics, metrics_path)
     missing = [c for c in METRICS_COLUMNS if c not in metrics.columns]
     if missing:
         raise InputError(f"{metrics_path}: lacks columns {missing}")
@@ -152,10 +198,11 @@ def read_long(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: long table not found (run `mvl aggregate` first)")
-    df = pd.read_csv(path, dtype={"size": str, "case_id": str, "class_name": str, "run": str})
+    df = pd.read_csv(path, dtype={"size": str, "case_id": str, "class_name": str, "run": str, "device": str})
     missing = [c for c in LONG_COLUMNS if c not in df.columns]
     if missing:
-        raise InputError(f"{path}: not a long table; lacks columns {missing}")
+        raise InputError(f"{path}: not a long table of this version; lacks columns {missing} (re-run `mvl aggregate`)")
+    check_metrics(df, path)
     return df
 
 

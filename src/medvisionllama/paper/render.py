@@ -1,5 +1,6 @@
 """Write a table (a DataFrame of strings, index as the first column) as CSV, Markdown, LaTeX and
-HTML (the form the Snakemake report shows)."""
+HTML (the form the Snakemake report shows), with header lines (the provenance) above it and
+footnote lines (what the cells' markers mean) below it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from medvisionllama.io_utils import atomic_path, write_text_atomic
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
-_LATEX_SYMBOLS = {"±": r"$\pm$", "✓": r"\checkmark{}", "×": r"$\times$", "−": "-"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "✓": r"\checkmark{}", "×": r"$\times$", "−": "-", "†": r"\dag{}",
+                  "‡": r"\ddag{}", "≥": r"$\geq$", "≤": r"$\leq$"}
 
 
 def fmt(mean: float, std: float = float("nan"), decimals: int = 2) -> str:
@@ -33,7 +35,8 @@ def _flat(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def to_markdown(df: pd.DataFrame, header_lines: list[str] | None = None) -> str:
+def to_markdown(df: pd.DataFrame, header_lines: list[str] | None = None,
+                footer_lines: list[str] | None = None) -> str:
     flat = _flat(df).astype(str)
     lines = [f"> {line}" for line in header_lines or []]
     if lines:
@@ -41,6 +44,8 @@ def to_markdown(df: pd.DataFrame, header_lines: list[str] | None = None) -> str:
     lines.append("| " + " | ".join(flat.columns) + " |")
     lines.append("|" + "|".join("---" for _ in flat.columns) + "|")
     lines += ["| " + " | ".join(v.replace("|", r"\|") for v in row) + " |" for row in flat.itertuples(index=False)]
+    if footer_lines:
+        lines += ["", *(f"{line}  " for line in footer_lines)]
     return "\n".join(lines) + "\n"
 
 
@@ -51,7 +56,8 @@ def latex_escape(text: str) -> str:
     return out
 
 
-def to_latex(df: pd.DataFrame, caption: str, label: str, header_lines: list[str] | None = None) -> str:
+def to_latex(df: pd.DataFrame, caption: str, label: str, header_lines: list[str] | None = None,
+             footer_lines: list[str] | None = None) -> str:
     """A booktabs ``table`` environment; two header rows (``\\multicolumn``) for MultiIndex columns."""
     body = df.reset_index()
     n = body.shape[1]
@@ -78,37 +84,48 @@ def to_latex(df: pd.DataFrame, caption: str, label: str, header_lines: list[str]
         lines.append(" & ".join(latex_escape(c) for c in body.columns) + r" \\")
     lines.append(r"\midrule")
     lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in body.astype(str).itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(caption)}}}", rf"\label{{{label}}}",
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if footer_lines:
+        lines += [r"\par\smallskip\footnotesize"] + [latex_escape(line) + r"\\" for line in footer_lines]
+    lines += [rf"\caption{{{latex_escape(caption)}}}", rf"\label{{{label}}}",
               r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def to_html(df: pd.DataFrame, caption: str, header_lines: list[str] | None = None) -> str:
-    """A standalone HTML page: the caption, the provenance lines, the table."""
+def to_html(df: pd.DataFrame, caption: str, header_lines: list[str] | None = None,
+            footer_lines: list[str] | None = None) -> str:
+    """A standalone HTML page: the caption, the provenance lines, the table, the footnotes."""
     notes = "".join(f"<p class=\"provenance\">{html.escape(line)}</p>\n" for line in header_lines or [])
+    foot = "".join(f"<p class=\"note\">{html.escape(line)}</p>\n" for line in footer_lines or [])
     table = _flat(df).astype(str).to_html(index=False, border=0, classes="table", escape=True)
     return (
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>"
         f"{html.escape(caption)}</title>\n<style>body{{font-family:sans-serif}} table{{border-collapse:collapse}}"
-        " th,td{padding:2px 8px;border-bottom:1px solid #ccc;text-align:center} .provenance{color:#a40}</style>"
-        f"</head><body>\n<h3>{html.escape(caption)}</h3>\n{notes}{table}\n</body></html>\n"
+        " th,td{padding:2px 8px;border-bottom:1px solid #ccc;text-align:center} .provenance{color:#a40}"
+        " .note{font-size:smaller}</style>"
+        f"</head><body>\n<h3>{html.escape(caption)}</h3>\n{notes}{table}\n{foot}</body></html>\n"
     )
 
 
-def write_csv(df: pd.DataFrame, path: Path, header_lines: list[str] | None = None, index: bool = True) -> None:
-    """CSV; ``header_lines`` become leading ``# `` comment lines (read with ``comment="#"``)."""
+def write_csv(df: pd.DataFrame, path: Path, header_lines: list[str] | None = None, index: bool = True,
+              footer_lines: list[str] | None = None) -> None:
+    """CSV; ``header_lines`` and ``footer_lines`` become leading and trailing ``# `` comment lines
+    (read with ``comment="#"``)."""
     with atomic_path(path, suffix=".csv") as tmp:
         with tmp.open("w") as handle:
             for line in header_lines or []:
                 handle.write(f"# {line}\n")
             (_flat(df) if index else df).to_csv(handle, index=False)
+            for line in footer_lines or []:
+                handle.write(f"# {line}\n")
 
 
-def write_all(df: pd.DataFrame, stem: Path, caption: str, header_lines: list[str] | None = None) -> list[Path]:
+def write_all(df: pd.DataFrame, stem: Path, caption: str, header_lines: list[str] | None = None,
+              footer_lines: list[str] | None = None) -> list[Path]:
     """``{stem}.csv``, ``{stem}.md``, ``{stem}.tex``, ``{stem}.html``; returns the paths."""
     paths = [stem.with_suffix(f".{ext}") for ext in ("csv", "md", "tex", "html")]
-    write_csv(df, paths[0], header_lines)
-    write_text_atomic(paths[1], f"**{caption}**\n\n" + to_markdown(df, header_lines))
-    write_text_atomic(paths[2], to_latex(df, caption, f"tab:{stem.name}", header_lines))
-    write_text_atomic(paths[3], to_html(df, caption, header_lines))
+    write_csv(df, paths[0], header_lines, footer_lines=footer_lines)
+    write_text_atomic(paths[1], f"**{caption}**\n\n" + to_markdown(df, header_lines, footer_lines))
+    write_text_atomic(paths[2], to_latex(df, caption, f"tab:{stem.name}", header_lines, footer_lines))
+    write_text_atomic(paths[3], to_html(df, caption, header_lines, footer_lines))
     return paths

@@ -1,20 +1,23 @@
-"""Per-case scores of an experiment's runs, their summaries and the paired test.
+"""Per-case scores of an experiment's runs, their summaries, and the paired scores a claim tests.
 
-Summaries over test cases and seeds: **mean** = mean over seeds of each seed's mean over test
-cases (every seed weighs the same); **std** = sample standard deviation (ddof = 1) over all
-(seed, case) scores pooled, i.e. the spread of single-case scores, as the paper's ± reports over
-test cases. With one case the std is NaN (shown without ±).
+Summaries over test cases and seeds: **mean** = mean over seeds of each seed's plain mean over
+test cases (every seed weighs the same; a miss counts with its worst-case value, see
+``evaluation/metrics.py``); **std** = sample standard deviation (ddof = 1) over all (seed, case)
+scores pooled, i.e. the spread of single-case scores, as the paper's ± reports over test cases.
+With one case the std is NaN (shown without ±). Beside them, per metric, how many of the cell's
+(seed, case) scores were **penalised** (a class missed or falsely predicted, scored with the worst
+value) and **undefined** (the formula is 0/0 because every class is absent in both masks, scored
+with the best value; or the metric was not computed). A metric that was not computed for some
+case has a NaN mean: shown as n/a, never averaged over the rest.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from medvisionllama.errors import InputError
 from medvisionllama.paper.spec import ExperimentSpec
@@ -22,8 +25,8 @@ from medvisionllama.vocabulary import MEAN_CLASS, PAPER_METRICS, RUN_KEY_COLUMNS
 
 RUN_KEYS = list(RUN_KEY_COLUMNS)
 GROUP_KEYS = RUN_KEYS[:-1]  # a run without its seed
-#: below this many pairs the Wilcoxon signed-rank test cannot reach p < 0.05 (two-sided, exact)
-MIN_PAIRS_WILCOXON = 6
+#: per-case statuses counted as undefined: the formula's 0/0 (scored as the best value) or not computed
+UNDEFINED = ("empty", "skipped")
 
 
 def case_scores(long: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
@@ -49,22 +52,28 @@ def case_scores(long: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
 def summarize(scores: pd.DataFrame, metrics: list[str] | tuple[str, ...]) -> pd.DataFrame:
     """Mean and std of each metric per ``task, model, attention, size`` (see the module docstring).
 
-    Columns: the group keys, then per metric ``{metric}_mean, {metric}_std``, then ``n_cases``
-    (pooled over seeds), ``n_seeds``, ``params_total``, ``train_seconds`` (means over seeds).
+    Columns: the group keys, then per metric ``{metric}_mean, {metric}_std, {metric}_n_penalised,
+    {metric}_n_undefined`` (counts of (seed, case) scores by their status), then ``n_cases``
+    (pooled over seeds), ``n_seeds``, ``params_total``, ``train_seconds`` (means over seeds) and
+    ``device`` (the devices the seeds were trained on, comma-separated).
     """
     out = []
     for key, group in scores.groupby(GROUP_KEYS, sort=False):
         row: dict[str, object] = dict(zip(GROUP_KEYS, key))
         for metric in metrics:
-            seed_means = group.groupby("seed")[metric].mean()
-            values = group[metric].dropna()
-            row[f"{metric}_mean"] = float(seed_means.mean()) if seed_means.notna().any() else math.nan
-            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            seed_means = group.groupby("seed")[metric].mean()  # NaN stays: a skipped metric is not averaged away
+            values = group[metric]
+            row[f"{metric}_mean"] = float(seed_means.mean(skipna=False))
+            row[f"{metric}_std"] = float(values.std(ddof=1, skipna=False)) if len(values) > 1 else math.nan
+            status = group[f"{metric}_status"].astype(str)
+            row[f"{metric}_n_penalised"] = int((status == "penalised").sum())
+            row[f"{metric}_n_undefined"] = int(status.isin(UNDEFINED).sum())
         row["n_cases"] = int(len(group))
         row["n_seeds"] = int(group["seed"].nunique())
-        per_seed = group.groupby("seed")[["params_total", "train_seconds"]].first()
+        per_seed = group.groupby("seed")[["params_total", "train_seconds", "device"]].first()
         row["params_total"] = float(per_seed["params_total"].mean())
         row["train_seconds"] = float(per_seed["train_seconds"].mean())
+        row["device"] = ", ".join(sorted(set(per_seed["device"].astype(str))))
         out.append(row)
     return pd.DataFrame(out)
 
@@ -97,35 +106,27 @@ def score_experiment(long: pd.DataFrame, spec: ExperimentSpec) -> ExperimentScor
     return ExperimentScores(spec, scores, summarize(scores, list(PAPER_METRICS)))
 
 
-def paired_test(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
-    """Two-sided p-value that paired scores ``a`` and ``b`` differ, and the test used.
+def _select(scores: pd.DataFrame, sel: dict[str, object]) -> pd.DataFrame:
+    mask = np.ones(len(scores), dtype=bool)
+    for key, value in sel.items():
+        mask &= (scores[key] == value).to_numpy()
+    return scores[mask]
 
-    Pairs with a NaN are dropped. n >= 6: Wilcoxon signed-rank (scipy); 2 <= n < 6: paired
-    t-test (Wilcoxon cannot reach p < 0.05 there); n < 2: NaN. All differences zero: p = 1.
+
+def paired_units(scores: pd.DataFrame, metric: str, a: dict[str, object],
+                 b: dict[str, object]) -> tuple[np.ndarray, np.ndarray, str]:
+    """Paired scores of two run groups (``a``/``b``: task, model, attention, size) and their unit.
+
+    One seed: the test cases, paired by case (unit ``cases``). Several seeds: each seed's mean over
+    its test cases, paired by seed (unit ``seeds``): seeds are the replicates, and the cases of
+    one seed are not independent of each other across seeds. Returns ``(a scores (n,), b scores
+    (n,), unit)``.
     """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    n = len(a)
-    if n < 2:
-        return math.nan, f"none (n={n})"
-    if np.allclose(a, b, rtol=0, atol=1e-12):
-        return 1.0, f"none: all {n} differences zero"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if n >= MIN_PAIRS_WILCOXON:
-            return float(stats.wilcoxon(a, b).pvalue), f"Wilcoxon signed-rank (n={n})"
-        return float(stats.ttest_rel(a, b).pvalue), f"paired t-test (n={n})"
-
-
-def paired_scores(scores: pd.DataFrame, metric: str, a: dict[str, object], b: dict[str, object]) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of two run groups (``a``/``b``: task, model, attention, size) paired by seed and case."""
-    def pick(sel: dict[str, object]) -> pd.Series:
-        mask = np.ones(len(scores), dtype=bool)
-        for key, value in sel.items():
-            mask &= (scores[key] == value).to_numpy()
-        return scores[mask].set_index(["seed", "case_id"])[metric]
-
-    sa, sb = pick(a), pick(b)
-    joined = pd.concat([sa.rename("a"), sb.rename("b")], axis=1, join="inner")
-    return joined["a"].to_numpy(), joined["b"].to_numpy()
+    sa, sb = _select(scores, a), _select(scores, b)
+    if max(sa["seed"].nunique(), sb["seed"].nunique()) > 1:
+        ma, mb = sa.groupby("seed")[metric].mean(), sb.groupby("seed")[metric].mean()
+        joined = pd.concat([ma.rename("a"), mb.rename("b")], axis=1, join="inner")
+        return joined["a"].to_numpy(), joined["b"].to_numpy(), "seeds"
+    ia, ib = sa.set_index(["seed", "case_id"])[metric], sb.set_index(["seed", "case_id"])[metric]
+    joined = pd.concat([ia.rename("a"), ib.rename("b")], axis=1, join="inner")
+    return joined["a"].to_numpy(), joined["b"].to_numpy(), "cases"

@@ -4,12 +4,17 @@ For each experiment of the config (see :mod:`medvisionllama.paper.spec`) it writ
 output folder (replaced as a whole, atomically), the files its table object names
 (:mod:`medvisionllama.paper.outputs`: layout, caption, metrics, claims):
 
-* ``{name}.csv|.md|.tex``: the table in the paper's layout, ``mean ± std`` over test cases
+* ``{name}.csv|.md|.tex|.html``: the table in the paper's layout, ``mean ± std`` over test cases
   (over several seeds: mean of the seed means ± std of all cases pooled; see
-  :mod:`medvisionllama.paper.summary`). Parameters in millions are ``params_total`` of
-  ``run.json`` (the frozen LLM block included), training time is ``train_seconds`` / 3600.
-* ``{name}_comparison.csv|.md|.tex``: published vs reproduced value and difference per cell.
-* ``{name}_claims.csv|.md``: the paper's claims tested with paired tests on per-case scores.
+  :mod:`medvisionllama.paper.summary`), each score followed by ``†k`` when k of its cases were
+  penalised (a miss or a false alarm, worst value) and ``‡k`` when k were undefined; a footnote
+  says so. Parameters in millions are ``params_total`` of ``run.json`` (the frozen LLM block
+  included), training time is ``train_seconds`` / 3600, beside the device it was measured on.
+* ``{name}_comparison.csv|.md|.tex|.html``: published vs reproduced value and difference per cell,
+  with the cell's n and its counts of penalised and undefined cases.
+* ``{name}_claims.csv|.md|.html``: the paper's claims weighed (:func:`.compare.claims`): effect
+  with a 95 % CI, n and unit, the test or why none, raw and Holm-adjusted p, verdict; the method
+  (``verdicts.METHOD_NOTE``) in the header, the cross-task headline rows first.
 
 Every file starts with the provenance header (CSV: ``# `` comment lines) saying how the
 configuration differs from the paper's, read from the (resolved) config the command is given:
@@ -29,12 +34,13 @@ import pandas as pd
 from medvisionllama.experiments import load_config, load_experiments
 from medvisionllama.io_utils import atomic_dir, write_text_atomic
 from medvisionllama.paper.aggregate import read_long
-from medvisionllama.paper.compare import claims, comparison_values, provenance_header
+from medvisionllama.paper.compare import UNITS_NOTE, claims, comparison_values, provenance_header
 from medvisionllama.paper.metrics_json import write_metrics_json
-from medvisionllama.paper.outputs.base import short_task
+from medvisionllama.paper.outputs.base import marker_notes, short_task
 from medvisionllama.paper.published import METRIC_LABELS, model_label
 from medvisionllama.paper.render import fmt, to_html, to_markdown, write_all, write_csv
 from medvisionllama.paper.summary import ExperimentScores, score_experiment
+from medvisionllama.paper.verdicts import METHOD_NOTE
 
 
 def build_table(scored: ExperimentScores) -> pd.DataFrame:
@@ -43,28 +49,58 @@ def build_table(scored: ExperimentScores) -> pd.DataFrame:
     return scored.spec.table.layout(scored.spec, scored.cell)
 
 
+def _count(value: float) -> str:
+    return "" if pd.isna(value) else str(int(value))
+
+
 def comparison_table(values: pd.DataFrame) -> pd.DataFrame:
-    """Readable form of :func:`comparison_values`: one row per cell, published | reproduced | difference."""
+    """Readable form of :func:`comparison_values`: one row per cell, published | reproduced |
+    difference, the cell's n and how many of its cases were penalised or undefined (empty for
+    parameters and training time), and the device where the table compares training times."""
     rows = []
+    times = bool((values["metric"] == "train_hours").any())
     for _, v in values.iterrows():
         d = 2 if v["metric"] != "hd95" else 1
-        rows.append({"Task": short_task(v["task"]), "Model": model_label(v["model"]),
-                     "Paper model": model_label(v["paper_model"]), "Attention": v["attention"], "Size": v["size"],
-                     "Metric": METRIC_LABELS[v["metric"]],
-                     "Published": fmt(v["published_mean"], v["published_std"], d),
-                     "Reproduced": fmt(v["reproduced_mean"], v["reproduced_std"], d),
-                     "Difference": "n/a" if pd.isna(v["difference"]) else f"{v['difference']:+.{d}f}"})
+        row = {"Task": short_task(v["task"]), "Model": model_label(v["model"]),
+               "Paper model": model_label(v["paper_model"]), "Attention": v["attention"], "Size": v["size"],
+               "Metric": METRIC_LABELS[v["metric"]],
+               "Published": fmt(v["published_mean"], v["published_std"], d),
+               "Reproduced": fmt(v["reproduced_mean"], v["reproduced_std"], d),
+               "Difference": "n/a" if pd.isna(v["difference"]) else f"{v['difference']:+.{d}f}",
+               "n": str(int(v["n_cases"])), "n_penalised": _count(v["n_penalised"]),
+               "n_undefined": _count(v["n_undefined"])}
+        if times:
+            row["Device"] = str(v["device"])
+        rows.append(row)
     return pd.DataFrame(rows).set_index("Task")
 
 
+COUNT_NOTES = ["n: test cases of the cell (over all seeds); n_penalised: of them, a miss or a false alarm scored "
+               "with the worst value (Dice 0, HD95 = image diagonal); n_undefined: every class absent in both masks "
+               "(scored with the best value) or not computed."]
+
+
+def _signed(value: float, d: int = 3) -> str:
+    return "n/a" if pd.isna(value) else f"{value:+.{d}f}"
+
+
 def claims_table(c: pd.DataFrame) -> pd.DataFrame:
+    """Readable form of :func:`.compare.claims`: one row per claim, the headline rows marked."""
+    def pair(a: float, b: float, d: int) -> str:
+        return f"{a:.{d}f} vs {b:.{d}f}" if pd.notna(a) and pd.notna(b) else "n/a"
+
+    effect = [f"{_signed(e)} [{_signed(lo)}, {_signed(hi)}]" if pd.notna(lo) else _signed(e)
+              for e, lo, hi in zip(c["effect"], c["ci_low"], c["ci_high"])]
     out = pd.DataFrame({
-        "Claim": c["claim"], "Source": c["claim_source"],
-        "Published": [f"{a:.2f} vs {b:.2f}" if pd.notna(a) and pd.notna(b) else "n/a"
-                      for a, b in zip(c["published_a"], c["published_b"])],
-        "Reproduced": [f"{a:.3f} vs {b:.3f}" for a, b in zip(c["reproduced_a"], c["reproduced_b"])],
-        "Test": c["test"], "p": ["n/a" if pd.isna(p) else f"{p:.3g}" for p in c["p_value"]],
-        "Holds": c["claim_holds"]})
+        "Claim": [("HEADLINE: " if h else "") + text for h, text in zip(c["headline"], c["claim"])],
+        "Source": c["claim_source"],
+        "Published": [pair(a, b, 2) for a, b in zip(c["published_a"], c["published_b"])],
+        "Reproduced": [pair(a, b, 3) for a, b in zip(c["reproduced_a"], c["reproduced_b"])],
+        "Effect a − b [95 % CI]": effect, "Better": c["better"],
+        "n": [f"{n} {u}" for n, u in zip(c["n"], c["unit"])], "Test": c["test"],
+        "p": ["n/a" if pd.isna(p) else f"{p:.3g}" for p in c["p_value"]],
+        "p (Holm)": ["n/a" if pd.isna(p) else f"{p:.3g}" for p in c["p_holm"]],
+        "Verdict": c["verdict"]})
     return out.set_index("Claim")
 
 
@@ -96,15 +132,18 @@ def write_experiment(scored: ExperimentScores, outdir: Path, provenance: dict[st
     files = table.files(spec.name)
     header = provenance_header(spec, default_provenance(scored, provenance))
     stem = {kind: outdir / names[0].rsplit(".", 1)[0] for kind, names in files.items()}
-    paths = write_all(build_table(scored), stem["table"], f"{table.caption}; reproduced", header)
+    reproduced = build_table(scored)
+    notes = marker_notes(reproduced, sorted(set(scored.summary["n_cases"].astype(int))))
+    paths = write_all(reproduced, stem["table"], f"{table.caption}; reproduced", header, notes)
     paths += write_all(comparison_table(comparison_values(scored)), stem["comparison"],
-                       f"{table.caption}: published vs reproduced", header)
+                       f"{table.caption}: published vs reproduced", header, COUNT_NOTES)
     c = claims(scored)
-    title = f"{table.title}: the paper's claims, tested"
+    title = f"{table.title}: the paper's claims, weighed"
+    claims_header = header + [METHOD_NOTE, UNITS_NOTE]
     claims_csv, claims_md, claims_html = (outdir / name for name in files["claims"])
-    write_csv(c, claims_csv, header, index=False)
-    write_text_atomic(claims_md, f"**{title}**\n\n" + to_markdown(claims_table(c), header))
-    write_text_atomic(claims_html, to_html(claims_table(c), title, header))
+    write_csv(c, claims_csv, claims_header, index=False)
+    write_text_atomic(claims_md, f"**{title}**\n\n" + to_markdown(claims_table(c), claims_header))
+    write_text_atomic(claims_html, to_html(claims_table(c), title, claims_header))
     return paths + [claims_csv, claims_md, claims_html]
 
 

@@ -1,6 +1,8 @@
 """Appendix Table 2 of the paper: input size vs training time and Dice.
 
-Layout: one row per model (per task and model with several tasks), columns size x (TT, DSC).
+Layout: one row per model (per task and model with several tasks), columns size x (TT, Device,
+DSC): the training time beside the device it was measured on (``run.json``), since times from
+different devices do not compare.
 Claims: each model beats the baseline in Dice at every size (``size_for_paper`` maps the sizes
 run here to the paper's).
 """
@@ -15,14 +17,15 @@ from medvisionllama.paper.published import model_label
 
 def layout(spec, cell: Cell) -> pd.DataFrame:
     att = spec.attention[0]
-    columns = pd.MultiIndex.from_tuples([(sz.replace("x", "×"), k) for sz in spec.sizes for k in ("TT", "DSC")])
+    columns = pd.MultiIndex.from_tuples([(sz.replace("x", "×"), k) for sz in spec.sizes
+                                         for k in ("TT", "Device", "DSC")])
     rows, index = [], []
     for task in spec.tasks:
         for model in spec.models:
             cells = []
             for sz in spec.sizes:
                 row = cell(task, model, att, sz)
-                cells += [hours(row["train_seconds"]), score(row, "dice")]
+                cells += [hours(row["train_seconds"]), str(row["device"]), score(row, "dice")]
             rows.append(cells)
             index.append(model_label(model) if len(spec.tasks) == 1 else f"{short_task(task)} {model_label(model)}")
     return pd.DataFrame(rows, index=pd.Index(index, name="Model"), columns=columns)

@@ -45,9 +45,33 @@ def decimals(metric: str) -> int:
     return 1 if metric == "hd95" else 2
 
 
+#: the markers a score cell carries: ``†k`` k cases penalised, ``‡k`` k cases undefined
+PENALISED_MARK, UNDEFINED_MARK = "†", "‡"
+PENALISED_NOTE = (f"{PENALISED_MARK}k: k of the cell's n test cases penalised (a miss or a false alarm scored with "
+                  "the worst value: Dice 0, HD95 = image diagonal)")
+UNDEFINED_NOTE = (f"{UNDEFINED_MARK}k: k of the cell's n test cases undefined (every class absent in both masks: "
+                  "scored with the best value, Dice 1, HD95 0; or not computed)")
+
+
 def score(row: pd.Series, metric: str) -> str:
-    """``mean ± std`` of ``metric`` in a summary row."""
-    return fmt(row[f"{metric}_mean"], row[f"{metric}_std"], decimals(metric))
+    """``mean ± std`` of ``metric`` in a summary row, followed by ``†k`` when k of its cases were
+    penalised and ``‡k`` when k were undefined (e.g. ``0.45 ± 0.10 †2``)."""
+    text = fmt(row[f"{metric}_mean"], row[f"{metric}_std"], decimals(metric))
+    for what, mark in (("n_penalised", PENALISED_MARK), ("n_undefined", UNDEFINED_MARK)):
+        k = row.get(f"{metric}_{what}", 0)
+        if pd.notna(k) and int(k) > 0:
+            text += f" {mark}{int(k)}"
+    return text
+
+
+def marker_notes(table: pd.DataFrame, cases: list[int] | None = None) -> list[str]:
+    """The footnote lines for the markers ``table``'s cells carry (none when no cell has one);
+    ``cases``: the n of the cells (named in the note when they all agree)."""
+    cells = " ".join(table.astype(str).to_numpy().ravel())
+    n = f" (n = {cases[0]})" if cases and len(set(cases)) == 1 else ""
+    notes = [note for mark, note in ((PENALISED_MARK, PENALISED_NOTE), (UNDEFINED_MARK, UNDEFINED_NOTE))
+             if mark in cells]
+    return [note.replace("the cell's n test cases", f"the cell's n test cases{n}") for note in notes]
 
 
 def params_m(row: pd.Series) -> str:
