@@ -42,7 +42,6 @@ def settings_file(folder: Path, epochs: int) -> Path:
     path.write_text(yaml.safe_dump({
         "model": {"patch_size": 4, "hidden_size": 16, "num_layers": 1, "num_heads": 2},
         "training": {"epochs": epochs, "batch_size": 4, "lr": 1e-2, "augment": "off", "device": "cpu"},
-        "evaluation": {"num_predictions": 1},
     }))
     return path
 

@@ -221,9 +221,11 @@ def configuration_differences(spec: ExperimentSpec, provenance: dict[str, Any] |
             diffs.append(f"{model_label(model).removeprefix('ViT + ')} block ({model}) stands in for "
                          f"{model_label(paper).removeprefix('ViT + ')} ({paper})")
         elif parse_model_name(model).control == "random":
-            diffs.append(f"{model}: random weights, a control the paper does not have")
+            diffs.append(f"{model}: Gaussian random weights (normal(0, 0.02), near the identity), "
+                         "a control the paper does not have")
         elif parse_model_name(model).control == "shuffled":
-            diffs.append(f"{model}: the pretrained weights permuted, a control the paper does not have")
+            diffs.append(f"{model}: every pretrained weight tensor permuted (same values and output scale), "
+                         "a control the paper does not have")
     if spec.kind == "input_size":
         for size in spec.sizes:
             if spec.paper_size(size) != size:
