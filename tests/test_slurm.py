@@ -16,10 +16,14 @@ import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from conftest import ROOT, copy_project, env_with_venv, tiny_config
+
+from medvisionllama.cluster.jobs import evaluate_resources, train_resources
+from medvisionllama.cluster.preflight import load_config, validate_config
 
 START = ROOT / "scripts" / "slurm" / "start-cluster.sh"
 STOP = ROOT / "scripts" / "slurm" / "stop-cluster.sh"
@@ -110,20 +114,53 @@ def _job_blocks(dry_run_output: str, rule: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # the profile, without a cluster
 # --------------------------------------------------------------------------------------------
-def test_profile_dry_run_parses_and_sets_resources(project):
+def _wildcards(block: str) -> SimpleNamespace:
+    """The wildcards of a dry run's job block, as attributes (what the rules' resources see)."""
+    line = next(li for li in block.splitlines() if li.strip().startswith("wildcards:"))
+    pairs = (item.split("=", 1) for item in line.split(":", 1)[1].split(","))
+    return SimpleNamespace(**{k.strip(): v.strip() for k, v in pairs})
+
+
+def _resource(block: str, name: str) -> str:
+    found = re.search(rf"\b{name}=([^,\n]+)", block)
+    assert found, (name, block)
+    return found.group(1)
+
+
+def _project_config(project: Path, *configfiles: str) -> dict:
+    config = load_config([project / "config.yaml", *(project / c for c in configfiles)])
+    return validate_config(config, project / "workflow" / "schemas" / "config.schema.yaml")
+
+
+@pytest.mark.parametrize("cores", [None, "16"])
+def test_profile_dry_run_parses_and_sets_resources(project, cores):
+    """With or without --cores, a dry run prints what will be asked: each run's estimated memory
+    and time (cluster.jobs), the config's threads as CPUs, the site's account/partition/GPU model."""
     env = _site_env(MVL_SLURM_ACCOUNT="proj123", MVL_SLURM_PARTITION="cpuq",
                     MVL_SLURM_GPU_PARTITION="gpuq", MVL_SLURM_GPU_MODEL="a100")
-    result = _snakemake(["--profile", "slurm", "-n", "--cores", "16"], project, env, timeout=300)
+    config = _project_config(project)
+    config["training"]["threads"] = 3  # not the default: the config's value must reach sbatch
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    result = _snakemake(["--profile", "slurm", "-n", *(["--cores", cores] if cores else [])], project, env,
+                        timeout=300)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:]
-    train = _job_blocks(out, "train_run")
-    assert train, out[-3000:]
-    for needle in ("gpu=1", "gpu_model=a100", "slurm_partition=gpuq", "slurm_account=proj123",
-                   "mem_mb=32000", "runtime=1440", "cpus_per_task=8"):
-        assert needle in train[0], (needle, train[0])
+    for rule, estimate in (("train_run", train_resources), ("evaluate_run", evaluate_resources)):
+        blocks = _job_blocks(out, rule)
+        assert blocks, out[-3000:]
+        for block in blocks:
+            expected = estimate(config, _wildcards(block), 1, env={})
+            assert int(_resource(block, "mem_mb")) == expected.mem_mb, block
+            assert int(_resource(block, "runtime")) == expected.runtime_min, block
+            assert re.search(r"threads: 3\b", block) and "cpus_per_task=3" in block, block
+            assert "--threads 3" in block, block
+            for needle in ("gpu=1", "gpu_model=a100", "slurm_partition=gpuq", "slurm_account=proj123"):
+                assert needle in block, (needle, block)
     split = _job_blocks(out, "split_task")
     assert split and "slurm_partition=cpuq" in split[0] and "slurm_account=proj123" in split[0], split[:1]
     assert "gpu=" not in split[0]
+    # a run's two GPU jobs go as one sbatch job
+    assert re.search(r"Group job run_\w+_vit_hybrid-sequential_", out), out[-3000:]
 
 
 def test_profile_dry_run_of_the_paper_config_asks_a_gpu_for_every_training_job(project):
