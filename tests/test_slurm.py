@@ -244,11 +244,20 @@ def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
     jobs = [line.split("|") for line in sacct.splitlines() if line.strip()]
     ours = [j for j in jobs if Path(j[4]).resolve() == project.resolve()]
     by_rule: dict[str, list[list[str]]] = {}
+    groups = []
     for job in ours:
-        rule = job[3].removeprefix("rule_").split("_wildcards_")[0]
-        by_rule.setdefault(rule, []).append(job)
-    # Snakemake prints "rule X:" for a submitted job and "localrule X:" for one run in place
-    submitted = set(re.findall(r"^rule (\w+):", out, flags=re.MULTILINE))
+        name = job[3].removeprefix("rule_").split("_wildcards_")[0]
+        if name.startswith("run_"):  # a job group: run_<run>_<its rules>, one sbatch job a run
+            groups.append(job)
+            rules = [rule for rule in GPU_RULES if name.endswith("_evaluate_run_train_run")]
+        else:
+            rules = [name]
+        for rule in rules:
+            by_rule.setdefault(rule, []).append(job)
+    assert len(groups) == len(targets), sacct  # train_run and evaluate_run of a run: one allocation
+    # Snakemake prints "rule X:" for a submitted job (indented inside a group job) and
+    # "localrule X:" for one run in place
+    submitted = set(re.findall(r"^\s*rule (\w+):", out, flags=re.MULTILINE))
     local = set(re.findall(r"^localrule (\w+):", out, flags=re.MULTILINE))
     assert CLUSTER_RULES <= submitted and not CLUSTER_RULES & local, (submitted, local)
     assert submitted == set(by_rule), f"submitted {sorted(submitted)}, sacct saw {sorted(by_rule)}\n{sacct}"
@@ -257,3 +266,191 @@ def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
         assert all("gres/gpu=1" in j[2] for j in by_rule[rule]), (rule, by_rule[rule])
     for rule in submitted - GPU_RULES:
         assert all("gres/gpu" not in j[2] for j in by_rule[rule]), (rule, by_rule[rule])
+
+
+# --------------------------------------------------------------------------------------------
+# failures, retries and requeue of a run's job (train_run + evaluate_run, one job group)
+# --------------------------------------------------------------------------------------------
+#: a stand-in for `mvl` first on the jobs' PATH (sbatch exports the environment): `mvl train` of a
+#: run folder whose path contains $MVL_TEST_FAIL_ALWAYS fails every time, one that contains
+#: $MVL_TEST_FAIL_ONCE fails the first time only (a marker file remembers it); all else is real.
+MVL_SHIM = r"""#!/usr/bin/env bash
+if [[ ${1:-} == train ]]; then
+    run_dir= prev=
+    for arg in "$@"; do [[ $prev == --run-dir ]] && run_dir=$arg; prev=$arg; done
+    if [[ -n ${MVL_TEST_FAIL_ALWAYS:-} && $run_dir == *"$MVL_TEST_FAIL_ALWAYS"* ]]; then
+        echo "injected failure: $run_dir always fails (SLURM job ${SLURM_JOB_ID:-?})" >&2
+        exit 3
+    fi
+    marker=$MVL_TEST_MARKERS/$(printf '%s' "$run_dir" | tr '/' '_').failed-once
+    if [[ -n ${MVL_TEST_FAIL_ONCE:-} && $run_dir == *"$MVL_TEST_FAIL_ONCE"* && ! -e $marker ]]; then
+        : >"$marker"
+        echo "injected failure: first attempt of $run_dir (SLURM job ${SLURM_JOB_ID:-?})" >&2
+        exit 3
+    fi
+fi
+exec "$MVL_TEST_REAL_MVL" "$@"
+"""
+TASK, SIZE = "Task04_Hippocampus", "16x16x8"
+
+
+def _run_dir(config: dict, seed: int) -> str:
+    return f"{config['results_dir']}/runs/{TASK}/vit/hybrid-sequential/{SIZE}/seed{seed}"
+
+
+def _prepared_project(tmp_path: Path, epochs: int) -> tuple[Path, dict]:
+    """A project copy on the cluster config (``epochs``) whose split, preprocessed volumes and
+    settings files of one task are made locally, so that the cluster runs only runs."""
+    project = copy_project(tmp_path / "project")
+    config = cluster_config()
+    config["training"].update(epochs=epochs)
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    results = config["results_dir"]
+    targets = [f"{results}/preprocessed/{TASK}/{SIZE}", f"{results}/splits/{TASK}.json",
+               f"{results}/config/train.yaml", f"{results}/config/evaluate.yaml"]
+    result = _snakemake(["--cores", "2", *targets], project, _site_env(), timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return project, _project_config(project)
+
+
+def _sacct_runs(since: str, project: Path) -> dict[str, list[dict[str, str]]]:
+    """Our sbatch jobs since ``since`` by run folder name (``seed<N>``), in submission order."""
+    fields = ["JobID", "State", "AllocTRES", "TimelimitRaw", "Comment", "WorkDir"]
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-a", "-S", since, "-o", ",".join(fields)],
+                         capture_output=True, text=True, check=True).stdout
+    runs: dict[str, list[dict[str, str]]] = {}
+    for line in out.splitlines():
+        job = dict(zip(fields, line.split("|")))
+        if line.strip() and Path(job["WorkDir"]).resolve() == project.resolve():
+            seed = re.search(r"_(seed\d+)_", job["Comment"])
+            runs.setdefault(seed.group(1) if seed else job["Comment"], []).append(job)
+    for jobs in runs.values():
+        jobs.sort(key=lambda j: int(j["JobID"]))
+    return runs
+
+
+def _mem_mb(alloc_tres: str) -> int:
+    found = re.search(r"mem=(\d+)M", alloc_tres)
+    assert found, alloc_tres
+    return int(found.group(1))
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_failed_jobs_retry_with_the_larger_request_and_name_their_logs(slurm_cluster, tmp_path):
+    """seed1's training fails once and succeeds on the retry, which asks the grown estimate;
+    seed2's fails for good: Snakemake names its rule log and SLURM log, which hold the error."""
+    project, config = _prepared_project(tmp_path, epochs=1)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "mvl").write_text(MVL_SHIM)
+    (shim / "mvl").chmod(0o755)
+    (tmp_path / "markers").mkdir()
+    env = _site_env(MVL_TEST_REAL_MVL=str(Path(shutil.which("mvl", path=env_with_venv()["PATH"]))),
+                    MVL_TEST_MARKERS=str(tmp_path / "markers"), MVL_TEST_FAIL_ONCE="/seed1",
+                    MVL_TEST_FAIL_ALWAYS="/seed2")
+    env["PATH"] = f"{shim}{os.pathsep}{env['PATH']}"
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    targets = [f"{_run_dir(config, seed)}/metrics.csv" for seed in (1, 2)]
+    result = _snakemake(["--profile", "slurm", "--slurm-init-seconds-before-status-checks", "1", *targets],
+                        project, env, timeout=SNAKEMAKE_TIMEOUT_S)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "preflight: all 4 cluster jobs fit" in out, out[-6000:]
+    assert (project / targets[0]).is_file() and not (project / targets[1]).exists(), out[-6000:]
+
+    runs = _sacct_runs(since, project)
+    assert set(runs) == {"seed1", "seed2"}, runs
+    once, always = runs["seed1"], runs["seed2"]
+    assert [j["State"] for j in once] == ["FAILED", "COMPLETED"], once
+    assert [j["State"] for j in always] == ["FAILED", "FAILED"], always
+    for attempt, job in enumerate(once, start=1):  # one sbatch job a run: max memory, summed time
+        key = SimpleNamespace(task=TASK, model="vit", size=SIZE)
+        train, evaluate = train_resources(config, key, attempt, env={}), evaluate_resources(config, key, attempt, env={})
+        assert _mem_mb(job["AllocTRES"]) == max(train.mem_mb, evaluate.mem_mb), job
+        assert int(job["TimelimitRaw"]) == train.runtime_min + evaluate.runtime_min, job
+        assert "gres/gpu=1" in job["AllocTRES"]
+    assert _mem_mb(once[1]["AllocTRES"]) > _mem_mb(once[0]["AllocTRES"])
+    assert int(once[1]["TimelimitRaw"]) > int(once[0]["TimelimitRaw"])
+
+    # the failure the user is shown: the group, its rule log and its SLURM log, each holding the error
+    rule_log = f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed2.log"
+    assert "Error in group run_Task04_Hippocampus_vit_hybrid-sequential_16x16x8_seed2" in out
+    assert f"log: {rule_log} (check log file(s) for error details)" in out, out[-6000:]
+    assert "injected failure: " in (project / rule_log).read_text()
+    slurm_logs = re.findall(r"log: (\S+/logs/slurm/group_run_\S+_seed2_\S+/(\d+)\.log)", out)
+    assert {int(i) for _, i in slurm_logs} == {int(j["JobID"]) for j in always}, slurm_logs
+    for path, _ in slurm_logs:
+        assert "Error in rule train_run" in Path(path).read_text()
+    assert "finished " in (project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed1.log").read_text()
+
+
+def _checkpoint(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeued_training_resumes_from_its_checkpoint_with_the_same_weights(slurm_cluster, tmp_path):
+    """`scontrol requeue` of a running run: SLURM starts the same job id again, training resumes
+    from checkpoint_last.pt and ends with the weights of an uninterrupted run."""
+    epochs = 120  # about 0.15 s an epoch here: the job is caught after its first checkpoint
+    project, config = _prepared_project(tmp_path, epochs=epochs)
+    run = project / _run_dir(config, 0)
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    log = (tmp_path / "snakemake.out").open("w")
+    command = ["timeout", "-k", "10", str(SNAKEMAKE_TIMEOUT_S), "snakemake", "--profile", "slurm",
+               "--slurm-init-seconds-before-status-checks", "1", f"{_run_dir(config, 0)}/metrics.csv"]
+    snakemake = subprocess.Popen(command, cwd=project, env=_site_env(), stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT)
+    try:
+        job_id = None
+        deadline = time.monotonic() + 300
+        while job_id is None and time.monotonic() < deadline and snakemake.poll() is None:
+            queue = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True).stdout
+            running = [line.split("|")[0] for line in queue.splitlines() if "|RUNNING|" in line and "_seed0_" in line]
+            if running and (run / "checkpoint_last.pt").is_file():
+                job_id = running[0]
+            else:
+                time.sleep(0.2)
+        assert job_id, f"no running job with a checkpoint within 300 s:\n{(tmp_path / 'snakemake.out').read_text()[-4000:]}"
+        assert not (run / "run.json").exists()  # caught mid-way
+        subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, text=True)
+        # a requeued job waits about two minutes (Reason=BeginTime); let it start at once
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True,
+                       capture_output=True, text=True)
+        returncode = snakemake.wait(timeout=SNAKEMAKE_TIMEOUT_S + 60)
+    finally:
+        if snakemake.poll() is None:
+            snakemake.kill()
+        log.close()
+    out = (tmp_path / "snakemake.out").read_text()
+    assert returncode == 0, out[-6000:]
+    history = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert [line.split("|")[1] for line in history] == ["REQUEUED", "COMPLETED"], history
+    train_log = (project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed0.log").read_text()
+    resumed = re.search(rf"resuming \S+ from epoch (\d+) of {epochs}", train_log)
+    assert resumed and 1 <= int(resumed.group(1)) < epochs, train_log[:2000]
+
+    # the same run, uninterrupted, outside SLURM
+    straight = tmp_path / "straight"
+    results = config["results_dir"]
+    subprocess.run(["mvl", "train", "--config", f"{results}/config/train.yaml",
+                    "--preprocessed", f"{results}/preprocessed/{TASK}/{SIZE}", "--split", f"{results}/splits/{TASK}.json",
+                    "--run-dir", str(straight), "--model", "vit", "--attention", "hybrid-sequential", "--seed", "0",
+                    "--threads", "1", "--no-progress"], cwd=project, env=_site_env(), check=True,
+                   capture_output=True, text=True, timeout=600)
+    a, b = _checkpoint(straight / "checkpoint_last.pt"), _checkpoint(run / "checkpoint_last.pt")
+    assert a["epoch"] == b["epoch"] == epochs
+    assert a["model_state"].keys() == b["model_state"].keys()
+    for key in a["model_state"]:
+        assert a["model_state"][key].equal(b["model_state"][key]), key
+    def rows(path: Path) -> list[list[str]]:  # history.csv without its seconds column
+        lines = [line.split(",") for line in path.read_text().splitlines()]
+        keep = [i for i, name in enumerate(lines[0]) if name != "seconds"]
+        return [[line[i] for i in keep] for line in lines]
+
+    assert rows(run / "history.csv") == rows(straight / "history.csv") and len(rows(straight / "history.csv")) == epochs + 1
+    assert (project / f"{_run_dir(config, 0)}/metrics.csv").is_file()
