@@ -8,7 +8,10 @@ estimates of :mod:`medvisionllama.cluster.resources` for ``train_run``/``evaluat
 what the partitions offer (``sinfo``, ``scontrol show partition``), and prints one line for each
 rule that can never be scheduled, naming the setting to change. Exit status 2 when one cannot,
 else 0; a one-line summary either way. Retries (the profile's ``retries``) are checked too:
-a retry that would not fit is a warning, not a failure.
+a retry that would not fit is a warning, not a failure. A run's ``train_run`` and
+``evaluate_run`` go to SLURM as one sbatch job (a job group), so they are checked together too
+(the larger CPUs, memory and GPUs, the summed time). The Snakefile's ``onstart:`` hook runs the
+same check on the jobs of every SLURM submission (:func:`preflight_snakemake_jobs`).
 
     mvl preflight --config config.yaml --config configs/paper.yaml --profile slurm
 """
