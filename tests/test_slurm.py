@@ -271,24 +271,26 @@ def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
 # --------------------------------------------------------------------------------------------
 # failures, retries and requeue of a run's job (train_run + evaluate_run, one job group)
 # --------------------------------------------------------------------------------------------
-#: a stand-in for `mvl` first on the jobs' PATH (sbatch exports the environment): `mvl train` of a
-#: run folder whose path contains $MVL_TEST_FAIL_ALWAYS fails every time, one that contains
-#: $MVL_TEST_FAIL_ONCE fails the first time only (a marker file remembers it); all else is real.
+#: a stand-in for `mvl` first on the jobs' PATH (sbatch exports the environment). Each word of
+#: $MVL_TEST_FAIL_ALWAYS / $MVL_TEST_FAIL_ONCE is <verb>:<part of a run folder>: `mvl <verb>` of such
+#: a run fails every time / the first time only (a marker file remembers it); all else is real.
 MVL_SHIM = r"""#!/usr/bin/env bash
-if [[ ${1:-} == train ]]; then
-    run_dir= prev=
-    for arg in "$@"; do [[ $prev == --run-dir ]] && run_dir=$arg; prev=$arg; done
-    if [[ -n ${MVL_TEST_FAIL_ALWAYS:-} && $run_dir == *"$MVL_TEST_FAIL_ALWAYS"* ]]; then
-        echo "injected failure: $run_dir always fails (SLURM job ${SLURM_JOB_ID:-?})" >&2
+verb=${1:-} run_dir= prev=
+for arg in "$@"; do [[ $prev == --run-dir ]] && run_dir=$arg; prev=$arg; done
+for rule in ${MVL_TEST_FAIL_ALWAYS:-}; do
+    if [[ -n $run_dir && $verb == "${rule%%:*}" && $run_dir == *"${rule#*:}"* ]]; then
+        echo "injected failure: mvl $verb of $run_dir always fails (SLURM job ${SLURM_JOB_ID:-?})" >&2
         exit 3
     fi
-    marker=$MVL_TEST_MARKERS/$(printf '%s' "$run_dir" | tr '/' '_').failed-once
-    if [[ -n ${MVL_TEST_FAIL_ONCE:-} && $run_dir == *"$MVL_TEST_FAIL_ONCE"* && ! -e $marker ]]; then
+done
+for rule in ${MVL_TEST_FAIL_ONCE:-}; do
+    marker=$MVL_TEST_MARKERS/$verb$(printf '%s' "$run_dir" | tr '/' '_').failed-once
+    if [[ -n $run_dir && $verb == "${rule%%:*}" && $run_dir == *"${rule#*:}"* && ! -e $marker ]]; then
         : >"$marker"
-        echo "injected failure: first attempt of $run_dir (SLURM job ${SLURM_JOB_ID:-?})" >&2
+        echo "injected failure: first mvl $verb of $run_dir (SLURM job ${SLURM_JOB_ID:-?})" >&2
         exit 3
     fi
-fi
+done
 exec "$MVL_TEST_REAL_MVL" "$@"
 """
 TASK, SIZE = "Task04_Hippocampus", "16x16x8"
@@ -339,7 +341,9 @@ def _mem_mb(alloc_tres: str) -> int:
 @pytest.mark.slow
 def test_failed_jobs_retry_with_the_larger_request_and_name_their_logs(slurm_cluster, tmp_path):
     """seed1's training fails once and succeeds on the retry, which asks the grown estimate;
-    seed2's fails for good: Snakemake names its rule log and SLURM log, which hold the error."""
+    seed2's fails for good: Snakemake names its rule log and SLURM log, which hold the error;
+    seed3's evaluation fails once: the retry of its one sbatch job redoes the training, which
+    resumes from its finished checkpoint, and the evaluation."""
     project, config = _prepared_project(tmp_path, epochs=1)
     shim = tmp_path / "shim"
     shim.mkdir()
@@ -347,21 +351,21 @@ def test_failed_jobs_retry_with_the_larger_request_and_name_their_logs(slurm_clu
     (shim / "mvl").chmod(0o755)
     (tmp_path / "markers").mkdir()
     env = _site_env(MVL_TEST_REAL_MVL=str(Path(shutil.which("mvl", path=env_with_venv()["PATH"]))),
-                    MVL_TEST_MARKERS=str(tmp_path / "markers"), MVL_TEST_FAIL_ONCE="/seed1",
-                    MVL_TEST_FAIL_ALWAYS="/seed2")
+                    MVL_TEST_MARKERS=str(tmp_path / "markers"),
+                    MVL_TEST_FAIL_ONCE="train:/seed1 evaluate:/seed3", MVL_TEST_FAIL_ALWAYS="train:/seed2")
     env["PATH"] = f"{shim}{os.pathsep}{env['PATH']}"
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
-    targets = [f"{_run_dir(config, seed)}/metrics.csv" for seed in (1, 2)]
+    targets = [f"{_run_dir(config, seed)}/metrics.csv" for seed in (1, 2, 3)]
     result = _snakemake(["--profile", "slurm", "--slurm-init-seconds-before-status-checks", "1", *targets],
                         project, env, timeout=SNAKEMAKE_TIMEOUT_S)
     out = result.stdout + result.stderr
-    assert result.returncode != 0 and "preflight: all 4 cluster jobs fit" in out, out[-6000:]
-    assert (project / targets[0]).is_file() and not (project / targets[1]).exists(), out[-6000:]
+    assert result.returncode != 0 and "preflight: all 6 cluster jobs fit" in out, out[-6000:]
+    assert [(project / target).is_file() for target in targets] == [True, False, True], out[-6000:]
 
     runs = _sacct_runs(since, project)
-    assert set(runs) == {"seed1", "seed2"}, runs
+    assert set(runs) == {"seed1", "seed2", "seed3"}, runs
     once, always = runs["seed1"], runs["seed2"]
-    assert [j["State"] for j in once] == ["FAILED", "COMPLETED"], once
+    assert [j["State"] for j in once] == [j["State"] for j in runs["seed3"]] == ["FAILED", "COMPLETED"], runs
     assert [j["State"] for j in always] == ["FAILED", "FAILED"], always
     for attempt, job in enumerate(once, start=1):  # one sbatch job a run: max memory, summed time
         key = SimpleNamespace(task=TASK, model="vit", size=SIZE)
@@ -382,6 +386,8 @@ def test_failed_jobs_retry_with_the_larger_request_and_name_their_logs(slurm_clu
     for path, _ in slurm_logs:
         assert "Error in rule train_run" in Path(path).read_text()
     assert "finished " in (project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed1.log").read_text()
+    retrained = (project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed3.log").read_text()
+    assert "from epoch 1 of 1" in retrained and (project / _run_dir(config, 3) / "history.csv").is_file()
 
 
 def _checkpoint(path: Path) -> dict:
