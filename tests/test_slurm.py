@@ -401,10 +401,10 @@ def _checkpoint(path: Path) -> dict:
 def test_requeued_training_resumes_from_its_checkpoint_with_the_same_weights(slurm_cluster, tmp_path):
     """`scontrol requeue` of a running run: SLURM starts the same job id again, training resumes
     from checkpoint_last.pt and ends with the weights of an uninterrupted run."""
-    epochs = 120  # about 0.15 s an epoch here: the job is caught after its first checkpoint
+    epochs = 80  # about 0.15 s an epoch here: the job is caught after its first checkpoint
     project, config = _prepared_project(tmp_path, epochs=epochs)
     run = project / _run_dir(config, 0)
-    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    results = config["results_dir"]
     log = (tmp_path / "snakemake.out").open("w")
     command = ["timeout", "-k", "10", str(SNAKEMAKE_TIMEOUT_S), "snakemake", "--profile", "slurm",
                "--slurm-init-seconds-before-status-checks", "1", f"{_run_dir(config, 0)}/metrics.csv"]
@@ -423,9 +423,24 @@ def test_requeued_training_resumes_from_its_checkpoint_with_the_same_weights(slu
         assert job_id, f"no running job with a checkpoint within 300 s:\n{(tmp_path / 'snakemake.out').read_text()[-4000:]}"
         assert not (run / "run.json").exists()  # caught mid-way
         subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, text=True)
-        # a requeued job waits about two minutes (Reason=BeginTime); let it start at once
-        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True,
-                       capture_output=True, text=True)
+        # a requeued job waits about two minutes (Reason=BeginTime, set once it is pending again);
+        # then let it start at once
+        for _ in range(150):
+            state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r"], capture_output=True,
+                                   text=True).stdout.strip()
+            if state == "PENDING|BeginTime":
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True,
+                               capture_output=True, text=True)
+                break
+            time.sleep(0.2)
+        # the same run, uninterrupted, outside SLURM, while Snakemake waits between status checks
+        straight = subprocess.run(
+            ["mvl", "train", "--config", f"{results}/config/train.yaml", "--preprocessed",
+             f"{results}/preprocessed/{TASK}/{SIZE}", "--split", f"{results}/splits/{TASK}.json", "--run-dir",
+             str(tmp_path / "straight"), "--model", "vit", "--attention", "hybrid-sequential", "--seed", "0",
+             "--threads", "1", "--no-progress"], cwd=project, env=_site_env(), capture_output=True, text=True,
+            timeout=600)
+        assert straight.returncode == 0, straight.stderr[-3000:]
         returncode = snakemake.wait(timeout=SNAKEMAKE_TIMEOUT_S + 60)
     finally:
         if snakemake.poll() is None:
@@ -440,14 +455,7 @@ def test_requeued_training_resumes_from_its_checkpoint_with_the_same_weights(slu
     resumed = re.search(rf"resuming \S+ from epoch (\d+) of {epochs}", train_log)
     assert resumed and 1 <= int(resumed.group(1)) < epochs, train_log[:2000]
 
-    # the same run, uninterrupted, outside SLURM
     straight = tmp_path / "straight"
-    results = config["results_dir"]
-    subprocess.run(["mvl", "train", "--config", f"{results}/config/train.yaml",
-                    "--preprocessed", f"{results}/preprocessed/{TASK}/{SIZE}", "--split", f"{results}/splits/{TASK}.json",
-                    "--run-dir", str(straight), "--model", "vit", "--attention", "hybrid-sequential", "--seed", "0",
-                    "--threads", "1", "--no-progress"], cwd=project, env=_site_env(), check=True,
-                   capture_output=True, text=True, timeout=600)
     a, b = _checkpoint(straight / "checkpoint_last.pt"), _checkpoint(run / "checkpoint_last.pt")
     assert a["epoch"] == b["epoch"] == epochs
     assert a["model_state"].keys() == b["model_state"].keys()
