@@ -43,3 +43,16 @@ rule all:
     default_target: True
     input:
         final_outputs,
+
+
+# On a SLURM submission (not inside a job, not a dry run: Snakemake skips onstart then), check
+# every job about to be submitted against the cluster's partitions before the first sbatch
+# (`mvl preflight` without the submission; docs/slurm.md).
+onstart:
+    if workflow.executor_plugin.name == "slurm" and not workflow.remote_exec:
+        from medvisionllama.cluster.preflight import preflight_snakemake_jobs
+
+        try:
+            print(preflight_snakemake_jobs(workflow.dag.needrun_jobs()))
+        except InputError as exc:
+            raise WorkflowError(str(exc)) from None

@@ -15,7 +15,7 @@ from conftest import ROOT, tiny_config
 
 from medvisionllama.cluster import resources as R
 from medvisionllama.cluster.jobs import cluster_jobs, evaluate_resources, train_resources
-from medvisionllama.cluster.preflight import check, main, preflight
+from medvisionllama.cluster.preflight import check, group_request, job_problems, main, preflight
 from medvisionllama.cluster.profile import Profile, apply, load_profile
 from medvisionllama.cluster.slurm import (
     build_cluster,
@@ -264,15 +264,17 @@ def test_read_cluster_falls_back_to_the_text_format_when_sinfo_has_no_json():
 # --------------------------------------------------------------------------------------------
 def test_profile_is_evaluated_from_the_environment(site_env):
     profile = load_profile(ROOT / "slurm")
-    assert profile.retries == 1 and profile.set_threads == {"train_run": "8", "evaluate_run": "4"}
-    assert "slurm_partition" not in profile.set_resources["train_run"]
+    # CPUs, memory and time of the GPU rules come from the config and the estimates, not the profile
+    assert profile.retries == 1 and profile.set_threads == {}
+    assert not profile.set_resources["train_run"] and not profile.set_resources["evaluate_run"]
     site_env.setenv("MVL_SLURM_GPU_PARTITION", "gpuq")
     site_env.setenv("MVL_SLURM_GPU_MODEL", "a100")
     profile = load_profile("slurm" if Path("slurm").is_dir() else ROOT / "slurm")
-    threads, res = apply("train_run", 1, {"gpu": 1}, profile, attempt=2)
-    assert threads.value == 8 and threads.source == "set-threads"
+    threads, res = apply("train_run", 4, {"gpu": 1, "mem_mb": lambda a, t: 3000 * a}, profile, attempt=2)
+    assert threads.value == 4 and threads.source == "rule"
     assert res["slurm_partition"].value == "gpuq" and res["gpu_model"].value == "a100"
-    assert res["mem_mb"].value == 64000 and res["runtime"].value == 2880
+    assert res["mem_mb"].value == 6000 and res["mem_mb"].source == "rule" and res["runtime"].value == 120
+    assert res["runtime"].source == "default-resources"  # no runtime of its own: the default's 60 * attempt
     _, split = apply("split_task", 1, {}, profile)
     assert split["mem_mb"].value == 4000 and split["mem_mb"].source == "default-resources"
 
@@ -294,8 +296,13 @@ def test_profile_train_run_cannot_fit_a_node_of_2_cpus_and_20_gb(site_env):
     problems, _, count = preflight(paper_config(), load_profile(ROOT / "slurm"), cluster)
     lines = {p.rule: p.message for p in problems}
     assert count > 100 and set(lines) == {"train_run", "evaluate_run", "preprocess_task"}
-    assert "asks 8 CPUs, partition 'debug' nodes have at most 2: --set-threads train_run=2" in lines["train_run"]
-    assert "asks 32000 MB" in lines["train_run"] and "--set-resources train_run:mem_mb=20000" in lines["train_run"]
+    assert ("asks 4 CPUs, partition 'debug' nodes have at most 2: set training.threads: 2 in the config,"
+            " or --set-threads train_run=2") in lines["train_run"]
+    from medvisionllama.experiments import all_runs
+
+    biggest = max(train_resources(paper_config(), r).mem_mb for r in all_runs(paper_config()))
+    assert biggest > 20000 and f"asks {biggest} MB" in lines["train_run"]
+    assert "set MVL_SLURM_MAX_MEM_MB=20000 (caps the estimate)" in lines["train_run"]
     assert "evaluate_run" in lines["evaluate_run"] and "4 CPUs" in lines["evaluate_run"]
 
 
@@ -303,13 +310,12 @@ def test_fixing_the_named_settings_makes_it_fit(site_env):
     cluster = recorded("small-node-22.05")
     profile = load_profile(ROOT / "slurm").override(
         set_threads=["train_run=2", "evaluate_run=2", "preprocess_task=2"],
-        set_resources=["train_run:mem_mb=20000", "train_run:runtime=1440"],
+        set_resources=["train_run:mem_mb=20000", "train_run:runtime=1200"],  # + evaluate_run: 1 day
     )
     problems, warnings, _ = preflight(paper_config(), profile, cluster)
     assert problems == []
-    # the estimates now apply to evaluate_run (the profile's set-resources were replaced): its
-    # retry doubles within the default cap and fits; train_run's is fixed at the command line
-    assert all("train_run" not in w.message for w in warnings)
+    # train_run's memory is fixed at the command line; evaluate_run's estimate doubles on retry
+    assert all("train_run " not in w.message for w in warnings)
 
 
 def test_estimates_that_exceed_the_time_limit_name_the_cap_variable(site_env):
@@ -387,7 +393,8 @@ def test_the_suggestion_names_the_setting_that_decides_the_cpus(site_env):
     problems, _, _ = preflight(config, Profile(), cluster, runs=runs)  # no profile: the config decides
     train = next(p.message for p in problems if p.rule == "train_run")
     assert "asks 6 CPUs" in train and "set training.threads: 2 in the config, or --set-threads train_run=2" in train
-    problems, _, _ = preflight(config, load_profile(ROOT / "slurm"), cluster, runs=runs)  # set-threads decides
+    profile = load_profile(ROOT / "slurm").override(set_threads=["train_run=8"])  # set-threads decides
+    problems, _, _ = preflight(config, profile, cluster, runs=runs)
     train = next(p.message for p in problems if p.rule == "train_run")
     assert "asks 8 CPUs" in train and "training.threads" not in train
 
@@ -451,3 +458,27 @@ def test_jobs_snakemake_resolved_are_checked_as_they_are(site_env):
     lines = str(info.value).splitlines()
     assert lines[0].startswith("cannot run: train_run (1 of 2 jobs, e.g. Task02_Heart) asks 8 CPUs")
     assert "--set-resources train_run:mem_mb=20000" in lines[0] and len(lines) == 2
+
+
+def test_a_runs_two_jobs_are_checked_as_one_sbatch_job(site_env):
+    """train_run and evaluate_run of a run go as one job group: each may fit the time limit while
+    their sum does not; the line names the cap that makes both fit."""
+    cluster = recorded("small-node-22.05")  # 2 CPUs, 20 GB, MaxTime 1 day
+    limit = cluster.default.max_time_min
+    run = RunKey("Task02_Heart", "vit", "hybrid-sequential", "64x64x40", 0)
+    config = paper_config()
+    config["training"]["threads"] = 2
+    train = train_resources(config, run).runtime_min
+    evaluate = evaluate_resources(config, run).runtime_min
+    half = Profile(set_resources={"train_run": {"runtime": str(limit - 10)}, "evaluate_run": {"runtime": "20"}})
+    jobs = [j for j in cluster_jobs(config, [run], half) if j.rule in ("train_run", "evaluate_run")]
+    assert len(jobs) == 2 and {j.group for j in jobs} == {"run_Task02_Heart_vit_hybrid-sequential_64x64x40_seed0"}
+    assert all(not job_problems(j, cluster) for j in jobs)
+    (problem,) = check(jobs, cluster)
+    assert problem.rule == "train_run+evaluate_run"
+    assert f"asks {limit - 10} (train_run) + 20 (evaluate_run) = {limit + 10} min as one sbatch job" in problem.message
+    assert f"--set-resources train_run:runtime={limit // 2} evaluate_run:runtime={limit // 2}" in problem.message
+    merged = group_request(jobs)
+    assert merged.runtime_min.value == limit + 10 and merged.mem_mb.value == max(j.mem_mb.value for j in jobs)
+    estimated = [j for j in cluster_jobs(config, [run], Profile()) if j.group]
+    assert train + evaluate <= limit and not check(estimated, cluster)

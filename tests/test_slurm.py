@@ -16,10 +16,14 @@ import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from conftest import ROOT, copy_project, env_with_venv, tiny_config
+
+from medvisionllama.cluster.jobs import evaluate_resources, train_resources
+from medvisionllama.cluster.preflight import load_config, validate_config
 
 START = ROOT / "scripts" / "slurm" / "start-cluster.sh"
 STOP = ROOT / "scripts" / "slurm" / "stop-cluster.sh"
@@ -110,20 +114,53 @@ def _job_blocks(dry_run_output: str, rule: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # the profile, without a cluster
 # --------------------------------------------------------------------------------------------
-def test_profile_dry_run_parses_and_sets_resources(project):
+def _wildcards(block: str) -> SimpleNamespace:
+    """The wildcards of a dry run's job block, as attributes (what the rules' resources see)."""
+    line = next(li for li in block.splitlines() if li.strip().startswith("wildcards:"))
+    pairs = (item.split("=", 1) for item in line.split(":", 1)[1].split(","))
+    return SimpleNamespace(**{k.strip(): v.strip() for k, v in pairs})
+
+
+def _resource(block: str, name: str) -> str:
+    found = re.search(rf"\b{name}=([^,\n]+)", block)
+    assert found, (name, block)
+    return found.group(1)
+
+
+def _project_config(project: Path, *configfiles: str) -> dict:
+    config = load_config([project / "config.yaml", *(project / c for c in configfiles)])
+    return validate_config(config, project / "workflow" / "schemas" / "config.schema.yaml")
+
+
+@pytest.mark.parametrize("cores", [None, "16"])
+def test_profile_dry_run_parses_and_sets_resources(project, cores):
+    """With or without --cores, a dry run prints what will be asked: each run's estimated memory
+    and time (cluster.jobs), the config's threads as CPUs, the site's account/partition/GPU model."""
     env = _site_env(MVL_SLURM_ACCOUNT="proj123", MVL_SLURM_PARTITION="cpuq",
                     MVL_SLURM_GPU_PARTITION="gpuq", MVL_SLURM_GPU_MODEL="a100")
-    result = _snakemake(["--profile", "slurm", "-n", "--cores", "16"], project, env, timeout=300)
+    config = _project_config(project)
+    config["training"]["threads"] = 3  # not the default: the config's value must reach sbatch
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    result = _snakemake(["--profile", "slurm", "-n", *(["--cores", cores] if cores else [])], project, env,
+                        timeout=300)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:]
-    train = _job_blocks(out, "train_run")
-    assert train, out[-3000:]
-    for needle in ("gpu=1", "gpu_model=a100", "slurm_partition=gpuq", "slurm_account=proj123",
-                   "mem_mb=32000", "runtime=1440", "cpus_per_task=8"):
-        assert needle in train[0], (needle, train[0])
+    for rule, estimate in (("train_run", train_resources), ("evaluate_run", evaluate_resources)):
+        blocks = _job_blocks(out, rule)
+        assert blocks, out[-3000:]
+        for block in blocks:
+            expected = estimate(config, _wildcards(block), 1, env={})
+            assert int(_resource(block, "mem_mb")) == expected.mem_mb, block
+            assert int(_resource(block, "runtime")) == expected.runtime_min, block
+            assert re.search(r"threads: 3\b", block) and "cpus_per_task=3" in block, block
+            assert "--threads 3" in block, block
+            for needle in ("gpu=1", "gpu_model=a100", "slurm_partition=gpuq", "slurm_account=proj123"):
+                assert needle in block, (needle, block)
     split = _job_blocks(out, "split_task")
     assert split and "slurm_partition=cpuq" in split[0] and "slurm_account=proj123" in split[0], split[:1]
     assert "gpu=" not in split[0]
+    # a run's two GPU jobs go as one sbatch job
+    assert re.search(r"Group job run_\w+_vit_hybrid-sequential_", out), out[-3000:]
 
 
 def test_profile_dry_run_of_the_paper_config_asks_a_gpu_for_every_training_job(project):
@@ -207,11 +244,20 @@ def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
     jobs = [line.split("|") for line in sacct.splitlines() if line.strip()]
     ours = [j for j in jobs if Path(j[4]).resolve() == project.resolve()]
     by_rule: dict[str, list[list[str]]] = {}
+    groups = []
     for job in ours:
-        rule = job[3].removeprefix("rule_").split("_wildcards_")[0]
-        by_rule.setdefault(rule, []).append(job)
-    # Snakemake prints "rule X:" for a submitted job and "localrule X:" for one run in place
-    submitted = set(re.findall(r"^rule (\w+):", out, flags=re.MULTILINE))
+        name = job[3].removeprefix("rule_").split("_wildcards_")[0]
+        if name.startswith("run_"):  # a job group: run_<run>_<its rules>, one sbatch job a run
+            groups.append(job)
+            rules = [rule for rule in GPU_RULES if name.endswith("_evaluate_run_train_run")]
+        else:
+            rules = [name]
+        for rule in rules:
+            by_rule.setdefault(rule, []).append(job)
+    assert len(groups) == len(targets), sacct  # train_run and evaluate_run of a run: one allocation
+    # Snakemake prints "rule X:" for a submitted job (indented inside a group job) and
+    # "localrule X:" for one run in place
+    submitted = set(re.findall(r"^\s*rule (\w+):", out, flags=re.MULTILINE))
     local = set(re.findall(r"^localrule (\w+):", out, flags=re.MULTILINE))
     assert CLUSTER_RULES <= submitted and not CLUSTER_RULES & local, (submitted, local)
     assert submitted == set(by_rule), f"submitted {sorted(submitted)}, sacct saw {sorted(by_rule)}\n{sacct}"
@@ -220,3 +266,205 @@ def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
         assert all("gres/gpu=1" in j[2] for j in by_rule[rule]), (rule, by_rule[rule])
     for rule in submitted - GPU_RULES:
         assert all("gres/gpu" not in j[2] for j in by_rule[rule]), (rule, by_rule[rule])
+
+
+# --------------------------------------------------------------------------------------------
+# failures, retries and requeue of a run's job (train_run + evaluate_run, one job group)
+# --------------------------------------------------------------------------------------------
+#: a stand-in for `mvl` first on the jobs' PATH (sbatch exports the environment). Each word of
+#: $MVL_TEST_FAIL_ALWAYS / $MVL_TEST_FAIL_ONCE is <verb>:<part of a run folder>: `mvl <verb>` of such
+#: a run fails every time / the first time only (a marker file remembers it); all else is real.
+MVL_SHIM = r"""#!/usr/bin/env bash
+verb=${1:-} run_dir= prev=
+for arg in "$@"; do [[ $prev == --run-dir ]] && run_dir=$arg; prev=$arg; done
+for rule in ${MVL_TEST_FAIL_ALWAYS:-}; do
+    if [[ -n $run_dir && $verb == "${rule%%:*}" && $run_dir == *"${rule#*:}"* ]]; then
+        echo "injected failure: mvl $verb of $run_dir always fails (SLURM job ${SLURM_JOB_ID:-?})" >&2
+        exit 3
+    fi
+done
+for rule in ${MVL_TEST_FAIL_ONCE:-}; do
+    marker=$MVL_TEST_MARKERS/$verb$(printf '%s' "$run_dir" | tr '/' '_').failed-once
+    if [[ -n $run_dir && $verb == "${rule%%:*}" && $run_dir == *"${rule#*:}"* && ! -e $marker ]]; then
+        : >"$marker"
+        echo "injected failure: first mvl $verb of $run_dir (SLURM job ${SLURM_JOB_ID:-?})" >&2
+        exit 3
+    fi
+done
+exec "$MVL_TEST_REAL_MVL" "$@"
+"""
+TASK, SIZE = "Task04_Hippocampus", "16x16x8"
+
+
+def _run_dir(config: dict, seed: int) -> str:
+    return f"{config['results_dir']}/runs/{TASK}/vit/hybrid-sequential/{SIZE}/seed{seed}"
+
+
+def _prepared_project(tmp_path: Path, epochs: int) -> tuple[Path, dict]:
+    """A project copy on the cluster config (``epochs``) whose split, preprocessed volumes and
+    settings files of one task are made locally, so that the cluster runs only runs."""
+    project = copy_project(tmp_path / "project")
+    config = cluster_config()
+    config["training"].update(epochs=epochs)
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    results = config["results_dir"]
+    targets = [f"{results}/preprocessed/{TASK}/{SIZE}", f"{results}/splits/{TASK}.json",
+               f"{results}/config/train.yaml", f"{results}/config/evaluate.yaml"]
+    result = _snakemake(["--cores", "2", *targets], project, _site_env(), timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return project, _project_config(project)
+
+
+def _sacct_runs(since: str, project: Path) -> dict[str, list[dict[str, str]]]:
+    """Our sbatch jobs since ``since`` by run folder name (``seed<N>``), in submission order."""
+    fields = ["JobID", "State", "AllocTRES", "TimelimitRaw", "Comment", "WorkDir"]
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-a", "-S", since, "-o", ",".join(fields)],
+                         capture_output=True, text=True, check=True).stdout
+    runs: dict[str, list[dict[str, str]]] = {}
+    for line in out.splitlines():
+        job = dict(zip(fields, line.split("|")))
+        if line.strip() and Path(job["WorkDir"]).resolve() == project.resolve():
+            seed = re.search(r"_(seed\d+)_", job["Comment"])
+            runs.setdefault(seed.group(1) if seed else job["Comment"], []).append(job)
+    for jobs in runs.values():
+        jobs.sort(key=lambda j: int(j["JobID"]))
+    return runs
+
+
+def _mem_mb(alloc_tres: str) -> int:
+    found = re.search(r"mem=(\d+)M", alloc_tres)
+    assert found, alloc_tres
+    return int(found.group(1))
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_failed_jobs_retry_with_the_larger_request_and_name_their_logs(slurm_cluster, tmp_path):
+    """seed1's training fails once and succeeds on the retry, which asks the grown estimate;
+    seed2's fails for good: Snakemake names its rule log and SLURM log, which hold the error;
+    seed3's evaluation fails once: the retry of its one sbatch job redoes the training, which
+    resumes from its finished checkpoint, and the evaluation."""
+    project, config = _prepared_project(tmp_path, epochs=1)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "mvl").write_text(MVL_SHIM)
+    (shim / "mvl").chmod(0o755)
+    (tmp_path / "markers").mkdir()
+    env = _site_env(MVL_TEST_REAL_MVL=str(Path(shutil.which("mvl", path=env_with_venv()["PATH"]))),
+                    MVL_TEST_MARKERS=str(tmp_path / "markers"),
+                    MVL_TEST_FAIL_ONCE="train:/seed1 evaluate:/seed3", MVL_TEST_FAIL_ALWAYS="train:/seed2")
+    env["PATH"] = f"{shim}{os.pathsep}{env['PATH']}"
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    targets = [f"{_run_dir(config, seed)}/metrics.csv" for seed in (1, 2, 3)]
+    result = _snakemake(["--profile", "slurm", "--slurm-init-seconds-before-status-checks", "1", *targets],
+                        project, env, timeout=SNAKEMAKE_TIMEOUT_S)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "preflight: all 6 cluster jobs fit" in out, out[-6000:]
+    assert [(project / target).is_file() for target in targets] == [True, False, True], out[-6000:]
+
+    runs = _sacct_runs(since, project)
+    assert set(runs) == {"seed1", "seed2", "seed3"}, runs
+    once, always = runs["seed1"], runs["seed2"]
+    assert [j["State"] for j in once] == [j["State"] for j in runs["seed3"]] == ["FAILED", "COMPLETED"], runs
+    assert [j["State"] for j in always] == ["FAILED", "FAILED"], always
+    for attempt, job in enumerate(once, start=1):  # one sbatch job a run: max memory, summed time
+        key = SimpleNamespace(task=TASK, model="vit", size=SIZE)
+        train, evaluate = train_resources(config, key, attempt, env={}), evaluate_resources(config, key, attempt, env={})
+        assert _mem_mb(job["AllocTRES"]) == max(train.mem_mb, evaluate.mem_mb), job
+        assert int(job["TimelimitRaw"]) == train.runtime_min + evaluate.runtime_min, job
+        assert "gres/gpu=1" in job["AllocTRES"]
+    assert _mem_mb(once[1]["AllocTRES"]) > _mem_mb(once[0]["AllocTRES"])
+    assert int(once[1]["TimelimitRaw"]) > int(once[0]["TimelimitRaw"])
+
+    # the failure the user is shown: the group, its rule log and its SLURM log, each holding the error
+    rule_log = f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed2.log"
+    assert "Error in group run_Task04_Hippocampus_vit_hybrid-sequential_16x16x8_seed2" in out
+    assert f"log: {rule_log} (check log file(s) for error details)" in out, out[-6000:]
+    assert "injected failure: " in (project / rule_log).read_text()
+    slurm_logs = re.findall(r"log: (\S+/logs/slurm/group_run_\S+_seed2_\S+/(\d+)\.log)", out)
+    assert {int(i) for _, i in slurm_logs} == {int(j["JobID"]) for j in always}, slurm_logs
+    for path, _ in slurm_logs:
+        assert "Error in rule train_run" in Path(path).read_text()
+    assert "finished " in (project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed1.log").read_text()
+    retrained = (project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed3.log").read_text()
+    assert "from epoch 1 of 1" in retrained and (project / _run_dir(config, 3) / "history.csv").is_file()
+
+
+def _checkpoint(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeued_training_resumes_from_its_checkpoint_with_the_same_weights(slurm_cluster, tmp_path):
+    """`scontrol requeue` of a running run: SLURM starts the same job id again, training resumes
+    from checkpoint_last.pt and ends with the weights of an uninterrupted run."""
+    epochs = 80  # about 0.15 s an epoch here: the job is caught after its first checkpoint
+    project, config = _prepared_project(tmp_path, epochs=epochs)
+    run = project / _run_dir(config, 0)
+    results = config["results_dir"]
+    log = (tmp_path / "snakemake.out").open("w")
+    command = ["timeout", "-k", "10", str(SNAKEMAKE_TIMEOUT_S), "snakemake", "--profile", "slurm",
+               "--slurm-init-seconds-before-status-checks", "1", f"{_run_dir(config, 0)}/metrics.csv"]
+    snakemake = subprocess.Popen(command, cwd=project, env=_site_env(), stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT)
+    try:
+        job_id = None
+        deadline = time.monotonic() + 300
+        while job_id is None and time.monotonic() < deadline and snakemake.poll() is None:
+            queue = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True).stdout
+            running = [line.split("|")[0] for line in queue.splitlines() if "|RUNNING|" in line and "_seed0_" in line]
+            if running and (run / "checkpoint_last.pt").is_file():
+                job_id = running[0]
+            else:
+                time.sleep(0.2)
+        assert job_id, f"no running job with a checkpoint within 300 s:\n{(tmp_path / 'snakemake.out').read_text()[-4000:]}"
+        assert not (run / "run.json").exists()  # caught mid-way
+        subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, text=True)
+        # a requeued job waits about two minutes (Reason=BeginTime, set once it is pending again);
+        # then let it start at once
+        for _ in range(150):
+            state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r"], capture_output=True,
+                                   text=True).stdout.strip()
+            if state == "PENDING|BeginTime":
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True,
+                               capture_output=True, text=True)
+                break
+            time.sleep(0.2)
+        # the same run, uninterrupted, outside SLURM, while Snakemake waits between status checks
+        straight = subprocess.run(
+            ["mvl", "train", "--config", f"{results}/config/train.yaml", "--preprocessed",
+             f"{results}/preprocessed/{TASK}/{SIZE}", "--split", f"{results}/splits/{TASK}.json", "--run-dir",
+             str(tmp_path / "straight"), "--model", "vit", "--attention", "hybrid-sequential", "--seed", "0",
+             "--threads", "1", "--no-progress"], cwd=project, env=_site_env(), capture_output=True, text=True,
+            timeout=600)
+        assert straight.returncode == 0, straight.stderr[-3000:]
+        returncode = snakemake.wait(timeout=SNAKEMAKE_TIMEOUT_S + 60)
+    finally:
+        if snakemake.poll() is None:
+            snakemake.kill()
+        log.close()
+    out = (tmp_path / "snakemake.out").read_text()
+    assert returncode == 0, out[-6000:]
+    history = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert [line.split("|")[1] for line in history] == ["REQUEUED", "COMPLETED"], history
+    train_log = (project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed0.log").read_text()
+    resumed = re.search(rf"resuming \S+ from epoch (\d+) of {epochs}", train_log)
+    assert resumed and 1 <= int(resumed.group(1)) < epochs, train_log[:2000]
+
+    straight = tmp_path / "straight"
+    a, b = _checkpoint(straight / "checkpoint_last.pt"), _checkpoint(run / "checkpoint_last.pt")
+    assert a["epoch"] == b["epoch"] == epochs
+    assert a["model_state"].keys() == b["model_state"].keys()
+    for key in a["model_state"]:
+        assert a["model_state"][key].equal(b["model_state"][key]), key
+    def rows(path: Path) -> list[list[str]]:  # history.csv without its seconds column
+        lines = [line.split(",") for line in path.read_text().splitlines()]
+        keep = [i for i, name in enumerate(lines[0]) if name != "seconds"]
+        return [[line[i] for i in keep] for line in lines]
+
+    assert rows(run / "history.csv") == rows(straight / "history.csv") and len(rows(straight / "history.csv")) == epochs + 1
+    assert (project / f"{_run_dir(config, 0)}/metrics.csv").is_file()

@@ -2,6 +2,7 @@
 import json
 import os
 
+from medvisionllama.cluster.jobs import evaluate_resources, train_resources
 from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import figure_outputs
 from medvisionllama.experiments import experiment_specs, runs_of
@@ -179,3 +180,28 @@ def final_outputs(wildcards):
     if config["lineage"]["dvc"]:
         targets.append("dvc.lock")
     return targets
+
+
+# On a cluster, a run's train_run and evaluate_run form one job group, i.e. one sbatch job (one
+# queue wait, one GPU allocation): memory and GPUs the larger of the two, runtime their sum.
+# Snakemake ignores groups when it runs jobs itself (no executor plugin).
+RUN_GROUP = "run_{task}_{model}_{attention}_{size}_seed{seed}"
+
+
+# Cluster requests of a run's jobs, estimated from the run (input size, model, LLM width, epochs,
+# cases; medvisionllama.cluster.resources) and grown with Snakemake's `attempt` up to the caps
+# MVL_SLURM_MAX_MEM_MB / MVL_SLURM_MAX_RUNTIME (docs/slurm.md).
+def train_mem_mb(wildcards, attempt):
+    return train_resources(config, wildcards, attempt).mem_mb
+
+
+def train_runtime(wildcards, attempt):
+    return train_resources(config, wildcards, attempt).runtime_min
+
+
+def evaluate_mem_mb(wildcards, attempt):
+    return evaluate_resources(config, wildcards, attempt).mem_mb
+
+
+def evaluate_runtime(wildcards, attempt):
+    return evaluate_resources(config, wildcards, attempt).runtime_min

@@ -24,9 +24,11 @@ rule evaluate_run:
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
-        mem_mb=16000,
-        runtime=60,
+        mem_mb=evaluate_mem_mb,
+        runtime=evaluate_runtime,
         cpus_per_task=lambda wildcards, threads: threads,
+    group:
+        RUN_GROUP
     conda:
         "../../envs/medvisionllama.yaml"
     shell:

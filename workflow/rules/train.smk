@@ -29,9 +29,11 @@ rule train_run:
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
-        mem_mb=16000,
-        runtime=720,
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
         cpus_per_task=lambda wildcards, threads: threads,
+    group:
+        RUN_GROUP
     conda:
         "../../envs/medvisionllama.yaml"
     shell:

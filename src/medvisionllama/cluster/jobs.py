@@ -3,10 +3,13 @@
 The rules that go to the cluster (the others are ``localrules``): ``preprocess_task`` (one job a
 task and input size; ``threads: preprocess.workers``; memory and time from the profile),
 ``train_run`` and ``evaluate_run`` (one job a run; ``threads: training.threads``; a GPU unless
-``training.device: cpu``; memory and time from :mod:`medvisionllama.cluster.resources`).
+``training.device: cpu``; memory and time from :mod:`medvisionllama.cluster.resources`). On a
+cluster the two jobs of a run form one job group (:func:`run_group`), submitted as one sbatch job
+that asks the larger of their CPUs, memory and GPUs and the sum of their times (Snakemake's
+group resources for two jobs that run one after the other).
 
 :func:`train_resources` and :func:`evaluate_resources` are what the rules' ``resources:`` call
-(``mem_mb=lambda wildcards, attempt: train_resources(config, wildcards, attempt).mem_mb``);
+(``train_resources(config, wildcards, attempt).mem_mb``, in workflow/rules/common.smk);
 :func:`cluster_jobs` lists every job with the profile applied, for ``mvl preflight``.
 """
 
@@ -113,6 +116,12 @@ class JobRequest:
     runtime_min: Value | None
     gpus: int
     gpu_model: str | None
+    group: str | None = None  #: job group: its jobs go to SLURM as one sbatch job
+
+
+def run_group(run: Any) -> str:
+    """The job group of a run's train_run and evaluate_run (workflow/rules/common.smk RUN_GROUP)."""
+    return f"run_{run.task}_{run.model}_{run.attention}_{run.size}_seed{run.seed}"
 
 
 def _minutes(value: Any, where: str) -> int:
@@ -135,7 +144,8 @@ def _megabytes(value: Any, where: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
-def to_request(rule: str, label: str, attempt: int, threads: Value, resources: dict[str, Value]) -> JobRequest:
+def to_request(rule: str, label: str, attempt: int, threads: Value, resources: dict[str, Value],
+               group: str | None = None) -> JobRequest:
     """Read the sbatch-relevant resources (as the SLURM plugin does: ``cpus_per_task`` else the
     threads, ``mem_mb`` or ``mem``, ``runtime`` in minutes, ``gpu``/``gpus`` and ``gpu_model``)."""
     where = f"{rule} ({label})"
@@ -155,6 +165,7 @@ def to_request(rule: str, label: str, attempt: int, threads: Value, resources: d
         runtime_min=Value(_minutes(runtime.value, where), runtime.source) if runtime else None,
         gpus=int(gpu.value) if gpu else 0,
         gpu_model=str(model.value) if model and model.value else None,
+        group=group,
     )
 
 
@@ -182,5 +193,5 @@ def cluster_jobs(config: Mapping[str, Any], runs: list[Any], profile: Profile, a
 
             own = {"gpu": gpu, "mem_mb": mem, "runtime": runtime, "cpus_per_task": lambda a, t: t}
             t, res = apply(rule, threads, own, profile, attempt, estimated=estimated, cores=cores)
-            jobs.append(to_request(rule, run.path(), attempt, t, res))
+            jobs.append(to_request(rule, run.path(), attempt, t, res, group=run_group(run)))
     return jobs

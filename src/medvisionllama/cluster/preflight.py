@@ -8,7 +8,10 @@ estimates of :mod:`medvisionllama.cluster.resources` for ``train_run``/``evaluat
 what the partitions offer (``sinfo``, ``scontrol show partition``), and prints one line for each
 rule that can never be scheduled, naming the setting to change. Exit status 2 when one cannot,
 else 0; a one-line summary either way. Retries (the profile's ``retries``) are checked too:
-a retry that would not fit is a warning, not a failure.
+a retry that would not fit is a warning, not a failure. A run's ``train_run`` and
+``evaluate_run`` go to SLURM as one sbatch job (a job group), so they are checked together too
+(the larger CPUs, memory and GPUs, the summed time). The Snakefile's ``onstart:`` hook runs the
+same check on the jobs of every SLURM submission (:func:`preflight_snakemake_jobs`).
 
     mvl preflight --config config.yaml --config configs/paper.yaml --profile slurm
 """
@@ -122,15 +125,63 @@ def job_problems(job: JobRequest, cluster: Cluster) -> list[str]:
     return out
 
 
+def group_request(members: list[JobRequest]) -> JobRequest:
+    """The one sbatch request of a job group whose jobs run one after the other (a run's
+    train_run then evaluate_run): the largest CPUs, memory and GPUs, the summed time."""
+    first = members[0]
+    cpus = max((m.cpus for m in members), key=lambda v: v.value)
+    mems = [m.mem_mb for m in members if m.mem_mb is not None]
+    times = [m.runtime_min for m in members if m.runtime_min is not None]
+    return replace(first, rule="+".join(m.rule for m in members), cpus=cpus,
+                   mem_mb=max(mems, key=lambda v: v.value) if mems else None,
+                   runtime_min=Value(sum(t.value for t in times), times[0].source) if times else None,
+                   gpus=max(m.gpus for m in members))
+
+
+def group_problems(members: list[JobRequest], cluster: Cluster) -> list[str]:
+    """Why the sbatch job of a group whose jobs each fit can still never run: the summed time
+    over MaxTime, or the largest CPUs, memory and GPUs together on no node."""
+    merged = group_request(members)
+    out = [p for p in job_problems(replace(merged, runtime_min=None), cluster)]
+    part = cluster.partitions.get(merged.partition) if merged.partition else cluster.default
+    limit = part.max_time_min if part else None
+    if merged.runtime_min is not None and limit is not None and merged.runtime_min.value > limit:
+        parts = " + ".join(f"{m.runtime_min.value} ({m.rule})" for m in members if m.runtime_min)
+        fix = (f"set {MAX_RUNTIME_ENV}={limit // len(members)} (caps each estimate)"
+               if merged.runtime_min.source == "estimate" else
+               f"--set-resources " + " ".join(f"{m.rule}:runtime={limit // len(members)}" for m in members))
+        out.append(f"asks {parts} = {merged.runtime_min.value} min as one sbatch job (job group {merged.group}),"
+                   f" partition {part.name!r} allows {format_minutes(limit)} ({limit} min): {fix}")
+    return out
+
+
 def check(jobs: Iterable[JobRequest], cluster: Cluster) -> list[Problem]:
-    """One problem line per rule: the largest request of the rule's jobs that cannot run."""
+    """One problem line per rule: the largest request of the rule's jobs that cannot run. Jobs of
+    a group (``JobRequest.group``) that each fit are checked once more as their group's one
+    sbatch request, reported under ``train_run+evaluate_run``."""
     by_rule: dict[str, list[tuple[JobRequest, list[str]]]] = {}
     totals: dict[str, int] = {}
+    groups: dict[str, list[JobRequest]] = {}
+    failed_groups: set[str] = set()
     for job in jobs:
         totals[job.rule] = totals.get(job.rule, 0) + 1
         problems = job_problems(job, cluster)
         if problems:
             by_rule.setdefault(job.rule, []).append((job, problems))
+        if job.group is not None:
+            groups.setdefault(job.group, []).append(job)
+            if problems:
+                failed_groups.add(job.group)
+    for name, members in groups.items():
+        members = sorted(members, key=lambda m: m.rule != "train_run")  # the order they run in
+        if len(members) < 2:
+            continue
+        merged = group_request(members)
+        totals[merged.rule] = totals.get(merged.rule, 0) + 1
+        if name not in failed_groups:
+            problems = group_problems(members, cluster)
+            if problems:
+                by_rule.setdefault(merged.rule, []).append((merged, problems))
     result = []
     for rule, failing in by_rule.items():
         def size(item: tuple[JobRequest, list[str]]) -> tuple[int, int, int]:
@@ -147,7 +198,8 @@ def check(jobs: Iterable[JobRequest], cluster: Cluster) -> list[Problem]:
 def preflight_snakemake_jobs(jobs: Iterable[Any], cluster: Cluster | None = None) -> str:
     """Check the jobs Snakemake is about to submit (from a Snakefile ``onstart:`` hook:
     ``workflow.dag.needrun_jobs()``; each has ``rule.name``, ``wildcards_dict``, ``threads``,
-    ``resources``, ``attempt``, ``is_local``), with the resources Snakemake itself resolved.
+    ``resources``, ``attempt``, ``is_local``, ``group``), with the resources Snakemake itself
+    resolved; the jobs of a group are checked as one sbatch job too (:func:`group_request`).
     Returns the summary line; raises ``InputError`` with one line per rule that cannot be
     scheduled. ``cluster``: default, ask it (``sinfo``, ``scontrol``)."""
     requests = []
@@ -157,7 +209,8 @@ def preflight_snakemake_jobs(jobs: Iterable[Any], cluster: Cluster | None = None
         resources = {k: Value(v, "snakemake") for k, v in dict(job.resources.items()).items()}
         label = "/".join(str(v) for v in dict(job.wildcards_dict).values()) or job.rule.name
         requests.append(to_request(job.rule.name, label, int(getattr(job, "attempt", 1) or 1),
-                                   Value(int(job.threads), "snakemake"), resources))
+                                   Value(int(job.threads), "snakemake"), resources,
+                                   group=getattr(job, "group", None)))
     cluster = read_cluster() if cluster is None else cluster
     problems = check(requests, cluster)
     if problems:

@@ -402,6 +402,9 @@ def train_run(
             "  (best)" if improved else "",
         )
 
+    # again here: a resumed finished run (e.g. retried after its evaluation failed in the same
+    # cluster job, which removed the run's outputs) has not rewritten it in the loop
+    write_text_atomic(run_dir / "history.csv", _history_csv(state.history))
     if not best_path.exists():  # resumed a finished run whose best file was removed: keep the contract
         raise InputError(f"{best_path}: missing although {last_path} exists; delete the run folder and retrain")
     # the declared outputs, rewritten even when no epoch ran: a finished run whose history.csv and
