@@ -402,13 +402,11 @@ def train_run(
             "  (best)" if improved else "",
         )
 
-    # again here: a resumed finished run (e.g. retried after its evaluation failed in the same
-    # cluster job, which removed the run's outputs) has not rewritten it in the loop
-    write_text_atomic(run_dir / "history.csv", _history_csv(state.history))
     if not best_path.exists():  # resumed a finished run whose best file was removed: keep the contract
         raise InputError(f"{best_path}: missing although {last_path} exists; delete the run folder and retrain")
     # the declared outputs, rewritten even when no epoch ran: a finished run whose history.csv and
-    # run.json were deleted (snakemake -f, a kill after the last checkpoint) gets them back from it
+    # run.json were deleted (snakemake -f, a kill after the last checkpoint, a retried cluster job
+    # whose evaluation failed and removed the run's outputs) gets them back from its checkpoint
     write_text_atomic(run_dir / "history.csv", _history_csv(state.history))
     summary = run_summary(net, config, training, data_meta, seed, state, dev)
     write_json_atomic(run_dir / "run.json", summary)
