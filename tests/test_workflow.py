@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT, env_with_venv, tiny_config
 from snakemake.utils import validate
 
-from medvisionllama.experiments import all_runs
+from medvisionllama.experiments import all_runs, sizes_needed
 from medvisionllama.lineage import write_params
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -129,7 +129,15 @@ def test_dry_run_of_the_paper_config_plans_every_stage_once():
     runs = all_runs(config)
     assert counts["download_task"] == 10
     assert counts["split_task"] == 10
-    assert counts["preprocess_task"] == 10 * 3
+    # only the sizes an experiment reads: 128x128x80 everywhere, 64x64x40 and full for Task01 only
+    assert counts["preprocess_task"] == 10 + 2 == sum(len(s) for s in sizes_needed(config).values())
+    assert sizes_needed(config)["Task01_BrainTumour"] == ["128x128x80", "64x64x40", "full"]
+    # its own data and results folders: nothing of the demo's data/ or results/ is planned
+    planned = set(re.findall(r"(?:output|input): (.+)", result.stdout))
+    paths = {p.strip() for line in planned for p in line.split(",")}
+    demo = [p for p in paths if p.startswith("data/") or (p.startswith("results/") and not p.startswith("results/paper/"))]
+    assert not demo, demo[:10]
+    assert {p for p in paths if p.startswith("msd/")} == {f"msd/{task}" for task in config["data"]["tasks"]}
     # runs shared by several tables are trained (and scored) once
     assert counts["train_run"] == len(runs) == counts["evaluate_run"]
 
@@ -171,8 +179,9 @@ def test_dvc_stages_run_the_same_commands_as_the_snakemake_data_rules(project):
     from_snakemake = snakemake_data_commands(project)
     from_dvc, dvc_outs = dvc_data_commands(project)
     assert from_snakemake == from_dvc
-    n_tasks, n_sizes = len(config["data"]["tasks"]), len(config["preprocess"]["sizes"])
-    assert len(from_dvc) == n_tasks + n_tasks * n_sizes
+    needed = sizes_needed(config)  # Task04 at both sizes (input_size), Task09 at the first only
+    assert needed == {"Task04_Hippocampus": ["16x16x8", "24x24x8"], "Task09_Spleen": ["16x16x8"]}
+    assert len(from_dvc) == len(config["data"]["tasks"]) + 3
     # outputs too: each --output of a Snakemake command is a DVC out
     outputs = {m.group(1) for c in from_snakemake for m in [re.search(r"--output (\S+)", c)]}
     assert outputs == dvc_outs
