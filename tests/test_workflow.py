@@ -196,6 +196,43 @@ def test_committed_params_yaml_matches_the_default_config(tmp_path):
     assert (ROOT / "params.yaml").read_text() == expected.read_text()
 
 
+LINEAGE_FILES = ("params.yaml", "dvc.lock", "data.dvc")
+
+
+@pytest.mark.slow
+def test_a_failed_lineage_job_in_the_dag_keeps_the_committed_files_and_says_why_in_one_line(project):
+    """The real DAG up to the lineage record, then a hand edit of a preprocessed array: the forced
+    record_lineage job fails, Snakemake removes its output (the record, results/lineage.json) and
+    nothing else, params.yaml, dvc.lock and data.dvc stay byte-identical, and the log holds the one
+    line of the error."""
+    import numpy as np
+
+    (project / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    first = snakemake("--cores", "2", "results/lineage.json", cwd=project)
+    assert first.returncode == 0, first.stderr[-3000:]
+    committed = {name: (project / name).read_bytes() for name in LINEAGE_FILES}
+    array = sorted((project / "results/preprocessed/Task09_Spleen/16x16x8/cases").glob("*_image.npy"))[0]
+    edited = np.load(array)
+    edited.flat[0] += 1.0
+    np.save(array, edited)
+
+    again = snakemake("--cores", "2", "--forcerun", "record_lineage", "results/lineage.json", cwd=project)
+
+    assert again.returncode != 0
+    assert {name: (project / name).read_bytes() for name in LINEAGE_FILES} == committed
+    assert not (project / "results/lineage.json").exists()
+    lines = [line for line in (project / "logs/record_lineage.log").read_text().splitlines() if line.strip()]
+    assert lines == [
+        "mvl lineage: error: results/preprocessed/Task09_Spleen/16x16x8 changed since the pipeline wrote it: "
+        "re-run `snakemake --forcerun preprocess_task` or restore it "
+        "(lineage not recorded; params.yaml, dvc.lock, data.dvc unchanged)"
+    ]
+    status = subprocess.run(["dvc", "status", "--json", "dvc.yaml"], cwd=project, env=env_with_venv(),
+                            capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr  # dvc.yaml still reads its params.yaml
+    assert "results/preprocessed/Task09_Spleen/16x16x8" in status.stdout
+
+
 def test_lineage_outside_a_dvc_repository_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):
     from medvisionllama.cli import main as mvl
 
