@@ -196,6 +196,33 @@ def test_committed_params_yaml_matches_the_default_config(tmp_path):
     assert (ROOT / "params.yaml").read_text() == expected.read_text()
 
 
+def test_existing_msd_task_folders_are_inputs_and_only_absent_ones_are_downloaded(project):
+    """data.source msd on a folder holding some tasks already: those are read in place (made by no
+    rule, so Snakemake can neither download over them nor delete them), the others downloaded; a
+    task folder that exists but is incomplete stops the workflow naming what it lacks."""
+    from data_helpers import first_case, make_task
+
+    config = tiny_config()
+    config["data"].update(source="msd", dir="userdata", tasks=["Task04_Hippocampus", "Task09_Spleen"])
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    make_task(project / "userdata", "Task09_Spleen", cases=3)
+
+    plan = snakemake("-n", "--cores", "1", cwd=project)
+
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert job_counts(plan.stdout)["download_task"] == 1
+    assert "output: userdata/Task04_Hippocampus" in plan.stdout
+    assert "output: userdata/Task09_Spleen" not in plan.stdout
+
+    label = first_case(project / "userdata" / "Task09_Spleen")[1]
+    label.unlink()
+    refused = snakemake("-n", "--cores", "1", cwd=project)
+    assert refused.returncode != 0
+    rel = label.relative_to(project / "userdata" / "Task09_Spleen").as_posix()  # dataset.json lists ./{rel}
+    assert re.search(rf"userdata/Task09_Spleen: exists but lacks (\./)?{re.escape(rel)}; complete it, or move it aside",
+                     refused.stdout + refused.stderr), refused.stdout[-2000:]
+
+
 LINEAGE_FILES = ("params.yaml", "dvc.lock", "data.dvc")
 
 
