@@ -52,6 +52,7 @@ def params_for(data_dir: str) -> dict:
         "data": {"dir": data_dir, "source": "synthetic", "synthetic": {"cases": 5, "max_dim": 16, "seed": 0}, "tasks": [TASK]},
         "split": {"seed": 0, "fractions": [0.6, 0.2, 0.2]},
         "preprocess": {"sizes": [SIZE], "workers": 1},
+        "preprocessed": {f"{TASK}-{SIZE}": {"task": TASK, "size": SIZE}},
     }
 
 
@@ -75,8 +76,9 @@ def run_data_stages(repo: Path, params: dict) -> None:
     for task in params["data"]["tasks"]:
         split_task(data / task, repo / "results" / "splits" / f"{task}.json",
                    seed=params["split"]["seed"], fractions=tuple(params["split"]["fractions"]))
-        for size in params["preprocess"]["sizes"]:
-            preprocess_task(data / task, size, repo / "results" / "preprocessed" / task / size, workers=1)
+    for stage in params["preprocessed"].values():
+        task, size = stage["task"], stage["size"]
+        preprocess_task(data / task, size, repo / "results" / "preprocessed" / task / size, workers=1)
 
 
 def snapshot(repo: Path) -> dict[str, bytes | None]:
@@ -371,3 +373,22 @@ def test_outputs_older_than_changed_data_are_stale_even_for_a_new_stage(tmp_path
         lineage.check_outputs_made_by_pipeline(status, {})
     os.utime(tmp_path / OUT / "manifest.json")  # the pipeline wrote it after the data
     lineage.check_outputs_made_by_pipeline(status, {})
+
+
+def test_stages_dvc_yaml_no_longer_has_leave_dvc_lock(repo: Path) -> None:
+    """dvc commit keeps lock entries of stages that are gone; the lineage drops them, so dvc.lock
+    never claims an output of another configuration (here: an input size no experiment reads now)."""
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    other = "8x8x8"
+    params["preprocess"]["sizes"] = [other]
+    params["preprocessed"] = {f"{TASK}-{other}": {"task": TASK, "size": other}}
+    run_data_stages(repo, params)
+
+    record_lineage(Path("data"), params)
+
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(stages) == {f"split_task@{TASK}", f"preprocess_task@{TASK}-{other}"}
+    assert_up_to_date(repo)

@@ -13,7 +13,7 @@ import yaml
 from conftest import ROOT, env_with_venv, tiny_config
 from snakemake.utils import validate
 
-from medvisionllama.experiments import all_runs
+from medvisionllama.experiments import all_runs, sizes_needed
 from medvisionllama.lineage import write_params
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -130,7 +130,15 @@ def test_dry_run_of_the_paper_config_plans_every_stage_once():
     runs = all_runs(config)
     assert counts["download_task"] == 10
     assert counts["split_task"] == 10
-    assert counts["preprocess_task"] == 10 * 3
+    # only the sizes an experiment reads: 128x128x80 everywhere, 64x64x40 and full for Task01 only
+    assert counts["preprocess_task"] == 10 + 2 == sum(len(s) for s in sizes_needed(config).values())
+    assert sizes_needed(config)["Task01_BrainTumour"] == ["128x128x80", "64x64x40", "full"]
+    # its own data and results folders: nothing of the demo's data/ or results/ is planned
+    planned = set(re.findall(r"(?:output|input): (.+)", result.stdout))
+    paths = {p.strip() for line in planned for p in line.split(",")}
+    demo = [p for p in paths if p.startswith("data/") or (p.startswith("results/") and not p.startswith("results/paper/"))]
+    assert not demo, demo[:10]
+    assert {p for p in paths if p.startswith("msd/")} == {f"msd/{task}" for task in config["data"]["tasks"]}
     # runs shared by several tables are trained (and scored) once
     assert counts["train_run"] == len(runs) == counts["evaluate_run"]
 
@@ -173,8 +181,9 @@ def test_dvc_stages_run_the_same_commands_as_the_snakemake_data_rules(project):
     from_snakemake = snakemake_data_commands(project)
     from_dvc, dvc_outs = dvc_data_commands(project)
     assert from_snakemake == from_dvc
-    n_tasks, n_sizes = len(config["data"]["tasks"]), len(config["preprocess"]["sizes"])
-    assert len(from_dvc) == n_tasks + n_tasks * n_sizes
+    needed = sizes_needed(config)  # Task04 at both sizes (input_size), Task09 at the first only
+    assert needed == {"Task04_Hippocampus": ["16x16x8", "24x24x8"], "Task09_Spleen": ["16x16x8"]}
+    assert len(from_dvc) == len(config["data"]["tasks"]) + 3
     # outputs too: each --output of a Snakemake command is a DVC out
     outputs = {m.group(1) for c in from_snakemake for m in [re.search(r"--output (\S+)", c)]}
     assert outputs == dvc_outs
@@ -187,6 +196,70 @@ def test_committed_params_yaml_matches_the_default_config(tmp_path):
     validate(config, str(SCHEMA))
     expected = write_params(config, tmp_path / "params.yaml")
     assert (ROOT / "params.yaml").read_text() == expected.read_text()
+
+
+def test_existing_msd_task_folders_are_inputs_and_only_absent_ones_are_downloaded(project):
+    """data.source msd on a folder holding some tasks already: those are read in place (made by no
+    rule, so Snakemake can neither download over them nor delete them), the others downloaded; a
+    task folder that exists but is incomplete stops the workflow naming what it lacks."""
+    from data_helpers import first_case, make_task
+
+    config = tiny_config()
+    config["data"].update(source="msd", dir="userdata", tasks=["Task04_Hippocampus", "Task09_Spleen"])
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    make_task(project / "userdata", "Task09_Spleen", cases=3)
+
+    plan = snakemake("-n", "--cores", "1", cwd=project)
+
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert job_counts(plan.stdout)["download_task"] == 1
+    assert "output: userdata/Task04_Hippocampus" in plan.stdout
+    assert "output: userdata/Task09_Spleen" not in plan.stdout
+
+    label = first_case(project / "userdata" / "Task09_Spleen")[1]
+    label.unlink()
+    refused = snakemake("-n", "--cores", "1", cwd=project)
+    assert refused.returncode != 0
+    rel = label.relative_to(project / "userdata" / "Task09_Spleen").as_posix()  # dataset.json lists ./{rel}
+    assert re.search(rf"userdata/Task09_Spleen: exists but lacks (\./)?{re.escape(rel)}; complete it, or move it aside",
+                     refused.stdout + refused.stderr), refused.stdout[-2000:]
+
+
+LINEAGE_FILES = ("params.yaml", "dvc.lock", "data.dvc")
+
+
+@pytest.mark.slow
+def test_a_failed_lineage_job_in_the_dag_keeps_the_committed_files_and_says_why_in_one_line(project):
+    """The real DAG up to the lineage record, then a hand edit of a preprocessed array: the forced
+    record_lineage job fails, Snakemake removes its output (the record, results/lineage.json) and
+    nothing else, params.yaml, dvc.lock and data.dvc stay byte-identical, and the log holds the one
+    line of the error."""
+    import numpy as np
+
+    (project / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    first = snakemake("--cores", "2", "results/lineage.json", cwd=project)
+    assert first.returncode == 0, first.stderr[-3000:]
+    committed = {name: (project / name).read_bytes() for name in LINEAGE_FILES}
+    array = sorted((project / "results/preprocessed/Task09_Spleen/16x16x8/cases").glob("*_image.npy"))[0]
+    edited = np.load(array)
+    edited.flat[0] += 1.0
+    np.save(array, edited)
+
+    again = snakemake("--cores", "2", "--forcerun", "record_lineage", "results/lineage.json", cwd=project)
+
+    assert again.returncode != 0
+    assert {name: (project / name).read_bytes() for name in LINEAGE_FILES} == committed
+    assert not (project / "results/lineage.json").exists()
+    lines = [line for line in (project / "logs/record_lineage.log").read_text().splitlines() if line.strip()]
+    assert lines == [
+        "mvl lineage: error: results/preprocessed/Task09_Spleen/16x16x8 changed since the pipeline wrote it: "
+        "re-run `snakemake --forcerun preprocess_task` or restore it "
+        "(lineage not recorded; params.yaml, dvc.lock, data.dvc unchanged)"
+    ]
+    status = subprocess.run(["dvc", "status", "--json", "dvc.yaml"], cwd=project, env=env_with_venv(),
+                            capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr  # dvc.yaml still reads its params.yaml
+    assert "results/preprocessed/Task09_Spleen/16x16x8" in status.stdout
 
 
 def test_lineage_outside_a_dvc_repository_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):

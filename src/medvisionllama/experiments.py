@@ -24,7 +24,9 @@ from medvisionllama.paper.spec import ExperimentSpec
 from medvisionllama.tasks import TASKS, get_task
 from medvisionllama.vocabulary import RunKey, parse_model_name
 
-__all__ = ["active_experiments", "all_runs", "experiment_specs", "load_config", "load_experiments", "runs_of"]
+__all__ = [
+    "active_experiments", "all_runs", "experiment_specs", "load_config", "load_experiments", "runs_of", "sizes_needed",
+]
 
 
 def active_experiments(config: dict) -> dict[str, dict]:
@@ -81,6 +83,27 @@ def runs_of(specs: Iterable[ExperimentSpec]) -> list[RunKey]:
 def all_runs(config: dict, names: Iterable[str] | None = None) -> list[RunKey]:
     """Every distinct run of the named experiments of ``config`` (default: all active ones)."""
     return runs_of(experiment_specs(config, names))
+
+
+def sizes_needed(config: dict) -> dict[str, list[str]]:
+    """The input sizes each task is preprocessed at: those the runs of the active experiments use.
+
+    Returns ``{task: [size, ...]}`` in the order of ``data.tasks`` and ``preprocess.sizes`` (sizes no
+    list names last, in the order found); a task no run reads is absent. The paper's grid reads
+    ``full`` on Task01 only, so no other task gets a full-resolution copy.
+    """
+    runs = all_runs(config)
+    tasks = [get_task(t).name for t in config.get("data", {}).get("tasks", list(TASKS))]
+    order = list(config.get("preprocess", {}).get("sizes") or [])
+    needed: dict[str, set[str]] = {}
+    for run in runs:
+        needed.setdefault(run.task, set()).add(run.size)
+    rank = {size: i for i, size in enumerate(order)}
+    return {
+        task: sorted(needed[task], key=lambda size: (rank.get(size, len(rank)), size))
+        for task in tasks
+        if task in needed
+    }
 
 
 def load_config(config_path: str | Path) -> dict[str, Any]:

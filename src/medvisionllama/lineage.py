@@ -3,8 +3,9 @@
 ``mvl lineage --data data --config results/config/lineage.yaml`` runs once at the end of the
 pipeline's data stages; it reads their settings from that part of the resolved config:
 
-1. writes ``params.yaml``: the validated settings of the data stages, which ``dvc.yaml``
-   interpolates (DVC reads this file for every command, so it comes first);
+1. writes ``params.yaml``: the validated settings of the data stages and the (task, size) pairs
+   the experiments read (:func:`lineage_params`), which ``dvc.yaml`` interpolates (DVC reads
+   this file for every command, so it comes first);
 2. asks ``dvc status dvc.yaml`` what changed since ``dvc.lock`` and refuses to certify what the
    pipeline did not make (:func:`check_outputs_made_by_pipeline`): an output whose hash differs
    from ``dvc.lock`` while its stage's dependencies, parameters and command did not change is
@@ -17,7 +18,9 @@ pipeline's data stages; it reads their settings from that part of the resolved c
    ``dvc.yaml`` depend on ``{data.dir}/{task}``, an absolute path, and ``dvc.lock`` records each
    task folder's content hash, so ``dvc status`` reports when the external data changed;
 4. ``dvc commit --force dvc.yaml``: records in ``dvc.lock`` the split and preprocess stages whose
-   outputs Snakemake just made (``--force`` only answers DVC's prompt; step 2 made the check).
+   outputs Snakemake just made (``--force`` only answers DVC's prompt; step 2 made the check),
+   after removing the entries of stages ``dvc.yaml`` no longer has (another configuration's
+   tasks or sizes), which ``dvc commit`` would otherwise keep (:func:`drop_stale_stages`).
 
 Any failure raises :class:`~medvisionllama.errors.InputError` with one line (what failed, what
 to do) and puts ``params.yaml``, ``dvc.lock``, ``DIR.dvc`` and the ``.gitignore`` ``dvc add``
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import fnmatch
+import hashlib
 import json
 import logging
 import os
@@ -48,13 +52,15 @@ from typing import Any, Callable
 import yaml
 
 from medvisionllama.errors import InputError
-from medvisionllama.experiments import load_config
-from medvisionllama.io_utils import atomic_path, write_text_atomic
+from medvisionllama.experiments import load_config, sizes_needed
+from medvisionllama.io_utils import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-#: the sections of the config that the data stages read; params.yaml holds exactly these
+#: the sections of the config that the data stages read; params.yaml holds these and PREPROCESSED
 PARAM_SECTIONS = ("results_dir", "data", "split", "preprocess")
+#: the key of params.yaml naming the (task, size) pairs to preprocess (derived from the experiments)
+PREPROCESSED = "preprocessed"
 LOCK_MESSAGE = "Unable to acquire lock"
 DVC_FILE = Path("dvc.yaml")
 LOCK_FILE = Path("dvc.lock")
@@ -88,16 +94,48 @@ def _dvc(args: list[str], *, retries: int = 8, delay: float = 1.0) -> str:
     raise AssertionError("unreachable")
 
 
-def write_params(params: dict[str, Any], params_file: Path = Path("params.yaml")) -> Path:
-    """Write the data stages' sections of ``params`` (a validated config) to ``params_file``."""
-    missing = [k for k in PARAM_SECTIONS if k not in params]
+def preprocessed_stages(config: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The (task, size) pairs the pipeline preprocesses, keyed as DVC names the stages.
+
+    ``{"Task01_BrainTumour-32x32x16": {"task": "Task01_BrainTumour", "size": "32x32x16"}, ...}``:
+    only the sizes the active experiments' runs read (:func:`medvisionllama.experiments.sizes_needed`).
+    ``dvc.yaml``'s ``preprocess_task`` loops over this mapping (``foreach``), so its stages are
+    ``preprocess_task@{task}-{size}``, one per folder Snakemake makes.
+    """
+    return {
+        f"{task}-{size}": {"task": task, "size": size}
+        for task, sizes in sizes_needed(config).items()
+        for size in sizes
+    }
+
+
+def lineage_params(config: dict[str, Any]) -> dict[str, Any]:
+    """What ``params.yaml`` holds: the sections :data:`PARAM_SECTIONS` of ``config`` and
+    ``preprocessed`` (:func:`preprocessed_stages`, computed from the experiments unless ``config``
+    already carries it, as the lineage part of the resolved config does)."""
+    missing = [k for k in PARAM_SECTIONS if k not in config]
     if missing:
         raise InputError(f"lineage: the config lacks the sections {missing}")
+    params = {k: config[k] for k in PARAM_SECTIONS}
+    stages = config.get(PREPROCESSED)
+    if stages is None:
+        stages = preprocessed_stages(config)
+    if not isinstance(stages, dict) or not all(
+        isinstance(v, dict) and set(v) == {"task", "size"} and k == f"{v['task']}-{v['size']}" for k, v in stages.items()
+    ):
+        raise InputError(f"lineage: '{PREPROCESSED}' must map '<task>-<size>' to {{task, size}}, got {stages!r}")
+    params[PREPROCESSED] = stages
+    return params
+
+
+def write_params(params: dict[str, Any], params_file: Path = Path("params.yaml")) -> Path:
+    """Write ``params_file`` from ``params`` (a validated config, or the lineage part of one): the
+    data stages' sections and the (task, size) pairs to preprocess (:func:`lineage_params`)."""
     header = (
         "# Written by `mvl lineage` from the validated Snakemake config: the settings the data\n"
         "# stages last ran with. dvc.yaml reads them. Edit config.yaml, not this file.\n"
     )
-    body = yaml.safe_dump({k: params[k] for k in PARAM_SECTIONS}, sort_keys=True, default_flow_style=False)
+    body = yaml.safe_dump(lineage_params(params), sort_keys=True, default_flow_style=False)
     write_text_atomic(params_file, header + body)
     return params_file
 
@@ -241,6 +279,22 @@ def _dvc_file_of(folder: Path) -> Path:
     return folder.with_name(folder.name + ".dvc")
 
 
+def drop_stale_stages(lock_file: Path, current: set[str]) -> list[str]:
+    """Remove from ``lock_file`` the stages ``dvc.yaml`` no longer has (``current``: its stage
+    names), so ``dvc.lock`` describes only what this configuration makes: ``dvc commit`` updates
+    the stages it commits and keeps every other entry, e.g. the preprocessed sizes of an earlier
+    configuration. Returns the names removed (the file is left as it is when there are none)."""
+    if not lock_file.is_file():
+        return []
+    lock = yaml.safe_load(lock_file.read_text()) or {}
+    stages = lock.get("stages") or {}
+    stale = [name for name in stages if name not in current]
+    if stale:
+        lock["stages"] = {name: entry for name, entry in stages.items() if name in current}
+        write_text_atomic(lock_file, yaml.safe_dump(lock, sort_keys=False, default_flow_style=False))
+    return stale
+
+
 # --------------------------------------------------------------------------- transaction
 def _snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
     """The bytes of each of ``paths`` (``None``: absent), to put back on failure."""
@@ -302,6 +356,10 @@ def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path(
         check_outputs_made_by_pipeline(status, lock or {}, params_file, remake=remade_identically)
         if tracked is not None:
             _dvc(["add", tracked.as_posix()])
+        current = set(_dvc(["stage", "list", "--name-only", str(DVC_FILE)]).split())
+        stale = drop_stale_stages(LOCK_FILE, current)  # dvc commit rewrites the file in its own format
+        if stale:
+            log.info("dvc.lock: dropped %d stages dvc.yaml no longer has: %s", len(stale), ", ".join(stale))
         _dvc(["commit", "--force", str(DVC_FILE)])
     except BaseException as exc:
         _restore(before)
@@ -317,15 +375,35 @@ def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path(
     return [params_file, *([dvc_file] if dvc_file else []), LOCK_FILE]
 
 
+def write_record(record: Path, data: Path, written: list[Path]) -> Path:
+    """Write ``record`` (JSON, atomically): the data folder, how it is tracked, and the md5 of each
+    lineage file just written. Snakemake's ``record_lineage`` rule asks for this file, never for
+    ``params.yaml`` or ``dvc.lock`` themselves: Snakemake deletes a failed job's outputs, and
+    those are committed files."""
+    tracked = [str(p) for p in written if p.suffix == ".dvc"]
+    write_json_atomic(record, {
+        "data": str(data),
+        "tracked_by": tracked[0] if tracked else "dvc.lock (external dependency of the dvc.yaml stages)",
+        "md5": {str(path): hashlib.md5(path.read_bytes()).hexdigest() for path in written},
+    })
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mvl lineage", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("data"), help="raw data folder to track (dvc add)")
+    parser.add_argument("--data", type=Path, default=Path("data"), help="raw data folder (dvc add when inside the repository)")
     parser.add_argument("--config", required=True, type=Path,
-                        help="the resolved pipeline config (results/config.yaml): its sections " + ", ".join(PARAM_SECTIONS))
+                        help="the lineage part of the resolved config (results/config/lineage.yaml): its sections "
+                        + ", ".join(PARAM_SECTIONS) + f" and {PREPROCESSED}")
     parser.add_argument("--params-file", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--record", type=Path, default=None,
+                        help="write this JSON file once the lineage is recorded (what was written, with md5s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     params = load_config(args.config)
-    for path in record_lineage(data=args.data, params=params, params_file=args.params_file):
+    written = record_lineage(data=args.data, params=params, params_file=args.params_file)
+    for path in written:
         print(path)
+    if args.record is not None:
+        write_record(args.record, args.data, written)
     return 0

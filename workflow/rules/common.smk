@@ -1,17 +1,19 @@
 # Shared lookups: which runs exist, where their files go, and the parameters rules pass on.
 import json
 import os
+from pathlib import Path
 
 from medvisionllama.cluster.jobs import evaluate_resources, train_resources
 from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import figure_outputs
-from medvisionllama.experiments import experiment_specs, runs_of
-from medvisionllama.lineage import PARAM_SECTIONS as LINEAGE_SECTIONS
+from medvisionllama.experiments import experiment_specs, runs_of, sizes_needed
+from medvisionllama.lineage import lineage_params
 from medvisionllama.vocabulary import ATTENTIONS, RUN_PATH, SIZE_PATTERN, parse_model_name
 
 try:  # the schema has checked each value; this checks how the experiments fit together
     SPECS = experiment_specs(config)
     RUNS = runs_of(SPECS)
+    SIZES_NEEDED = sizes_needed(config)  # {task: [size, ...]}: only what the runs read
 except InputError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -56,7 +58,6 @@ if config_problems(config, RUNS):
 DATA = config["data"]["dir"]
 RESULTS = config["results_dir"]
 TASKS = config["data"]["tasks"]
-SIZES = config["preprocess"]["sizes"]
 
 
 wildcard_constraints:
@@ -72,10 +73,35 @@ RUN_DIR = f"{RESULTS}/runs/{RUN_PATH}"
 
 
 def data_outputs():
-    """Every split and preprocessed folder: the outputs the DVC stages describe."""
-    return expand(f"{RESULTS}/splits/{{task}}.json", task=TASKS) + expand(
-        f"{RESULTS}/preprocessed/{{task}}/{{size}}", task=TASKS, size=SIZES
-    )
+    """Every split (one per task of data.tasks) and every preprocessed folder an experiment reads
+    (``sizes_needed``): the outputs the DVC stages describe."""
+    return expand(f"{RESULTS}/splits/{{task}}.json", task=TASKS) + [
+        f"{RESULTS}/preprocessed/{task}/{size}" for task, sizes in SIZES_NEEDED.items() for size in sizes
+    ]
+
+
+def tasks_to_download():
+    """data.source msd: the tasks of data.tasks whose folder under data.dir does not exist. A folder
+    that exists is the user's data, read in place (see data.smk); it must be complete (dataset.json
+    and every file it lists), or the workflow stops here naming what it lacks."""
+    from medvisionllama.data.download import missing_files
+
+    absent = []
+    for task in TASKS:
+        folder = os.path.join(DATA, task)
+        if not os.path.lexists(folder):
+            absent.append(task)
+            continue
+        try:
+            lacks = missing_files(Path(folder)) if os.path.isdir(folder) else ["(it is not a folder)"]
+        except InputError as exc:
+            raise WorkflowError(str(exc)) from None
+        if lacks:
+            raise WorkflowError(
+                f"{folder}: exists but lacks {', '.join(lacks[:3])}{' ...' if len(lacks) > 3 else ''}; "
+                f"complete it, or move it aside so the pipeline downloads {task}"
+            )
+    return absent
 
 
 def run_files(name):
@@ -94,8 +120,8 @@ def config_part(part):
                 "training": {k: v for k, v in config["training"].items() if k not in ("seeds", "threads")}}
     if part == "evaluate":
         return {"evaluation": config["evaluation"], "training": {"device": config["training"]["device"]}}
-    if part == "lineage":
-        return {key: config[key] for key in LINEAGE_SECTIONS}
+    if part == "lineage":  # what params.yaml holds, the (task, size) pairs to preprocess included
+        return lineage_params(config)
     raise WorkflowError(f"no config part {part!r}")
 
 
@@ -175,10 +201,13 @@ def paper_outputs():
     return [str(path) for path in table_files() + figure_files()] if SPECS else []
 
 
+LINEAGE_RECORD = f"{RESULTS}/lineage.json"
+
+
 def final_outputs(wildcards):
     targets = data_outputs() + paper_outputs() + [f"{RESULTS}/metrics.json"]
-    if config["lineage"]["dvc"]:
-        targets.append("dvc.lock")
+    if config["lineage"]["dvc"]:  # the record of `mvl lineage`, never the committed files it writes
+        targets.append(LINEAGE_RECORD)
     return targets
 
 

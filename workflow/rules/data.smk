@@ -1,5 +1,6 @@
-# Raw MSD task folders (synthesised here or downloaded), then per task a split and per task and
-# input size a preprocessed copy. dvc.yaml runs the same commands on the same paths.
+# Raw MSD task folders (synthesised here, downloaded, or already on disk), then per task a split
+# and per task a preprocessed copy at each input size its runs read (SIZES_NEEDED in common.smk).
+# dvc.yaml runs the same commands on the same paths.
 
 if config["data"]["source"] == "synthetic":
 
@@ -20,21 +21,31 @@ if config["data"]["source"] == "synthetic":
             " --seed {params.seed:q} --max-dim {params.max_dim:q} > {log:q} 2>&1"
 
 else:
+    # data.source: msd. A task folder that already exists is the user's data (their copy of the
+    # Decathlon, perhaps read-only on a shared file system): a plain input of the DAG, made by no
+    # rule, so Snakemake never re-makes it, never deletes it before a job (it does that to a job's
+    # outputs) and never sees "Params have changed" on it. Only absent task folders are outputs
+    # of download_task (tasks_to_download in common.smk checks that existing ones are complete).
+    DOWNLOAD = tasks_to_download()
 
-    rule download_task:
-        localrule: True  # compute nodes often have no internet
-        output:
-            directory(f"{DATA}/{{task}}"),
-        log:
-            "logs/download_task/{task}.log",
-        params:
-            data_dir=lambda wildcards, output: os.path.dirname(output[0]),
-        resources:
-            runtime=240,
-        conda:
-            "../../envs/medvisionllama.yaml"
-        shell:
-            "mvl download --task {wildcards.task:q} --data-dir {params.data_dir:q} > {log:q} 2>&1"
+    if DOWNLOAD:
+
+        rule download_task:
+            localrule: True  # compute nodes often have no internet
+            output:
+                directory(f"{DATA}/{{task}}"),
+            log:
+                "logs/download_task/{task}.log",
+            wildcard_constraints:
+                task="|".join(DOWNLOAD),
+            params:
+                data_dir=lambda wildcards, output: os.path.dirname(output[0]),
+            resources:
+                runtime=240,
+            conda:
+                "../../envs/medvisionllama.yaml"
+            shell:
+                "mvl download --task {wildcards.task:q} --data-dir {params.data_dir:q} > {log:q} 2>&1"
 
 
 rule split_task:

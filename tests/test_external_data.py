@@ -1,0 +1,123 @@
+"""The whole DAG on MSD-layout data kept outside the repository, on a read-only mount.
+
+What a researcher with the Decathlon already on disk does: `data.source: msd`, `data.dir:` an
+absolute path elsewhere. The tasks are written by the test (multi-channel MR, anisotropic CT in an
+LPS frame), bind-mounted read-only (root ignores chmod), and the real `snakemake` runs to tables
+and figures: nothing is downloaded, nothing is written into the data, dvc.lock hashes the task
+folders in place, and `dvc status` tells when one of their files changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+from conftest import copy_project, env_with_venv, tiny_config
+from data_helpers import first_case, make_task, rewrite_nifti, tree_bytes
+
+pytestmark = pytest.mark.slow
+
+TASKS = ["Task05_Prostate", "Task09_Spleen"]  # 2-channel MR; single-channel CT, LPS, 17 x 17 x 56 mm voxels
+
+
+def mount(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["mount", *args], capture_output=True, text=True)
+
+
+@pytest.fixture
+def external_data(tmp_path: Path):
+    """``(mount_point, source)``: MSD task folders written under ``source`` and bind-mounted
+    read-only at ``mount_point``, both outside the project copy."""
+    source, point = tmp_path / "shared" / "msd", tmp_path / "datasets" / "msd"
+    for task in TASKS:
+        make_task(source, task, cases=6, max_dim=24)
+    point.mkdir(parents=True)
+    done = mount("--bind", str(source), str(point))
+    if done.returncode != 0:
+        pytest.skip(f"bind mounts are not permitted here: {done.stderr.strip()}")
+    try:
+        done = mount("-o", "remount,ro,bind", str(point))
+        if done.returncode != 0:
+            pytest.skip(f"read-only remounts are not permitted here: {done.stderr.strip()}")
+        with pytest.raises(OSError):
+            (point / "probe").write_text("x")  # read-only even for root
+        yield point, source
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env_with_venv(), capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+def test_the_dag_runs_on_read_only_msd_data_outside_the_repository(tmp_path: Path, external_data) -> None:
+    point, source = external_data
+    # the layout a real Decathlon has: 4D multi-channel MR, anisotropic CT in an LPS frame
+    prostate = nib.load(first_case(point / "Task05_Prostate")[0])
+    spleen = nib.load(first_case(point / "Task09_Spleen")[0])
+    assert prostate.ndim == 4 and prostate.shape[3] == 2
+    assert nib.aff2axcodes(spleen.affine) == ("L", "P", "S")
+    zooms = spleen.header.get_zooms()[:3]
+    assert max(zooms) / min(zooms) > 3
+    assert not list(point.rglob(".mvl-download.json"))  # the user's own folder: no download marker
+    data_before = tree_bytes(point)
+
+    project = copy_project(tmp_path / "project")
+    config = tiny_config()
+    config["data"].update(source="msd", dir=str(point), tasks=TASKS)
+    config["training"].update(epochs=1)
+    config["experiments"] = {"main": {"tasks": "all", "models": ["vit", "mlp"]}}  # the cheapest table
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    committed_data_dvc = (project / "data.dvc").read_bytes()
+
+    result = run(["snakemake", "--cores", "2"], project)
+
+    assert "download_task" not in result.stdout + result.stderr  # the folders are inputs, not outputs
+    assert not (project / "logs" / "download_task").exists()
+    assert tree_bytes(point) == data_before  # nothing written into the data
+    results = project / "results"
+    assert (results / "tables" / "main.md").stat().st_size > 0
+    assert list((results / "figures").glob("*.png"))
+    record = json.loads((results / "lineage.json").read_text())
+    assert record["data"] == str(point) and record["tracked_by"].startswith("dvc.lock")
+    assert (project / "data.dvc").read_bytes() == committed_data_dvc  # the demo's .dvc file is left alone
+    assert not [p.name for p in project.glob("*.dvc") if p.is_file() and p.name != "data.dvc"]  # and no other is made
+
+    # dvc.lock hashes each external task folder in place; nothing of it enters the DVC cache
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    for task in TASKS:
+        dep = lock[f"split_task@{task}"]["deps"][0]
+        assert dep["path"] == str(point / task) and dep["md5"].endswith(".dir")
+    stages = sorted(s for s in lock if s.startswith("preprocess_task@"))
+    assert stages == [f"preprocess_task@{task}-16x16x8" for task in TASKS]  # only the size the runs read
+    cache = project / ".dvc" / "cache"
+    cached = {p.name for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
+    assert not cached & {hashlib.md5(b).hexdigest()[2:] for b in data_before.values()}
+    # the data stages are up to date (data.dvc, the demo's data/, is not pulled in this copy)
+    assert "Data and pipelines are up to date" in run(["dvc", "status", "dvc.yaml"], project).stdout
+    again = run(["snakemake", "-n", "--cores", "2"], project)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # someone changes one file of the shared data: dvc status says which task's stages are stale
+    image = first_case(source / "Task09_Spleen")[0]
+    assert mount("-o", "remount,rw,bind", str(point)).returncode == 0
+    try:
+        array = np.asanyarray(nib.load(point / image.relative_to(source)).dataobj).copy()
+        array[0, 0, 0] += 100
+        rewrite_nifti(point / image.relative_to(source), array)
+    finally:
+        assert mount("-o", "remount,ro,bind", str(point)).returncode == 0
+    status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], project).stdout)
+    changed = {str(point / "Task09_Spleen"): "modified"}
+    assert status == {
+        "split_task@Task09_Spleen": [{"changed deps": changed}],
+        "preprocess_task@Task09_Spleen-16x16x8": [{"changed deps": changed}],
+    }
