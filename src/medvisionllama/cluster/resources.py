@@ -205,6 +205,16 @@ def _host_mem_mb(data_size: str, model: str, batch_size: int, in_channels: int, 
 
 
 # --- the estimates -----------------------------------------------------------------------------
+def _gpu_mem_mb(model: str, gpus: int, activations: float) -> int:
+    """GPU memory of a job (information only): the frozen layer's weights at the measured 6 bytes
+    per parameter, the activations and 1 GB of CUDA context; 0 without a GPU."""
+    if not gpus:
+        return 0
+    llm = llm_of(model)
+    weights = 0.0 if llm is None else layer_params(llm) * 6 / 1e6
+    return _round_up(1000 + weights + activations, 100)
+
+
 def estimate_training(size: str, model: str, *, epochs: int, train_cases: int, batch_size: int = 4,
                       device: str = "auto", threads: int = 1, in_channels: int = 4, patch_size: int = 8,
                       num_workers: int = 0, data_size: str | None = None) -> JobResources:
@@ -227,12 +237,8 @@ def estimate_training(size: str, model: str, *, epochs: int, train_cases: int, b
     runtime = max(MIN_RUNTIME_MIN, _round_up(SAFETY * (hours * 60 + STARTUP_MIN), 5))
     activations = activation_mb(size, model, batch_size, patch_size)
     mem = _host_mem_mb(data_size or size, model, batch_size, in_channels, num_workers, gpus, activations)
-    llm = llm_of(model)
-    gpu_mem = 0
-    if gpus:
-        weights = 0.0 if llm is None else layer_params(llm) * 6 / 1e6
-        gpu_mem = _round_up(1000 + weights + activations, 100)
-    return JobResources(mem_mb=mem, runtime_min=runtime, gpus=gpus, cpus=threads, gpu_mem_mb=gpu_mem)
+    return JobResources(mem_mb=mem, runtime_min=runtime, gpus=gpus, cpus=threads,
+                        gpu_mem_mb=_gpu_mem_mb(model, gpus, activations))
 
 
 def estimate_evaluation(size: str, model: str, *, test_cases: int, native_size: str, device: str = "auto",
@@ -258,12 +264,8 @@ def estimate_evaluation(size: str, model: str, *, test_cases: int, native_size: 
     activations = activation_mb(size, model, 1, patch_size) / 3
     mem = _host_mem_mb(size, model, 1, in_channels, 0, gpus, activations)
     mem = _round_up(mem + SAFETY * volume, 1000)
-    llm = llm_of(model)
-    gpu_mem = 0
-    if gpus:
-        weights = 0.0 if llm is None else layer_params(llm) * 6 / 1e6
-        gpu_mem = _round_up(1000 + weights + activations, 100)
-    return JobResources(mem_mb=mem, runtime_min=runtime, gpus=gpus, cpus=threads, gpu_mem_mb=gpu_mem)
+    return JobResources(mem_mb=mem, runtime_min=runtime, gpus=gpus, cpus=threads,
+                        gpu_mem_mb=_gpu_mem_mb(model, gpus, activations))
 
 
 # --- retries -----------------------------------------------------------------------------------
