@@ -50,15 +50,19 @@ def author(tmp_path_factory) -> dict:
     config["lineage"]["dvc"] = False
     (project / "config.yaml").write_text(yaml.safe_dump(config))
     sh(["snakemake", "--cores", "2"], project)
-    # one run carries the optional per-run summary.json: both states must share
+    # summary.json is optional (runs evaluated before it existed): only the first run keeps its
+    # own, so both states must share
     run_dirs = sorted(p.parent for p in (project / "results/runs").rglob("run.json"))
-    (run_dirs[0] / "summary.json").write_text(json.dumps({"dice": 0.5}))
+    assert all((run / "summary.json").is_file() for run in run_dirs)  # evaluation writes it
+    for run in run_dirs[1:]:
+        (run / "summary.json").unlink()
     remote = root / "remote"
     sh(["dvc", "remote", "add", "-d", "local", str(remote)], project)
     shared = sh(["mvl", "share"], project)
     sh(["git", "add", "-A"], project)
     sh([*GIT, "commit", "-qm", "results of the tiny run"], project)
-    return {"root": root, "project": project, "remote": remote, "runs": run_dirs, "share_stdout": shared.stdout}
+    return {"root": root, "project": project, "remote": remote, "runs": run_dirs, "share_stdout": shared.stdout,
+            "config": config}
 
 
 def clone(author: dict, name: str) -> Path:
@@ -90,6 +94,9 @@ def test_shared_folder_holds_what_tables_need_and_no_checkpoints_or_data(author)
     first = author["runs"][0].relative_to(author["project"] / "results").as_posix()
     assert f"{first}/summary.json" in files  # optional file shared when present ...
     assert not any(f.endswith("summary.json") for f in files if not f.startswith(first))  # ... and not required
+    # the class names the segmentation figures need travel with the results (no raw data)
+    tasks = author["config"]["data"]["tasks"]
+    assert sorted(f for f in files if f.startswith("datasets/")) == [f"datasets/{t}/dataset.json" for t in sorted(tasks)]
     assert {"config.yaml", "long.csv", "plots/curves.csv", "metrics.json", "tables/main.csv"} <= files
     assert (author["project"] / f"{SHARE_DIR}.dvc").is_file() and (author["project"] / SUMMARY_DIR / "metrics").is_dir()
     tracked = sh(["git", "ls-files"], author["project"]).stdout.split()

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from medvisionllama.errors import InputError
 from medvisionllama.io_utils import atomic_dir, atomic_path, read_json
-from medvisionllama.share import FORMAT, MANIFEST, SHARE_DIR, checksum_path, render_dvc_plots, sha256_file
+from medvisionllama.share import DATASETS, FORMAT, MANIFEST, SHARE_DIR, checksum_path, render_dvc_plots, sha256_file
 
 
 def verify_archive(archive: Path, sha256: str | None = None) -> str:
@@ -91,7 +91,7 @@ def restore(shared: Path, manifest: dict, results: Path) -> list[Path]:
     """Copy the shared files (not the predictions, not the original tables) into ``results``."""
     restored = []
     for rel in manifest["files"]:
-        if "/predictions/" in rel or rel.startswith("tables/"):
+        if "/predictions/" in rel or rel.startswith(("tables/", f"{DATASETS}/")):
             continue
         target = Path(results) / rel
         with atomic_path(target) as tmp:
@@ -153,8 +153,9 @@ def regenerate(shared: Path = SHARE_DIR, archive: Path | None = None, sha256: st
     config = results / "config.yaml"
     tables = write_tables(results / "long.csv", config, results / "tables", metrics_json=results / "metrics.json")
     samples = sorted(str(results / rel) for rel in manifest["files"] if rel.endswith("/samples.npz"))
+    datasets = sorted(str(shared / rel) for rel in manifest["files"] if rel.startswith(f"{DATASETS}/"))
     figures = write_figures(results / "long.csv", config, results / "figures", curves_path=results / "plots/curves.csv",
-                            samples=samples)
+                            samples=samples, datasets=datasets)
     differing = compare_tables(results / "tables", shared / "tables")
     built = build_report(Path(os.path.relpath(config, repo)), report, repo) if report is not None else None
     return RegenerateResult(results, tables, figures, differing, built)

@@ -10,6 +10,8 @@ whole, atomically), then ``dvc add``s that folder (``shared-results.dvc``, to co
 * per run of the config's experiments, ``runs/{run}/``: ``run.json``, ``history.csv``,
   ``metrics.csv``, ``samples.npz``, ``summary.json`` (when the run has one) and
   ``predictions/*.nii.gz``;
+* ``datasets/{task}/dataset.json`` of every task (the class names the segmentation figures print;
+  metadata only, no image);
 * ``SHARE.json``: the package version, ``results_dir`` and every file's sha256.
 
 Never checkpoints, raw data or preprocessed arrays. The folder lies outside ``results/`` because
@@ -53,6 +55,8 @@ MANIFEST = "SHARE.json"
 FORMAT = 1
 #: files every run must have (what `mvl aggregate` reads) and those shared when present
 RUN_FILES_REQUIRED = ("run.json", "history.csv", "metrics.csv")
+#: where each task's dataset.json (class names for the figures; no images) goes in the shared folder
+DATASETS = "datasets"
 RUN_FILES_OPTIONAL = ("samples.npz", "summary.json")
 #: files of results_dir itself: required, then optional
 TOP_REQUIRED = ("config.yaml", "long.csv", "plots/curves.csv")
@@ -107,11 +111,18 @@ def collect(results: Path, out: Path) -> dict:
     config = _load_yaml(results / "config.yaml")
     manifest = {"format": FORMAT, "version": __version__, "results_dir": str(config.get("results_dir", results)),
                 "files": {}}
+    sources = {rel: results / rel for rel in files}
+    data_dir = Path((config.get("data") or {}).get("dir", "data"))
+    for task in (config.get("data") or {}).get("tasks", []):  # class names for the figures, no images
+        dataset = data_dir / task / "dataset.json"
+        if not dataset.is_file():
+            raise InputError(f"{dataset}: missing; the segmentation figures need each task's class names")
+        sources[f"{DATASETS}/{task}/dataset.json"] = dataset
     with atomic_dir(out) as tmp:
-        for rel in files:
+        for rel, source in sorted(sources.items()):
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(results / rel, target)
+            shutil.copyfile(source, target)
             manifest["files"][rel] = sha256_file(target)
         write_json_atomic(tmp / MANIFEST, manifest)
     return manifest
