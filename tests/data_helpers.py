@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from medvisionllama.data.io import make_nifti, nifti_to_gz_bytes
 from medvisionllama.data.synthesize import synthesize_task
@@ -57,3 +61,26 @@ def tiny_settings(**overrides):
     for key, value in overrides.items():
         (training if key in _TRAINING_KEYS else model)[key] = value
     return RunSettings(model=model, training=TrainingSettings(**training))
+
+
+def mount(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["mount", *args], capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def read_only_bind(source: Path, point: Path) -> Iterator[Path]:
+    """``source`` bind-mounted read-only at ``point`` (root ignores chmod; a read-only mount stops
+    it too); skips the test where mounts are not permitted, unmounts afterwards."""
+    point.mkdir(parents=True)
+    done = mount("--bind", str(source), str(point))
+    if done.returncode != 0:
+        pytest.skip(f"bind mounts are not permitted here: {done.stderr.strip()}")
+    try:
+        done = mount("-o", "remount,ro,bind", str(point))
+        if done.returncode != 0:
+            pytest.skip(f"read-only remounts are not permitted here: {done.stderr.strip()}")
+        with pytest.raises(OSError):
+            (point / "probe").write_text("x")  # read-only even for root
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=True)

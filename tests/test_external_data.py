@@ -19,15 +19,11 @@ import numpy as np
 import pytest
 import yaml
 from conftest import copy_project, env_with_venv, tiny_config
-from data_helpers import first_case, make_task, rewrite_nifti, tree_bytes
+from data_helpers import first_case, make_task, mount, read_only_bind, rewrite_nifti, tree_bytes
 
 pytestmark = pytest.mark.slow
 
 TASKS = ["Task05_Prostate", "Task09_Spleen"]  # 2-channel MR; single-channel CT, LPS, 17 x 17 x 56 mm voxels
-
-
-def mount(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["mount", *args], capture_output=True, text=True)
 
 
 @pytest.fixture
@@ -37,19 +33,8 @@ def external_data(tmp_path: Path):
     source, point = tmp_path / "shared" / "msd", tmp_path / "datasets" / "msd"
     for task in TASKS:
         make_task(source, task, cases=6, max_dim=24)
-    point.mkdir(parents=True)
-    done = mount("--bind", str(source), str(point))
-    if done.returncode != 0:
-        pytest.skip(f"bind mounts are not permitted here: {done.stderr.strip()}")
-    try:
-        done = mount("-o", "remount,ro,bind", str(point))
-        if done.returncode != 0:
-            pytest.skip(f"read-only remounts are not permitted here: {done.stderr.strip()}")
-        with pytest.raises(OSError):
-            (point / "probe").write_text("x")  # read-only even for root
+    with read_only_bind(source, point):
         yield point, source
-    finally:
-        subprocess.run(["umount", str(point)], check=True)
 
 
 def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

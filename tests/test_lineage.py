@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import ROOT, env_with_venv
-from data_helpers import make_task, rewrite_nifti
+from data_helpers import make_task, read_only_bind, rewrite_nifti
 
 from medvisionllama import lineage
 from medvisionllama.data.io import load_nifti
@@ -175,19 +175,8 @@ def read_only_data(tmp_path: Path):
     """``(source, mount)``: a task folder outside the repository, and a read-only bind mount of it."""
     source, mount = tmp_path / "shared" / "msd", tmp_path / "ro" / "msd"
     make_task(source, TASK, cases=5)
-    mount.mkdir(parents=True)
-    done = subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"bind mounts are not permitted here: {done.stderr.strip()}")
-    try:
-        done = subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"read-only remounts are not permitted here: {done.stderr.strip()}")
-        with pytest.raises(OSError):
-            (mount / "probe").write_text("x")  # read-only even for root
+    with read_only_bind(source, mount):
         yield source, mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_data_outside_the_repository_and_read_only(repo: Path, read_only_data: tuple[Path, Path]) -> None:
