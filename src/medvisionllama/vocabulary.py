@@ -122,17 +122,22 @@ def known_model_names() -> list[str]:
     return list(NON_LLM_MODELS) + [f"{llm}{suffix}" for llm in LLM_REGISTRY for suffix in ("", *(f"-{c}" for c in CONTROLS))]
 
 
+def split_control(name: str) -> tuple[str, str | None]:
+    """``"smollm2-135m-shuffled"`` -> ``("smollm2-135m", "shuffled")``; a name without a control
+    suffix -> ``(name, None)``. No validation (labels also show names outside the registry)."""
+    for candidate in CONTROLS:
+        if name.endswith(f"-{candidate}"):
+            return name[: -len(candidate) - 1], candidate
+    return name, None
+
+
 def parse_model_name(name: str) -> ModelName:
     """Read a model name; an ``InputError`` naming the known models when it is none of them."""
     if not isinstance(name, str):
         raise InputError(f"model name must be a string, got {name!r}")
     if name in NON_LLM_MODELS:
         return ModelName(name, name)  # type: ignore[arg-type]
-    base, control = name, None
-    for candidate in CONTROLS:
-        if name.endswith(f"-{candidate}"):
-            base, control = name[: -len(candidate) - 1], candidate
-            break
+    base, control = split_control(name)
     if base not in LLM_REGISTRY:
         raise InputError(f"unknown model {name!r}; known: {', '.join(known_model_names())}")
     return ModelName(name, "llm", base, control)  # type: ignore[arg-type]

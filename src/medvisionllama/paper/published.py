@@ -23,7 +23,7 @@ import zlib
 import pandas as pd
 
 from medvisionllama.errors import InputError
-from medvisionllama.vocabulary import ATTENTIONS, CONTROLS, DEFAULT_ATTENTION
+from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, split_control
 
 #: table key -> the paper's caption name
 TABLES: dict[str, str] = {
@@ -88,10 +88,7 @@ def model_label(model: str) -> str:
     (shuffled control)`` (:data:`CONTROL_LABELS`); an unknown key is shown as ``ViT + <key>``."""
     if model in PAPER_MODELS:
         return PAPER_MODELS[model]
-    base, control = model, None
-    for candidate in CONTROLS:
-        if model.endswith(f"-{candidate}"):
-            base, control = model[: -len(candidate) - 1], candidate
+    base, control = split_control(model)
     name = PAPER_MODELS.get(base, "").removeprefix("ViT + ") or OTHER_LLMS.get(base, base)
     return f"ViT + {name}" + (f" ({CONTROL_LABELS[control]})" if control else "")
 
@@ -122,10 +119,7 @@ def model_style(model: str) -> tuple[str, str]:
     down-triangles, its ``-shuffled`` control darker with diamonds. Depends on the name only."""
     if model in _KIND_STYLES:
         return _KIND_STYLES[model]
-    base, control = model, None
-    for candidate in CONTROLS:
-        if model.endswith(f"-{candidate}"):
-            base, control = model[: -len(candidate) - 1], candidate
+    base, control = split_control(model)
     color = _LLM_COLORS.get(base) or _SPARE_COLORS[zlib.crc32(base.encode()) % len(_SPARE_COLORS)]
     amount, marker = _CONTROL_STYLES[control]
     return (_shade(color, amount) if amount else color), marker
