@@ -19,12 +19,14 @@ def bench():
     return module
 
 
+@pytest.mark.slow
 def test_dry_run_measures_every_family_and_passes_its_checks(bench, tmp_path):
     from medvisionllama.llm.registry import LLM_REGISTRY
 
     real = {name: LLM_REGISTRY[name].make_config().hidden_size for name in bench.PAPER_LLMS}
     out = tmp_path / "gpu.md"
-    assert bench.main(["--dry", "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
+    # a budget no machine can reach: what this test checks must not depend on how busy the machine is
+    assert bench.main(["--dry", "--budget-s", "1e9", "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
     text = out.read_text()
     assert "DRY RUN" in text and "status: finished" in text
     rows = re.findall(r"^\| (\S+) \| (\S+) \| (\d+) \| (\S+) \|.*\| ok \|$", text, flags=re.M)
