@@ -9,7 +9,9 @@ import yaml
 
 from medvisionllama.errors import InputError
 from medvisionllama.paper.aggregate import aggregate, per_case_means, read_run
-from medvisionllama.paper.compare import claims, comparison_values, provenance_header
+from medvisionllama.paper.compare import (
+    CLAIM_COLUMNS, UNITS_NOTE, adjust, claims, comparison_values, paper_claims, provenance_header,
+)
 from medvisionllama.paper.metrics_json import metrics_summary
 from medvisionllama.paper.spec import ExperimentSpec, parse_experiments
 from medvisionllama.paper.summary import case_scores, score_experiment, summarize
@@ -169,18 +171,24 @@ def test_comparison_values_and_claims():
     dice = c.loc["dice"]
     assert dice["verdict"] == "supported" and dice["unit"] == "cases" and dice["n"] == 8
     assert dice["ci_low"] < dice["effect"] < dice["ci_high"] and dice["ci_low"] > 0
-    assert "Wilcoxon" in dice["test"] and dice["p_value"] < 0.05
+    assert "sign-flip" in dice["test"] and dice["p_value"] < 0.05
     assert dice["effect"] == pytest.approx(dice["reproduced_a"] - dice["reproduced_b"])
-    # Holm over the six claims of the table
-    assert c["p_holm"].to_numpy() == pytest.approx(holm(c["p_value"].to_numpy()))
-    assert (c["p_holm"] >= c["p_value"]).all()
+    # one task: Dice is the per-task family (first); the five other metrics are gated behind it
+    assert dice["family"] == "per-task" and dice["p_adjusted"] == pytest.approx(dice["p_value"])
+    other = c.drop(index="dice")
+    assert (other["family"] == "secondary-metrics").all()
+    expected = np.maximum(holm(other["p_value"].to_numpy()), dice["p_adjusted"])
+    assert other["p_adjusted"].to_numpy() == pytest.approx(expected)
+    assert (c["p_adjusted"] >= c["p_value"]).all()
+    assert dice["hypothesis"] == "smollm2-135m/hybrid-sequential/32x32x16|vit/hybrid-sequential/32x32x16|dice|Task01"
+    assert dice["mde"] > 0 and dice["differences"] == ""
     # HD95 (lower is better): the effect is negative when a is better, and that supports the claim
     assert c.loc["hd95", "effect"] < 0 and c.loc["hd95", "verdict"] == "supported"
     worse = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=-0.1))
     assert claims(score_experiment(worse, s)).set_index("metric").loc["dice", "verdict"] == "contradicted"
     same = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=0.0, seed=3))
     assert claims(score_experiment(same, s)).set_index("metric").loc["dice", "verdict"] == "inconclusive"
-    # the bootstrap is seeded: the same scores give byte-identical claims
+    # the Monte Carlo signs are seeded: the same scores give byte-identical claims
     pd.testing.assert_frame_equal(claims(score_experiment(long, s)), claims(score_experiment(long, s)))
 
 
@@ -191,8 +199,9 @@ def test_claims_too_few_cases_and_the_cross_task_headline():
     scored = score_experiment(long, spec(tasks=tasks))
     c = claims(scored)
     per_task = c[~c["headline"]]
-    assert per_task["p_value"].isna().all() and (per_task["verdict"] == "inconclusive").all()
-    assert per_task["test"].str.contains("too few cases").all()
+    assert per_task["p_value"].isna().all() and (per_task["verdict"] == "not testable").all()
+    assert per_task["test"].str.contains("not testable: n = 2 cases").all()
+    assert per_task["ci_low"].isna().all() and (per_task["differences"].str.count(";") == 1).all()
     head = c[c["headline"]]
     assert list(c["headline"].iloc[: len(head)]) == [True] * len(head)  # headline rows come first
     assert len(head) == 6 and set(head["unit"]) == {"tasks"} and (head["n"] == len(tasks)).all()
@@ -201,11 +210,13 @@ def test_claims_too_few_cases_and_the_cross_task_headline():
     # computed over the per-task means
     a = [scored.cell(t, "smollm2-135m", "hybrid-sequential", "32x32x16")["dice_mean"] for t in tasks]
     b = [scored.cell(t, "vit", "hybrid-sequential", "32x32x16")["dice_mean"] for t in tasks]
-    expected = paired_evidence(a, b, unit="tasks", seed=0)
+    expected = paired_evidence(a, b, unit="tasks")
     assert dice["effect"] == pytest.approx(expected.effect) and dice["p_value"] == pytest.approx(expected.p_value)
-    # 8 tasks, all better: exact p = 2/256; Holm over the 6 tested headlines keeps it below 0.05
-    assert dice["p_value"] == pytest.approx(2 / 256) and dice["p_holm"] == pytest.approx(6 * 2 / 256)
-    assert dice["verdict"] == "supported"
+    # 8 tasks, all better: exact p = 2/256; the Dice headline is the primary family, alone, so no
+    # other row dilutes it (before: Holm over every row of the table)
+    assert dice["p_value"] == pytest.approx(2 / 256) and dice["p_adjusted"] == pytest.approx(2 / 256)
+    assert dice["family"] == "primary" and dice["verdict"] == "supported" and dice["ci_low"] > 0
+    assert (head.set_index("metric").drop(index="dice")["family"] == "secondary-metrics").all()
 
 
 def test_claims_use_seeds_as_units_and_equal_published_numbers():
@@ -216,7 +227,7 @@ def test_claims_use_seeds_as_units_and_equal_published_numbers():
     per_seed = scores[scores["model"] == "smollm2-135m"].groupby("seed")["dice"].mean() \
         - scores[scores["model"] == "vit"].groupby("seed")["dice"].mean()
     assert c.loc["dice", "effect"] == pytest.approx(per_seed.mean())
-    assert "too few seeds" in c.loc["dice", "test"]
+    assert "not testable: n = 3 seeds" in c.loc["dice", "test"] and c.loc["dice", "verdict"] == "not testable"
 
 
 def test_a_claim_of_no_difference_is_never_supported():
@@ -252,10 +263,11 @@ def test_tables_cli_and_metrics_json(tmp_path):
     # provenance from the config file: the data source and the learning rate differ, the batch size does not
     assert "synthetic data (paper: the MSD images)" in md and "learning rate 0.003" in md and "batch size" not in md
     claims_csv = pd.read_csv(tmp_path / "tables" / "main_claims.csv", comment="#")
-    assert set(claims_csv["verdict"]) <= {"supported", "contradicted", "inconclusive"}
+    assert set(claims_csv["verdict"]) <= {"supported", "contradicted", "inconclusive", "not testable"}
+    assert list(claims_csv.columns) == CLAIM_COLUMNS
     assert claims_csv["headline"].iloc[0] and claims_csv["headline"].sum() == 6  # two tasks: one row per metric
     claims_md = (tmp_path / "tables" / "main_claims.md").read_text()
-    assert METHOD_NOTE in claims_md and "HEADLINE:" in claims_md and "too few cases (4 non-zero" in claims_md
+    assert METHOD_NOTE in claims_md and "HEADLINE:" in claims_md and "not testable (n = 4)" in claims_md and UNITS_NOTE in claims_md
     comparison = pd.read_csv(tmp_path / "tables" / "main_comparison.csv", comment="#")
     assert {"n", "n_penalised", "n_undefined"} <= set(comparison.columns)
     metrics = json.loads((tmp_path / "metrics.json").read_text())

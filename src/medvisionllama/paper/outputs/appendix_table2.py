@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from medvisionllama.paper.outputs.base import Cell, Pair, PaperTable, Select, hours, score, short_task
+from medvisionllama.paper.outputs.base import (
+    Cell, Pair, PaperTable, Select, claimed_models, control_pairs, hours, score, short_task,
+)
 from medvisionllama.paper.published import model_label
 
 
@@ -32,7 +34,8 @@ def layout(spec, cell: Cell) -> pd.DataFrame:
 
 
 def task_pairs(spec, sel: Select) -> list[Pair]:
-    return [(sel(m, size_=s), sel(spec.baseline, size_=s), "dice") for s in spec.sizes for m in spec.models[1:]]
+    return [pair for s in spec.sizes for pair in [(sel(m, size_=s), sel(spec.baseline, size_=s), "dice") for m in claimed_models(spec)]
+            + control_pairs(spec, sel, size_=s)]
 
 
 TABLE = PaperTable(

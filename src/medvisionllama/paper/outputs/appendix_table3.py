@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from medvisionllama.paper.outputs.base import Cell, Pair, PaperTable, Select, params_m, score, short_task
+from medvisionllama.paper.outputs.base import (
+    Cell, Pair, PaperTable, Select, claimed_models, control_pairs, params_m, score, short_task,
+)
 from medvisionllama.paper.published import model_label
 
 
@@ -25,7 +27,7 @@ def layout(spec, cell: Cell) -> pd.DataFrame:
 
 
 def task_pairs(spec, sel: Select) -> list[Pair]:
-    return [(sel(m), sel(spec.baseline), k) for m in spec.models[1:] for k in ("dice", "hd95")]
+    return [(sel(m), sel(spec.baseline), k) for m in claimed_models(spec) for k in ("dice", "hd95")] + control_pairs(spec, sel)
 
 
 TABLE = PaperTable(

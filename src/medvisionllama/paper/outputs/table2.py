@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from medvisionllama.paper.outputs.base import Cell, Pair, PaperTable, Select, score, short_task
+from medvisionllama.paper.outputs.base import (
+    Cell, Pair, PaperTable, Select, claimed_models, control_pairs, score, short_task,
+)
 from medvisionllama.paper.published import METRIC_LABELS, model_label
 from medvisionllama.vocabulary import PAPER_METRICS
 
@@ -21,7 +23,7 @@ def layout(spec, cell: Cell) -> pd.DataFrame:
 
 
 def task_pairs(spec, sel: Select) -> list[Pair]:
-    return [(sel(m), sel(spec.baseline), k) for m in spec.models[1:] for k in PAPER_METRICS]
+    return [(sel(m), sel(spec.baseline), k) for m in claimed_models(spec) for k in PAPER_METRICS] + control_pairs(spec, sel)
 
 
 TABLE = PaperTable(
