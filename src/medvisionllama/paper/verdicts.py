@@ -83,7 +83,7 @@ METHOD_NOTE = (
 
 
 @functools.lru_cache(maxsize=64)
-def _signs(n: int) -> np.ndarray:
+def sign_vectors(n: int) -> np.ndarray:
     """The sign vectors of the test, shape (N, n), the observed (all +1) first."""
     if n <= EXACT_MAX_N:
         rows = np.array(list(itertools.product((1.0, -1.0), repeat=n)), dtype=float).reshape(-1, n)
@@ -101,7 +101,7 @@ class SignFlip:
     def __init__(self, differences: np.ndarray) -> None:
         self.d = np.asarray(differences, dtype=float)
         self.n = len(self.d)
-        signs = _signs(self.n)
+        signs = sign_vectors(self.n)
         self._u = signs @ self.d  # (N,) sum(s * d)
         self._v = signs.sum(axis=1)  # (N,) sum(s)
         self._total = float(self.d.sum())
