@@ -278,3 +278,93 @@ def test_tables_cli_and_metrics_json(tmp_path):
     summary = metrics_summary([score_experiment(nan_long, spec())])
     assert summary["main"][T1]["vit"]["hd95_mean"] is None
     json.dumps(summary, allow_nan=False)
+
+
+TASKS6 = [T1, "Task02_Heart", T3, "Task04_Hippocampus", "Task05_Prostate", "Task06_Lung"]
+
+
+def test_one_hypothesis_one_verdict_across_the_paper():
+    """Table 2 and Table 4 share "ViT + LLM beats ViT in Dice on Task03": one row content in both,
+    adjusted once over the paper (before: Holm per table gave it different verdicts)."""
+    tasks = TASKS6
+    long = make_long(grid(tasks, ["vit", "smollm2-135m"], n_cases=8, gain=0.03))
+    main = score_experiment(long, spec(tasks=tasks))
+    llm = score_experiment(long, spec("llm_comparison", tasks=tasks))
+    both = paper_claims([main, llm])
+    shared = ["effect", "ci_low", "ci_high", "p_value", "p_adjusted", "verdict", "family", "test"]
+    m = both["main"].set_index("hypothesis")
+    t = both["llm_comparison"].set_index("hypothesis")
+    common = t.index.intersection(m.index)
+    assert len(common) == len(t) == 1 + len(tasks)  # the Dice headline and every per-task Dice row
+    pd.testing.assert_frame_equal(m.loc[common, shared], t.loc[common, shared])
+    assert (t.loc[common, "verdict"] == "supported").all()
+    assert list(t["family"].value_counts().sort_index().items()) == [("per-task", len(tasks)), ("primary", 1)]
+
+
+def test_controls_are_judged_against_their_pretrained_block_only():
+    models = ["vit", "smollm2-135m", "smollm2-135m-shuffled", "smollm2-135m-random"]
+    long = make_long(grid([T1, T3], models, n_cases=8))
+    for kind in ("main", "llm_comparison"):
+        c = claims(score_experiment(long, spec(kind, models=models)))
+        assert not ((c["b"] == "ViT") & c["a"].str.contains("shuffled|random", case=False)).any()
+        control = c[c["family"] == "control"]
+        assert (control["a"].str.startswith("ViT + SmolLM2-135M") & ~control["a"].str.contains("shuffled|random")).all()
+        assert set(control["metric"]) == {"dice"} and (control["claim_source"] == "our control (the paper has none)").all()
+        assert len(control) == 2 * 3  # two controls x (two tasks + the cross-task row)
+
+
+def test_cross_validation_folds_are_replicates_with_the_corrected_t():
+    """A long table with a `fold` column: replicates are (seed, fold) pairs, tested with the
+    corrected resampled t; without the column the same scores are cases of one split."""
+    long = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=25, gain=0.05))
+    long["fold"] = long["case_id"].str[-2:].astype(int) % 5
+    c = claims(score_experiment(long, spec(tasks=[T1]))).set_index("metric").loc["dice"]
+    assert c["unit"] == "replicates" and c["n"] == 5 and "Nadeau" in c["test"]
+    scores = score_experiment(long, spec(tasks=[T1])).scores
+    per_fold = (scores[scores["model"] == "smollm2-135m"].groupby("fold")["dice"].mean()
+                - scores[scores["model"] == "vit"].groupby("fold")["dice"].mean())
+    assert c["effect"] == pytest.approx(per_fold.mean())
+    se = np.sqrt((1 / 5 + 1 / 4) * per_fold.var(ddof=1))
+    from scipy import stats
+    assert c["p_value"] == pytest.approx(2 * stats.t.sf(abs(per_fold.mean()) / se, 4))
+    single = claims(score_experiment(long.drop(columns="fold"), spec(tasks=[T1]))).set_index("metric").loc["dice"]
+    assert single["unit"] == "cases" and single["n"] == 25
+    empty = claims(score_experiment(long.assign(fold=pd.NA), spec(tasks=[T1]))).set_index("metric").loc["dice"]
+    assert empty["unit"] == "cases"
+
+
+def test_summarize_keeps_a_skipped_metric_nan():
+    long = make_long({(T1, "vit", "hybrid-sequential", "32x32x16", 0): {"a": 0.5, "b": 0.7}})
+    rows = long[long["class_name"] == "mean"].assign(size="32x32x16")
+    rows.loc[rows.index[0], ["hd95", "hd95_status"]] = [np.nan, "skipped"]
+    out = summarize(rows, ["hd95", "dice"]).iloc[0]
+    assert np.isnan(out["hd95_mean"]) and out["hd95_n_undefined"] == 1 and not np.isnan(out["dice_mean"])
+
+
+def test_a_closed_gate_leaves_later_families_undecided_and_says_why():
+    """The primary headline cannot be rejected (mixed tasks): per-task rows with tiny p stay
+    inconclusive, and their test text names the gate; the hierarchy is the paper's, not the row's."""
+    tasks = TASKS6
+    g = grid(tasks, ["vit", "smollm2-135m"], n_cases=12, gain=0.2)
+    for t in tasks[3:]:  # three tasks clearly worse: the cross-task headline is undecided
+        g[(t, "smollm2-135m", "hybrid-sequential", "32x32x16", 0)] = {
+            k: v - 0.4 for k, v in g[(t, "smollm2-135m", "hybrid-sequential", "32x32x16", 0)].items()}
+    c = claims(score_experiment(make_long(g), spec("llm_comparison", tasks=tasks)))
+    head = c[c["family"] == "primary"].iloc[0]
+    assert head["verdict"] == "inconclusive" and head["ci_low"] < 0 < head["ci_high"]
+    rows = c[c["family"] == "per-task"]
+    assert (rows["p_value"] < 0.001).all() and (rows["verdict"] == "inconclusive").all()
+    assert rows["test"].str.contains("serial gate").all()
+    assert (rows["p_adjusted"] >= head["p_adjusted"]).all()
+
+
+def test_adjust_is_holm_within_families_behind_a_serial_gate():
+    p = {"primary": {"h1": 0.01, "h2": 0.02}, "per-task": {"t1": 0.001, "t2": 0.3, "t3": float("nan")},
+         "secondary-metrics": {"s1": 0.0001}, "control": {"c1": 0.04}}
+    adjusted, level, closed = adjust(p)
+    assert adjusted["h1"] == pytest.approx(0.02) and adjusted["h2"] == pytest.approx(0.02)
+    assert adjusted["t1"] == pytest.approx(0.02) and adjusted["t2"] == pytest.approx(0.3)  # max(own Holm, gate)
+    assert np.isnan(adjusted["t3"])  # not testable: outside the family
+    assert adjusted["s1"] == pytest.approx(0.3) and closed == {"s1"}  # t2 not rejected: the gate closes
+    assert adjusted["c1"] == pytest.approx(0.04)  # controls: their own family, no gate
+    assert level["t1"] == pytest.approx(0.05 / 2) and level["t2"] == pytest.approx(0.05)
