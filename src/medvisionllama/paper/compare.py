@@ -35,7 +35,8 @@ from medvisionllama.paper.published import (
 from medvisionllama.paper.spec import ExperimentSpec
 from medvisionllama.paper.summary import ExperimentScores, paired_replicates
 from medvisionllama.paper.verdicts import (
-    ALPHA, EQUIVALENCE_MARGIN, Evidence, holm, holm_levels, paired_evidence, tost_p, verdict,
+    ALPHA, EQUIVALENCE_MARGIN, CorrectedT, Evidence, SignFlip, holm, holm_levels, mde, paired_evidence, tost_p,
+    verdict,
 )
 from medvisionllama.vocabulary import parse_model_name
 
@@ -232,6 +233,18 @@ def _row_p(row: dict[str, Any]) -> float:
     return evidence.p_value
 
 
+def _mde_at(evidence: Evidence, level: float) -> float:
+    """The minimum detectable effect at the level the row is tested at (80 % power); infinite where
+    the sign-flip test cannot reach that level at this n (its smallest p is 2 / 2**k)."""
+    if isinstance(evidence.inference, SignFlip):
+        if 2.0 / 2 ** np.count_nonzero(evidence.differences) > level:
+            return math.inf
+        return mde(evidence.differences, evidence.n, alpha=level)
+    if isinstance(evidence.inference, CorrectedT):
+        return mde(evidence.differences, evidence.n, alpha=level, inflation=1.0 + evidence.n * evidence.inference.ratio)
+    return evidence.mde
+
+
 def _fmt_differences(values: tuple[float, ...]) -> str:
     return ";".join(f"{v:.6g}" for v in values)
 
@@ -312,7 +325,7 @@ def decide(rows: list[dict[str, Any]], alpha: float = ALPHA) -> pd.DataFrame:
             else f"interval at {1 - a_row:.2%}"
         rec.update(ci_low=interval[0], ci_high=interval[1], differences="",
                    test=f"{evidence.test}; {kind}{gate_note.get(h, '')}", p_value=p[h], p_adjusted=adjusted[h],
-                   mde=evidence.mde, verdict=word)
+                   mde=_mde_at(evidence, a_row), verdict=word)
         out.append(rec)
     return pd.DataFrame(out, columns=CLAIM_COLUMNS)
 

@@ -118,7 +118,7 @@ def claims_table(c: pd.DataFrame) -> pd.DataFrame:
                                                                    c["differences"])],
         "Better": c["better"],
         "n": [f"{n} {u}" for n, u in zip(c["n"], c["unit"])],
-        "mde": [_signed(m).lstrip("+") if pd.notna(m) else "n/a" for m in c["mde"]],
+        "mde": ["n/a" if pd.isna(m) else "∞" if np.isinf(m) else f"{m:.3f}" for m in c["mde"]],
         "Test": c["test"],
         "p": ["n/a" if pd.isna(p) else f"{p:.3g}" for p in c["p_value"]],
         "p (adjusted)": ["n/a" if pd.isna(p) else f"{p:.3g}" for p in c["p_adjusted"]],

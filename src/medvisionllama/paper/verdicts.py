@@ -76,7 +76,8 @@ METHOD_NOTE = (
     f"seed {FLIP_SEED}) and its inverted interval, or with cross-validation folds the {CORRECTED_T}; "
     f"the interval is at the level the row was tested at, so it excludes 0 exactly when the row is decided. "
     f"Below {MIN_PAIRS} non-zero differences (cross-validation: {MIN_REPLICATES_CV} replicates): 'not testable', "
-    f"raw differences shown. mde: the effect found with {POWER:.0%} power at alpha = {ALPHA} at this n. "
+    f"raw differences shown. mde: the effect found with {POWER:.0%} power at the row's level and n "
+    f"(infinite where n cannot reach that level). "
     f"'No difference' claims: TOST with margin {EQUIVALENCE_MARGIN['dice']} (overlap metrics) or "
     f"{EQUIVALENCE_MARGIN['hd95']:g} (HD95)."
 )
