@@ -48,7 +48,9 @@ UNITS_NOTE = ("Units: test cases of one run with one seed (the claim is then abo
               "one task), then secondary-metrics; Holm within a family, and a serial gate: a family decides only when "
               "every testable hypothesis of the families before it was rejected (family-wise error 5 % over the "
               "paper). control = an LLM block against its own random or shuffled control, Holm at 5 % on its own. "
-              "For HD95 lower is better.")
+              "Detection apart from boundary quality (Metrics Reloaded): HD95 rows weigh only the cases where neither "
+              "run missed or falsely predicted a class; each HD95 row is followed by a 'misses' row (share of such "
+              "cases; the sign-flip test on them is the exact McNemar test). For HD95 and misses lower is better.")
 
 
 def _reproduced(row: pd.Series, metric: str) -> tuple[float, float]:
@@ -115,13 +117,41 @@ def _direction(pa: float, pb: float, metric: str) -> tuple[int, str]:
     equal), or the paper's general claim (+1) when either is missing."""
     if math.isnan(pa) or math.isnan(pb):
         return 1, "paper's general claim"
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    sign = -1.0 if metric in LOWER else 1.0
     return int(np.sign(sign * (pa - pb))), "published values"
 
 
-def _mean_of(summary: pd.DataFrame, sel: dict[str, str], metric: str) -> float:
-    hit = summary[(summary[list(sel)] == pd.Series(sel)).all(axis=1)][f"{metric}_mean"]
-    return float(hit.iloc[0]) if len(hit) else math.nan
+#: the claims' own metric beside the paper's: the share of cases with a missed or falsely
+#: predicted class (Metrics Reloaded: detection reported apart from boundary quality)
+MISSES = "misses"
+CLAIM_LABELS = {**METRIC_LABELS, MISSES: "misses (cases with a missed or false class)"}
+LOWER = LOWER_IS_BETTER | {MISSES}
+
+
+def claim_scores(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The per-case scores a claim on ``metric`` is weighed on. HD95: only the cases where the run
+    found every class and predicted none falsely (a penalised case's HD95 is the image diagonal,
+    a detection failure, not boundary quality); ``misses``: 1 for a penalised case, else 0. The
+    other metrics: every case, a miss with its worst value."""
+    if metric == "hd95":
+        return scores[scores["hd95_status"].astype(str) != "penalised"]
+    if metric == MISSES:
+        return scores.assign(**{MISSES: (scores["dice_status"].astype(str) == "penalised").astype(float)})
+    return scores
+
+
+def _cell_mean(scores: pd.DataFrame, sel: dict[str, str], metric: str) -> float:
+    """A run group's mean of ``metric`` as the table computes a cell: the mean of the seed means."""
+    mask = np.ones(len(scores), dtype=bool)
+    for key, value in sel.items():
+        mask &= (scores[key] == value).to_numpy()
+    hit = scores[mask]
+    if hit.empty:
+        return math.nan
+    by_seed = hit.groupby("seed")[metric]
+    means = by_seed.mean()
+    means[by_seed.count() < by_seed.size()] = math.nan
+    return float(means.mean(skipna=False))
 
 
 _WORDS = {1: "better than", -1: "worse than", 0: "equal to"}
@@ -157,7 +187,7 @@ def _row(spec: ExperimentSpec, claim: str, task: str, metric: str, la: str, lb: 
     return {
         "experiment": spec.name, "family": family, "hypothesis": hypothesis, "headline": headline, "task": task,
         "metric": metric, "a": la, "b": lb, "claim": claim, "claim_source": source, "expected": expected,
-        "better": "lower is better" if metric in LOWER_IS_BETTER else "higher is better",
+        "better": "lower is better" if metric in LOWER else "higher is better",
         "published_a": published[0], "published_b": published[1],
         "reproduced_a": reproduced[0], "reproduced_b": reproduced[1],
         "paper_effect": published[0] - published[1], "effect": evidence.effect,
@@ -167,12 +197,13 @@ def _row(spec: ExperimentSpec, claim: str, task: str, metric: str, la: str, lb: 
 
 def _experiment_rows(scored: ExperimentScores) -> list[dict[str, Any]]:
     """Every claim of one experiment with its evidence, headline rows first (not yet adjusted)."""
-    spec, scores, summary = scored.spec, scored.scores, scored.summary
+    spec, scores = scored.spec, scored.scores
     pub = load_published(spec.paper_table)
     at_size = spec.table.claim_at_size
     task_rows: list[dict[str, Any]] = []
     families: dict[tuple, list[tuple[dict[str, str], dict[str, str], float, float]]] = {}
-    for a, b, metric in spec.table.pairs(spec):
+    pairs = [(a, b, m) for a, b, metric in spec.table.pairs(spec) for m in ((metric, MISSES) if metric == "hd95" else (metric,))]
+    for a, b, metric in pairs:
         show = {k for k in ("attention", "size") if a[k] != b[k]}
         pa = _published(pub, metric, a["task"], spec.paper_model(a["model"]), a["attention"], spec.paper_size(a["size"]))[0]
         pb = _published(pub, metric, b["task"], spec.paper_model(b["model"]), b["attention"], spec.paper_size(b["size"]))[0]
@@ -180,11 +211,12 @@ def _experiment_rows(scored: ExperimentScores) -> list[dict[str, Any]]:
         expected, source = (1, "our control (the paper has none)") if control else _direction(pa, pb, metric)
         la, lb = _label(spec, a, show), _label(spec, b, show)
         task = a["task"].split("_")[0]
-        claim = (f"{la} {_WORDS[expected]} {lb} in {METRIC_LABELS[metric]} on {task}"
+        claim = (f"{la} {_WORDS[expected]} {lb} in {CLAIM_LABELS[metric]} on {task}"
                  + (f" at {a['size']}" if at_size else ""))
-        x, y, unit, ratio = paired_replicates(scores, metric, a, b)
+        weighed = claim_scores(scores, metric)
+        x, y, unit, ratio = paired_replicates(weighed, metric, a, b)
         evidence = paired_evidence(x, y, unit=unit, test_train_ratio=ratio)
-        reproduced = (_mean_of(summary, a, metric), _mean_of(summary, b, metric))
+        reproduced = (_cell_mean(weighed, a, metric), _cell_mean(weighed, b, metric))
         hypothesis = f"{_group_key(a)}|{_group_key(b)}|{metric}|{task}"
         task_rows.append(_row(spec, claim, a["task"], metric, la, lb, source, expected, (pa, pb), reproduced,
                               evidence, False, _family(a, b, metric, False), hypothesis))
@@ -198,8 +230,9 @@ def _experiment_rows(scored: ExperimentScores) -> list[dict[str, Any]]:
             if len(members) < 2:
                 continue
             a0, b0 = members[0][0], members[0][1]
-            a_means = np.array([_mean_of(summary, a, metric) for a, _, _, _ in members])
-            b_means = np.array([_mean_of(summary, b, metric) for _, b, _, _ in members])
+            weighed = claim_scores(scores, metric)
+            a_means = np.array([_cell_mean(weighed, a, metric) for a, _, _, _ in members])
+            b_means = np.array([_cell_mean(weighed, b, metric) for _, b, _, _ in members])
             pa = np.array([m[2] for m in members])
             pb = np.array([m[3] for m in members])
             family = _family(a0, b0, metric, True)
@@ -210,7 +243,7 @@ def _experiment_rows(scored: ExperimentScores) -> list[dict[str, Any]]:
             else:
                 expected = _direction(float(pa.mean()), float(pb.mean()), metric)[0]
                 source = "published values (mean over tasks)"
-            claim = (f"{la} {_WORDS[expected]} {lb} in {METRIC_LABELS[metric]} across the {len(members)} tasks"
+            claim = (f"{la} {_WORDS[expected]} {lb} in {CLAIM_LABELS[metric]} across the {len(members)} tasks"
                      + (f" at {a0['size']}" if at_size else ""))
             evidence = paired_evidence(a_means, b_means, unit="tasks")
             hypothesis = f"{_group_key(a0)}|{_group_key(b0)}|{metric}|ALL"
@@ -303,7 +336,7 @@ def decide(rows: list[dict[str, Any]], alpha: float = ALPHA) -> pd.DataFrame:
     for row in rows:
         h = row["hypothesis"]
         evidence: Evidence = seen[h]["_evidence"]
-        lower = row["metric"] in LOWER_IS_BETTER
+        lower = row["metric"] in LOWER
         margin = EQUIVALENCE_MARGIN[row["metric"]]
         rec = {k: v for k, v in seen[h].items() if not k.startswith("_")}
         rec.update({k: row[k] for k in ("experiment", "claim", "a", "b", "published_a", "published_b",

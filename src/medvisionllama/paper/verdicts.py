@@ -65,7 +65,7 @@ FLIP_SEED = 2003
 POWER = 0.8
 #: margin of the equivalence test (TOST) of a "no difference" claim, per metric (metric units)
 EQUIVALENCE_MARGIN: dict[str, float] = {"dice": 0.01, "jaccard": 0.01, "accuracy": 0.01, "precision": 0.01,
-                                        "recall": 0.01, "hd95": 1.0}
+                                        "recall": 0.01, "hd95": 1.0, "misses": 0.05}
 VERDICTS = ("supported", "contradicted", "inconclusive", "not testable")
 
 SIGN_FLIP = "sign-flip permutation test of the mean"
