@@ -3,20 +3,20 @@
 * :func:`comparison_values`: every reproduced cell of an experiment's table beside the number the
   paper prints for the model it stands for (``llm_for_paper``), with the difference
   (reproduced - published).
-* :func:`claims`: the paper's pairwise claims ("ViT + Llama beats ViT on Task01 Dice", "HA beats
-  SA", "sequential beats parallel", ...; each table object lists its pairs) weighed on the
-  reproduced scores with :mod:`medvisionllama.paper.verdicts`: per claim the effect (mean paired
-  difference a - b) with a 95 % bootstrap CI, n and its unit, a Wilcoxon test only where it can
-  decide (else the reason), the raw and the Holm-adjusted p (Holm over the whole claims table)
-  and a verdict: ``supported``, ``contradicted`` or ``inconclusive``. Units: the test cases of
-  one run when the experiment has one seed, per-seed means paired by seed when it has several.
-  An experiment with two or more tasks also gets one **headline** row per claim family (the
-  same pair of models and metric on every task): the Wilcoxon signed-rank test over the
-  per-task means (Demšar 2006, JMLR 7:1-30), n = tasks; headline rows come first. The direction
-  claimed is the one the published numbers show (lower is better for HD95; equal published
-  numbers claim no difference, which can only be contradicted or stay inconclusive); where the
-  paper prints no number for a pair, the paper's general claim (the first model or attention is
-  better) is used, and ``claim_source`` says so.
+* :func:`paper_claims` (and :func:`claims` for one experiment): the paper's pairwise claims ("ViT +
+  Llama beats ViT on Task01 Dice", "HA beats SA", ...; each table object lists its pairs), plus
+  each pretrained LLM block against its own controls, weighed on the reproduced scores with
+  :mod:`medvisionllama.paper.verdicts` and decided once for the whole paper: per claim the mean
+  paired difference with the sign-flip test (or, with folds, the corrected resampled t) and its
+  inverted interval, n and unit, mde, a family (``primary``, ``per-task``,
+  ``secondary-metrics``, ``control``) and a hypothesis id, the raw and the adjusted p (Holm within
+  the family over the paper, behind a serial gate; :func:`adjust`) and a verdict: ``supported``,
+  ``contradicted``, ``inconclusive`` or ``not testable``. An experiment with two or more tasks
+  also gets one **headline** row per pair and metric: the test over the per-task means (Demšar
+  2006, JMLR 7:1-30), n = tasks; headline rows come first. The direction claimed is the one the
+  published numbers show (lower is better for HD95 and misses; equal published numbers claim no
+  difference, weighed with TOST); where the paper prints no number for a pair, the paper's
+  general claim (the first model or attention is better) is used, and ``claim_source`` says so.
 * :func:`provenance_header`: the lines every comparison starts with, saying how the
   configuration differs from the paper's, so a demo number is never read as a reproduction.
 """

@@ -88,6 +88,8 @@ def _signed(value: float, d: int = 3) -> str:
 
 def _verdict_text(row: pd.Series) -> str:
     if row["verdict"] == "not testable":
+        if int(row["n"]) and "differences zero" in str(row["test"]):
+            return f"not testable (all n = {int(row['n'])} differences 0)"
         return f"not testable (n = {int(row['n'])})"
     return str(row["verdict"])
 
