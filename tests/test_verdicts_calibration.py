@@ -133,6 +133,17 @@ def test_family_wise_error_of_the_paper(planted):
         assert opened > 0.95 * SIMS  # with real headline effects the later families are tested
 
 
+@pytest.mark.parametrize("n", [10, 20])
+def test_equivalence_is_not_claimed_at_the_margin(n):
+    """TOST: with the true difference on the margin, "equivalent" comes out at most 5 % of the time
+    (the 90 % interval inside the margins: both margins rejected at 10 % two-sided)."""
+    margin = 0.01
+    d = np.random.default_rng(n).normal(margin, 0.005, (SIMS, n))
+    inside = np.abs(d.mean(axis=1)) < margin
+    supported = inside & (batch_p(d, margin) <= 2 * ALPHA) & (batch_p(d, -margin) <= 2 * ALPHA)
+    assert supported.mean() <= ALPHA + SLACK
+
+
 def test_the_issues_30_case_example_is_never_contradicted():
     """28 of 30 cases favour a by 0.03, two are misses: the mean difference is -0.012, and the
     test of the mean does not call that a contradiction (the estimand is the mean: inconclusive)."""

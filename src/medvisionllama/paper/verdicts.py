@@ -218,14 +218,12 @@ def _clean(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, int]:
 
 
 def paired_evidence(a: Sequence[float], b: Sequence[float], *, unit: str = "cases",
-                    test_train_ratio: float | None = None, seed: int | None = None) -> Evidence:
+                    test_train_ratio: float | None = None) -> Evidence:
     """Effect, 95 % interval, p-value and mde of ``a`` against ``b`` (paired element by element).
 
     ``test_train_ratio`` given: the units are cross-validation replicates, tested with the
-    corrected resampled t; else the sign-flip test. ``seed`` is accepted for old callers and
-    ignored (the test's own seed is fixed).
+    corrected resampled t; else the sign-flip test.
     """
-    del seed
     diff, n_missing = _clean(a, b)
     n = len(diff)
     effect = float(diff.mean()) if n else math.nan
