@@ -202,11 +202,12 @@ def _experiment_rows(scored: ExperimentScores) -> list[dict[str, Any]]:
     at_size = spec.table.claim_at_size
     task_rows: list[dict[str, Any]] = []
     families: dict[tuple, list[tuple[dict[str, str], dict[str, str], float, float]]] = {}
-    pairs = [(a, b, m) for a, b, metric in spec.table.pairs(spec) for m in ((metric, MISSES) if metric == "hd95" else (metric,))]
+    pairs = [(a, b, m) for a, b, metric in spec.table.pairs(spec)
+             for m in ((metric, MISSES) if metric == "hd95" else (metric,))]  # a misses row after each HD95 row
     for a, b, metric in pairs:
         show = {k for k in ("attention", "size") if a[k] != b[k]}
-        pa = _published(pub, metric, a["task"], spec.paper_model(a["model"]), a["attention"], spec.paper_size(a["size"]))[0]
-        pb = _published(pub, metric, b["task"], spec.paper_model(b["model"]), b["attention"], spec.paper_size(b["size"]))[0]
+        pa, pb = (_published(pub, metric, s["task"], spec.paper_model(s["model"]), s["attention"],
+                             spec.paper_size(s["size"]))[0] for s in (a, b))
         control = _family(a, b, metric, False) == "control"
         expected, source = (1, "our control (the paper has none)") if control else _direction(pa, pb, metric)
         la, lb = _label(spec, a, show), _label(spec, b, show)

@@ -96,7 +96,8 @@ def _verdict_text(row: pd.Series) -> str:
 
 def _interval_text(effect: float, low: float, high: float, differences: str) -> str:
     if pd.isna(low):
-        shown = ", ".join(_signed(float(x)) for x in str(differences).split(";") if x) if isinstance(differences, str) else ""
+        values = str(differences).split(";") if isinstance(differences, str) else []
+        shown = ", ".join(_signed(float(x)) for x in values if x)
         return f"{_signed(effect)}; differences: {shown}" if shown else _signed(effect)
 
     def end(x: float) -> str:
@@ -187,7 +188,8 @@ def write_tables(long_path: str | Path, config: str | Path, outdir: str | Path, 
     written: list[Path] = []
     with atomic_dir(outdir) as tmp:
         for experiment in scored:
-            written += [outdir / p.name for p in write_experiment(experiment, tmp, provenance, decided[experiment.spec.name])]
+            paths = write_experiment(experiment, tmp, provenance, decided[experiment.spec.name])
+            written += [outdir / p.name for p in paths]
     if metrics_json is not None:
         write_metrics_json(scored, metrics_json)
         written.append(Path(metrics_json))

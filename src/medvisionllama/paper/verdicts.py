@@ -257,9 +257,9 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     """Holm-adjusted p-values (capped at 1, monotone in the raw order); NaN stays NaN and is not
     counted in the number of hypotheses. A p outside [0, 1] is refused (``ValueError``)."""
     p = np.asarray(p_values, dtype=float)
-    bad = p[np.isfinite(p) & ((p < 0) | (p > 1))]
-    if len(bad) or np.isinf(p).any():
-        raise ValueError(f"p-values must lie in [0, 1], got {p[~np.isnan(p) & ((p < 0) | (p > 1) | np.isinf(p))].tolist()}")
+    bad = p[~np.isnan(p) & ((p < 0) | (p > 1))]  # infinities included
+    if len(bad):
+        raise ValueError(f"p-values must lie in [0, 1], got {bad.tolist()}")
     adjusted = np.full(p.shape, math.nan)
     tested = np.flatnonzero(np.isfinite(p))
     m = len(tested)

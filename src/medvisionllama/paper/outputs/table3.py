@@ -2,8 +2,8 @@
 
 Runs: every model with the hybrid attention; with ``spatial`` only the models with an LLM block
 (the paper's Table 3 has no spatial ViT or ViT + MLP row). Layout: one row per (model,
-attention), parameters, HA/SA marks and Dice per task. Claims: each LLM model's HA beats its SA,
-and beats every model without an LLM block.
+attention), parameters, HA/SA marks and Dice per task. Claims: each pretrained LLM model's HA beats its
+SA, and beats every model without an LLM block; each pretrained block beats its own controls (HA).
 """
 
 from __future__ import annotations
