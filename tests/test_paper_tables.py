@@ -9,7 +9,9 @@ import yaml
 
 from medvisionllama.errors import InputError
 from medvisionllama.paper.aggregate import aggregate, per_case_means, read_run
-from medvisionllama.paper.compare import claims, comparison_values, provenance_header
+from medvisionllama.paper.compare import (
+    CLAIM_COLUMNS, UNITS_NOTE, adjust, claims, comparison_values, paper_claims, provenance_header,
+)
 from medvisionllama.paper.metrics_json import metrics_summary
 from medvisionllama.paper.spec import ExperimentSpec, parse_experiments
 from medvisionllama.paper.summary import case_scores, score_experiment, summarize
@@ -169,18 +171,24 @@ def test_comparison_values_and_claims():
     dice = c.loc["dice"]
     assert dice["verdict"] == "supported" and dice["unit"] == "cases" and dice["n"] == 8
     assert dice["ci_low"] < dice["effect"] < dice["ci_high"] and dice["ci_low"] > 0
-    assert "Wilcoxon" in dice["test"] and dice["p_value"] < 0.05
+    assert "sign-flip" in dice["test"] and dice["p_value"] < 0.05
     assert dice["effect"] == pytest.approx(dice["reproduced_a"] - dice["reproduced_b"])
-    # Holm over the six claims of the table
-    assert c["p_holm"].to_numpy() == pytest.approx(holm(c["p_value"].to_numpy()))
-    assert (c["p_holm"] >= c["p_value"]).all()
+    # one task: Dice is the per-task family (first); the five other metrics are gated behind it
+    assert dice["family"] == "per-task" and dice["p_adjusted"] == pytest.approx(dice["p_value"])
+    other = c.drop(index="dice")
+    assert (other["family"] == "secondary-metrics").all()
+    expected = np.maximum(holm(other["p_value"].to_numpy()), dice["p_adjusted"])
+    assert other["p_adjusted"].to_numpy() == pytest.approx(expected, nan_ok=True)
+    assert (c["p_adjusted"].dropna() >= c["p_value"].dropna()).all()
+    assert dice["hypothesis"] == "smollm2-135m/hybrid-sequential/32x32x16|vit/hybrid-sequential/32x32x16|dice|Task01"
+    assert dice["mde"] > 0 and dice["differences"] == ""
     # HD95 (lower is better): the effect is negative when a is better, and that supports the claim
     assert c.loc["hd95", "effect"] < 0 and c.loc["hd95", "verdict"] == "supported"
     worse = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=-0.1))
     assert claims(score_experiment(worse, s)).set_index("metric").loc["dice", "verdict"] == "contradicted"
     same = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=8, gain=0.0, seed=3))
     assert claims(score_experiment(same, s)).set_index("metric").loc["dice", "verdict"] == "inconclusive"
-    # the bootstrap is seeded: the same scores give byte-identical claims
+    # the Monte Carlo signs are seeded: the same scores give byte-identical claims
     pd.testing.assert_frame_equal(claims(score_experiment(long, s)), claims(score_experiment(long, s)))
 
 
@@ -191,21 +199,25 @@ def test_claims_too_few_cases_and_the_cross_task_headline():
     scored = score_experiment(long, spec(tasks=tasks))
     c = claims(scored)
     per_task = c[~c["headline"]]
-    assert per_task["p_value"].isna().all() and (per_task["verdict"] == "inconclusive").all()
-    assert per_task["test"].str.contains("too few cases").all()
+    assert per_task["p_value"].isna().all() and (per_task["verdict"] == "not testable").all()
+    scored_rows = per_task[per_task["metric"] != "misses"]  # no misses here: all differences zero
+    assert scored_rows["test"].str.contains("not testable: n = 2 cases").all()
+    assert per_task["ci_low"].isna().all() and (per_task["differences"].str.count(";") == 1).all()
     head = c[c["headline"]]
     assert list(c["headline"].iloc[: len(head)]) == [True] * len(head)  # headline rows come first
-    assert len(head) == 6 and set(head["unit"]) == {"tasks"} and (head["n"] == len(tasks)).all()
+    assert len(head) == 7 and set(head["unit"]) == {"tasks"}  # six metrics and the misses and (head["n"] == len(tasks)).all()
     dice = head.set_index("metric").loc["dice"]
     assert "across the 8 tasks" in dice["claim"]
     # computed over the per-task means
     a = [scored.cell(t, "smollm2-135m", "hybrid-sequential", "32x32x16")["dice_mean"] for t in tasks]
     b = [scored.cell(t, "vit", "hybrid-sequential", "32x32x16")["dice_mean"] for t in tasks]
-    expected = paired_evidence(a, b, unit="tasks", seed=0)
+    expected = paired_evidence(a, b, unit="tasks")
     assert dice["effect"] == pytest.approx(expected.effect) and dice["p_value"] == pytest.approx(expected.p_value)
-    # 8 tasks, all better: exact p = 2/256; Holm over the 6 tested headlines keeps it below 0.05
-    assert dice["p_value"] == pytest.approx(2 / 256) and dice["p_holm"] == pytest.approx(6 * 2 / 256)
-    assert dice["verdict"] == "supported"
+    # 8 tasks, all better: exact p = 2/256; the Dice headline is the primary family, alone, so no
+    # other row dilutes it (before: Holm over every row of the table)
+    assert dice["p_value"] == pytest.approx(2 / 256) and dice["p_adjusted"] == pytest.approx(2 / 256)
+    assert dice["family"] == "primary" and dice["verdict"] == "supported" and dice["ci_low"] > 0
+    assert (head.set_index("metric").drop(index="dice")["family"] == "secondary-metrics").all()
 
 
 def test_claims_use_seeds_as_units_and_equal_published_numbers():
@@ -216,7 +228,7 @@ def test_claims_use_seeds_as_units_and_equal_published_numbers():
     per_seed = scores[scores["model"] == "smollm2-135m"].groupby("seed")["dice"].mean() \
         - scores[scores["model"] == "vit"].groupby("seed")["dice"].mean()
     assert c.loc["dice", "effect"] == pytest.approx(per_seed.mean())
-    assert "too few seeds" in c.loc["dice", "test"]
+    assert "not testable: n = 3 seeds" in c.loc["dice", "test"] and c.loc["dice", "verdict"] == "not testable"
 
 
 def test_a_claim_of_no_difference_is_never_supported():
@@ -252,10 +264,11 @@ def test_tables_cli_and_metrics_json(tmp_path):
     # provenance from the config file: the data source and the learning rate differ, the batch size does not
     assert "synthetic data (paper: the MSD images)" in md and "learning rate 0.003" in md and "batch size" not in md
     claims_csv = pd.read_csv(tmp_path / "tables" / "main_claims.csv", comment="#")
-    assert set(claims_csv["verdict"]) <= {"supported", "contradicted", "inconclusive"}
-    assert claims_csv["headline"].iloc[0] and claims_csv["headline"].sum() == 6  # two tasks: one row per metric
+    assert set(claims_csv["verdict"]) <= {"supported", "contradicted", "inconclusive", "not testable"}
+    assert list(claims_csv.columns) == CLAIM_COLUMNS
+    assert claims_csv["headline"].iloc[0] and claims_csv["headline"].sum() == 7  # two tasks: per metric, and misses
     claims_md = (tmp_path / "tables" / "main_claims.md").read_text()
-    assert METHOD_NOTE in claims_md and "HEADLINE:" in claims_md and "too few cases (4 non-zero" in claims_md
+    assert METHOD_NOTE in claims_md and "HEADLINE:" in claims_md and "not testable (n = 4)" in claims_md and UNITS_NOTE in claims_md
     comparison = pd.read_csv(tmp_path / "tables" / "main_comparison.csv", comment="#")
     assert {"n", "n_penalised", "n_undefined"} <= set(comparison.columns)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -266,3 +279,109 @@ def test_tables_cli_and_metrics_json(tmp_path):
     summary = metrics_summary([score_experiment(nan_long, spec())])
     assert summary["main"][T1]["vit"]["hd95_mean"] is None
     json.dumps(summary, allow_nan=False)
+
+
+TASKS6 = [T1, "Task02_Heart", T3, "Task04_Hippocampus", "Task05_Prostate", "Task06_Lung"]
+
+
+def test_one_hypothesis_one_verdict_across_the_paper():
+    """Table 2 and Table 4 share "ViT + LLM beats ViT in Dice on Task03": one row content in both,
+    adjusted once over the paper (before: Holm per table gave it different verdicts)."""
+    tasks = TASKS6
+    long = make_long(grid(tasks, ["vit", "smollm2-135m"], n_cases=8, gain=0.03))
+    main = score_experiment(long, spec(tasks=tasks))
+    llm = score_experiment(long, spec("llm_comparison", tasks=tasks))
+    both = paper_claims([main, llm])
+    shared = ["effect", "ci_low", "ci_high", "p_value", "p_adjusted", "verdict", "family", "test"]
+    m = both["main"].set_index("hypothesis")
+    t = both["llm_comparison"].set_index("hypothesis")
+    common = t.index.intersection(m.index)
+    assert len(common) == len(t) == 1 + len(tasks)  # the Dice headline and every per-task Dice row
+    pd.testing.assert_frame_equal(m.loc[common, shared], t.loc[common, shared])
+    assert (t.loc[common, "verdict"] == "supported").all()
+    assert list(t["family"].value_counts().sort_index().items()) == [("per-task", len(tasks)), ("primary", 1)]
+
+
+def test_controls_are_judged_against_their_pretrained_block_only():
+    models = ["vit", "smollm2-135m", "smollm2-135m-shuffled", "smollm2-135m-random"]
+    long = make_long(grid([T1, T3], models, n_cases=8))
+    for kind in ("main", "llm_comparison"):
+        c = claims(score_experiment(long, spec(kind, models=models)))
+        assert not ((c["b"] == "ViT") & c["a"].str.contains("shuffled|random", case=False)).any()
+        control = c[c["family"] == "control"]
+        assert (control["a"].str.startswith("ViT + SmolLM2-135M") & ~control["a"].str.contains("shuffled|random")).all()
+        assert set(control["metric"]) == {"dice"} and (control["claim_source"] == "our control (the paper has none)").all()
+        assert len(control) == 2 * 3  # two controls x (two tasks + the cross-task row)
+
+
+def test_cross_validation_folds_are_replicates_with_the_corrected_t():
+    """A long table with a `fold` column: replicates are (seed, fold) pairs, tested with the
+    corrected resampled t; without the column the same scores are cases of one split."""
+    long = make_long(grid([T1], ["vit", "smollm2-135m"], n_cases=25, gain=0.05))
+    long["fold"] = long["case_id"].str[-2:].astype(int) % 5
+    c = claims(score_experiment(long, spec(tasks=[T1]))).set_index("metric").loc["dice"]
+    assert c["unit"] == "replicates" and c["n"] == 5 and "Nadeau" in c["test"]
+    scores = score_experiment(long, spec(tasks=[T1])).scores
+    per_fold = (scores[scores["model"] == "smollm2-135m"].groupby("fold")["dice"].mean()
+                - scores[scores["model"] == "vit"].groupby("fold")["dice"].mean())
+    assert c["effect"] == pytest.approx(per_fold.mean())
+    se = np.sqrt((1 / 5 + 1 / 4) * per_fold.var(ddof=1))
+    from scipy import stats
+    assert c["p_value"] == pytest.approx(2 * stats.t.sf(abs(per_fold.mean()) / se, 4))
+    single = claims(score_experiment(long.drop(columns="fold"), spec(tasks=[T1]))).set_index("metric").loc["dice"]
+    assert single["unit"] == "cases" and single["n"] == 25
+    empty = claims(score_experiment(long.assign(fold=pd.NA), spec(tasks=[T1]))).set_index("metric").loc["dice"]
+    assert empty["unit"] == "cases"
+
+
+def test_summarize_keeps_a_skipped_metric_nan():
+    long = make_long({(T1, "vit", "hybrid-sequential", "32x32x16", 0): {"a": 0.5, "b": 0.7}})
+    rows = long[long["class_name"] == "mean"].assign(size="32x32x16")
+    rows.loc[rows.index[0], ["hd95", "hd95_status"]] = [np.nan, "skipped"]
+    out = summarize(rows, ["hd95", "dice"]).iloc[0]
+    assert np.isnan(out["hd95_mean"]) and out["hd95_n_undefined"] == 1 and not np.isnan(out["dice_mean"])
+
+
+def test_a_closed_gate_leaves_later_families_undecided_and_says_why():
+    """The primary headline cannot be rejected (mixed tasks): per-task rows with tiny p stay
+    inconclusive, and their test text names the gate; the hierarchy is the paper's, not the row's."""
+    tasks = TASKS6
+    g = grid(tasks, ["vit", "smollm2-135m"], n_cases=12, gain=0.2)
+    for t in tasks[3:]:  # three tasks clearly worse: the cross-task headline is undecided
+        g[(t, "smollm2-135m", "hybrid-sequential", "32x32x16", 0)] = {
+            k: v - 0.4 for k, v in g[(t, "smollm2-135m", "hybrid-sequential", "32x32x16", 0)].items()}
+    c = claims(score_experiment(make_long(g), spec("llm_comparison", tasks=tasks)))
+    head = c[c["family"] == "primary"].iloc[0]
+    assert head["verdict"] == "inconclusive" and head["ci_low"] < 0 < head["ci_high"]
+    rows = c[c["family"] == "per-task"]
+    assert (rows["p_value"] < 0.001).all() and (rows["verdict"] == "inconclusive").all()
+    assert rows["test"].str.contains("serial gate").all()
+    assert (rows["p_adjusted"] >= head["p_adjusted"]).all()
+
+
+def test_adjust_is_holm_within_families_behind_a_serial_gate():
+    p = {"primary": {"h1": 0.01, "h2": 0.02}, "per-task": {"t1": 0.001, "t2": 0.3, "t3": float("nan")},
+         "secondary-metrics": {"s1": 0.0001}, "control": {"c1": 0.04}}
+    adjusted, level, closed = adjust(p)
+    assert adjusted["h1"] == pytest.approx(0.02) and adjusted["h2"] == pytest.approx(0.02)
+    assert adjusted["t1"] == pytest.approx(0.02) and adjusted["t2"] == pytest.approx(0.3)  # max(own Holm, gate)
+    assert np.isnan(adjusted["t3"])  # not testable: outside the family
+    assert adjusted["s1"] == pytest.approx(0.3) and closed == {"s1"}  # t2 not rejected: the gate closes
+    assert adjusted["c1"] == pytest.approx(0.04)  # controls: their own family, no gate
+    assert level["t1"] == pytest.approx(0.05 / 2) and level["t2"] == pytest.approx(0.05)
+
+
+def test_misses_are_weighed_apart_from_boundary_quality():
+    """Metrics Reloaded: an HD95 claim weighs the cases both runs segment; the misses get a row of
+    their own. The LLM run misses a class in 3 of 10 cases and otherwise has the better boundary."""
+    cases = {f"c{i}": 0.6 for i in range(10)}
+    key_llm = (T1, "smollm2-135m", "hybrid-sequential", "32x32x16", 0)
+    runs = {(T1, "vit", "hybrid-sequential", "32x32x16", 0): dict(cases),
+            key_llm: {c: v + 0.05 + 0.001 * i for i, (c, v) in enumerate(cases.items())}}
+    long = make_long(runs, missed={key_llm: {("c0", 1), ("c1", 1), ("c2", 1)}})
+    c = claims(score_experiment(long, spec(tasks=[T1]))).set_index("metric")
+    hd95, misses = c.loc["hd95"], c.loc["misses"]
+    assert hd95["n"] == 7 and hd95["effect"] < 0  # boundary quality on the 7 cases both segment: better
+    assert misses["n"] == 10 and misses["effect"] == pytest.approx(0.3) and misses["better"] == "lower is better"
+    assert misses["family"] == "secondary-metrics" and misses["reproduced_a"] == pytest.approx(0.3)
+    assert "misses" in misses["claim"] and misses["verdict"] == "not testable"  # 3 discordant cases < 6

@@ -61,7 +61,9 @@ def summarize(scores: pd.DataFrame, metrics: list[str] | tuple[str, ...]) -> pd.
     for key, group in scores.groupby(GROUP_KEYS, sort=False):
         row: dict[str, object] = dict(zip(GROUP_KEYS, key))
         for metric in metrics:
-            seed_means = group.groupby("seed")[metric].mean()  # NaN stays: a skipped metric is not averaged away
+            by_seed = group.groupby("seed")[metric]
+            seed_means = by_seed.mean()
+            seed_means[by_seed.count() < by_seed.size()] = math.nan  # a skipped case is not averaged away
             values = group[metric]
             row[f"{metric}_mean"] = float(seed_means.mean(skipna=False))
             row[f"{metric}_std"] = float(values.std(ddof=1, skipna=False)) if len(values) > 1 else math.nan
@@ -113,20 +115,49 @@ def _select(scores: pd.DataFrame, sel: dict[str, object]) -> pd.DataFrame:
     return scores[mask]
 
 
-def paired_units(scores: pd.DataFrame, metric: str, a: dict[str, object],
-                 b: dict[str, object]) -> tuple[np.ndarray, np.ndarray, str]:
-    """Paired scores of two run groups (``a``/``b``: task, model, attention, size) and their unit.
+def _replicate_keys(scores: pd.DataFrame) -> list[str]:
+    """``["seed", "fold"]`` when the scores come from cross-validation folds (a ``fold`` column
+    with values), else ``["seed"]`` (the single split; no ``fold`` column counts as it)."""
+    return ["seed", "fold"] if "fold" in scores.columns and scores["fold"].notna().any() else ["seed"]
 
-    One seed: the test cases, paired by case (unit ``cases``). Several seeds: each seed's mean over
-    its test cases, paired by seed (unit ``seeds``): seeds are the replicates, and the cases of
-    one seed are not independent of each other across seeds. Returns ``(a scores (n,), b scores
-    (n,), unit)``.
+
+def paired_replicates(scores: pd.DataFrame, metric: str, a: dict[str, object],
+                      b: dict[str, object]) -> tuple[np.ndarray, np.ndarray, str, float | None]:
+    """Paired scores of two run groups (``a``/``b``: task, model, attention, size), their unit and,
+    for cross-validation, n_test / n_train of one replicate (None otherwise).
+
+    * Cross-validation (a ``fold`` column with values): each ``(seed, fold)`` replicate's mean over
+      its test cases, paired by replicate (unit ``replicates``); n_test / n_train = 1 / (K - 1)
+      for K folds (the corrected resampled t of Nadeau & Bengio needs it).
+    * Several seeds, one split: each seed's mean over its test cases, paired by seed (unit
+      ``seeds``): seeds are the replicates; the cases of one seed are not independent evidence
+      about an architecture.
+    * One seed: the test cases, paired by case (unit ``cases``): the claim is then about two trained
+      networks, training variability not in the analysis.
+
+    A replicate whose metric is NaN for some case has a NaN mean (counted as missing downstream).
     """
     sa, sb = _select(scores, a), _select(scores, b)
-    if max(sa["seed"].nunique(), sb["seed"].nunique()) > 1:
-        ma, mb = sa.groupby("seed")[metric].mean(), sb.groupby("seed")[metric].mean()
-        joined = pd.concat([ma.rename("a"), mb.rename("b")], axis=1, join="inner")
-        return joined["a"].to_numpy(), joined["b"].to_numpy(), "seeds"
+    keys = _replicate_keys(pd.concat([sa, sb]))
+    if keys == ["seed", "fold"] or max(sa["seed"].nunique(), sb["seed"].nunique()) > 1:
+        def means(frame: pd.DataFrame) -> pd.Series:
+            grouped = frame.groupby(keys, dropna=False)[metric]
+            out = grouped.mean()
+            out[grouped.count() < grouped.size()] = math.nan
+            return out
+
+        joined = pd.concat([means(sa).rename("a"), means(sb).rename("b")], axis=1, join="inner")
+        if keys == ["seed", "fold"]:
+            folds = int(pd.concat([sa, sb])["fold"].nunique())
+            return joined["a"].to_numpy(), joined["b"].to_numpy(), "replicates", 1.0 / max(1, folds - 1)
+        return joined["a"].to_numpy(), joined["b"].to_numpy(), "seeds", None
     ia, ib = sa.set_index(["seed", "case_id"])[metric], sb.set_index(["seed", "case_id"])[metric]
     joined = pd.concat([ia.rename("a"), ib.rename("b")], axis=1, join="inner")
-    return joined["a"].to_numpy(), joined["b"].to_numpy(), "cases"
+    return joined["a"].to_numpy(), joined["b"].to_numpy(), "cases", None
+
+
+def paired_units(scores: pd.DataFrame, metric: str, a: dict[str, object],
+                 b: dict[str, object]) -> tuple[np.ndarray, np.ndarray, str]:
+    """:func:`paired_replicates` without the cross-validation ratio."""
+    x, y, unit, _ = paired_replicates(scores, metric, a, b)
+    return x, y, unit

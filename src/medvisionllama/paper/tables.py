@@ -12,9 +12,10 @@ output folder (replaced as a whole, atomically), the files its table object name
   included), training time is ``train_seconds`` / 3600, beside the device it was measured on.
 * ``{name}_comparison.csv|.md|.tex|.html``: published vs reproduced value and difference per cell,
   with the cell's n and its counts of penalised and undefined cases.
-* ``{name}_claims.csv|.md|.html``: the paper's claims weighed (:func:`.compare.claims`): effect
-  with a 95 % CI, n and unit, the test or why none, raw and Holm-adjusted p, verdict; the method
-  (``verdicts.METHOD_NOTE``) in the header, the cross-task headline rows first.
+* ``{name}_claims.csv|.md|.html``: the paper's claims weighed, decided once over all the config's
+  experiments (:func:`.compare.paper_claims`): family, effect with its interval (or the raw
+  differences when not testable), n and unit, mde, the test, raw and adjusted p, verdict; the
+  method (``verdicts.METHOD_NOTE``, ``compare.UNITS_NOTE``) in the header, headline rows first.
 
 Every file starts with the provenance header (CSV: ``# `` comment lines) saying how the
 configuration differs from the paper's, read from the (resolved) config the command is given:
@@ -29,12 +30,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medvisionllama.experiments import load_config, load_experiments
 from medvisionllama.io_utils import atomic_dir, write_text_atomic
 from medvisionllama.paper.aggregate import read_long
-from medvisionllama.paper.compare import UNITS_NOTE, claims, comparison_values, provenance_header
+from medvisionllama.paper.compare import UNITS_NOTE, claims, comparison_values, paper_claims, provenance_header
 from medvisionllama.paper.metrics_json import write_metrics_json
 from medvisionllama.paper.outputs.base import marker_notes, short_task
 from medvisionllama.paper.published import METRIC_LABELS, model_label
@@ -84,23 +86,46 @@ def _signed(value: float, d: int = 3) -> str:
     return "n/a" if pd.isna(value) else f"{value:+.{d}f}"
 
 
+def _verdict_text(row: pd.Series) -> str:
+    if row["verdict"] == "not testable":
+        if int(row["n"]) and "differences zero" in str(row["test"]):
+            return f"not testable (all n = {int(row['n'])} differences 0)"
+        return f"not testable (n = {int(row['n'])})"
+    return str(row["verdict"])
+
+
+def _interval_text(effect: float, low: float, high: float, differences: str) -> str:
+    if pd.isna(low):
+        values = str(differences).split(";") if isinstance(differences, str) else []
+        shown = ", ".join(_signed(float(x)) for x in values if x)
+        return f"{_signed(effect)}; differences: {shown}" if shown else _signed(effect)
+
+    def end(x: float) -> str:
+        return ("−∞" if x < 0 else "+∞") if np.isinf(x) else _signed(x)
+
+    return f"{_signed(effect)} [{end(low)}, {end(high)}]"
+
+
 def claims_table(c: pd.DataFrame) -> pd.DataFrame:
-    """Readable form of :func:`.compare.claims`: one row per claim, the headline rows marked."""
+    """Readable form of :func:`.compare.paper_claims`: one row per claim, its family, the headline
+    rows marked; a not testable row lists its raw differences instead of an interval."""
     def pair(a: float, b: float, d: int) -> str:
         return f"{a:.{d}f} vs {b:.{d}f}" if pd.notna(a) and pd.notna(b) else "n/a"
 
-    effect = [f"{_signed(e)} [{_signed(lo)}, {_signed(hi)}]" if pd.notna(lo) else _signed(e)
-              for e, lo, hi in zip(c["effect"], c["ci_low"], c["ci_high"])]
     out = pd.DataFrame({
         "Claim": [("HEADLINE: " if h else "") + text for h, text in zip(c["headline"], c["claim"])],
-        "Source": c["claim_source"],
+        "Family": c["family"], "Source": c["claim_source"],
         "Published": [pair(a, b, 2) for a, b in zip(c["published_a"], c["published_b"])],
         "Reproduced": [pair(a, b, 3) for a, b in zip(c["reproduced_a"], c["reproduced_b"])],
-        "Effect a − b [95 % CI]": effect, "Better": c["better"],
-        "n": [f"{n} {u}" for n, u in zip(c["n"], c["unit"])], "Test": c["test"],
+        "Effect a − b [interval]": [_interval_text(*v) for v in zip(c["effect"], c["ci_low"], c["ci_high"],
+                                                                   c["differences"])],
+        "Better": c["better"],
+        "n": [f"{n} {u}" for n, u in zip(c["n"], c["unit"])],
+        "mde": ["n/a" if pd.isna(m) else "∞" if np.isinf(m) else f"{m:.3f}" for m in c["mde"]],
+        "Test": c["test"],
         "p": ["n/a" if pd.isna(p) else f"{p:.3g}" for p in c["p_value"]],
-        "p (Holm)": ["n/a" if pd.isna(p) else f"{p:.3g}" for p in c["p_holm"]],
-        "Verdict": c["verdict"]})
+        "p (adjusted)": ["n/a" if pd.isna(p) else f"{p:.3g}" for p in c["p_adjusted"]],
+        "Verdict": [_verdict_text(r) for _, r in c.iterrows()]})
     return out.set_index("Claim")
 
 
@@ -125,9 +150,11 @@ def default_provenance(scored: ExperimentScores, provenance: dict[str, Any]) -> 
     return prov
 
 
-def write_experiment(scored: ExperimentScores, outdir: Path, provenance: dict[str, Any]) -> list[Path]:
+def write_experiment(scored: ExperimentScores, outdir: Path, provenance: dict[str, Any],
+                     claims_frame: pd.DataFrame | None = None) -> list[Path]:
     """Write one experiment's table, comparison and claims into ``outdir`` (the names its table
-    object gives)."""
+    object gives). ``claims_frame``: its rows of :func:`.compare.paper_claims` (decided with the
+    paper's other experiments); None: decided as a paper of this one experiment."""
     spec, table = scored.spec, scored.spec.table
     files = table.files(spec.name)
     header = provenance_header(spec, default_provenance(scored, provenance))
@@ -137,7 +164,7 @@ def write_experiment(scored: ExperimentScores, outdir: Path, provenance: dict[st
     paths = write_all(reproduced, stem["table"], f"{table.caption}; reproduced", header, notes)
     paths += write_all(comparison_table(comparison_values(scored)), stem["comparison"],
                        f"{table.caption}: published vs reproduced", header, COUNT_NOTES)
-    c = claims(scored)
+    c = claims(scored) if claims_frame is None else claims_frame
     title = f"{table.title}: the paper's claims, weighed"
     claims_header = header + [METHOD_NOTE, UNITS_NOTE]
     claims_csv, claims_md, claims_html = (outdir / name for name in files["claims"])
@@ -156,11 +183,13 @@ def write_tables(long_path: str | Path, config: str | Path, outdir: str | Path, 
     provenance = config_provenance(load_config(config))
     provenance["notes"] = list(notes or [])
     scored = [score_experiment(long, spec) for spec in specs]
+    decided = paper_claims(scored)  # one hierarchy of hypotheses over every table of the paper
     outdir = Path(outdir)
     written: list[Path] = []
     with atomic_dir(outdir) as tmp:
         for experiment in scored:
-            written += [outdir / p.name for p in write_experiment(experiment, tmp, provenance)]
+            paths = write_experiment(experiment, tmp, provenance, decided[experiment.spec.name])
+            written += [outdir / p.name for p in paths]
     if metrics_json is not None:
         write_metrics_json(scored, metrics_json)
         written.append(Path(metrics_json))

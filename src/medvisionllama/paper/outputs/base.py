@@ -23,7 +23,7 @@ import pandas as pd
 from medvisionllama.errors import InputError
 from medvisionllama.paper.published import TABLES, model_label
 from medvisionllama.paper.render import fmt
-from medvisionllama.vocabulary import RunKey
+from medvisionllama.vocabulary import RunKey, parse_model_name
 
 if TYPE_CHECKING:  # spec.py imports this module (an experiment's kind is a table object)
     from medvisionllama.paper.spec import ExperimentSpec
@@ -85,6 +85,28 @@ def hours(seconds: float) -> str:
     if pd.isna(value) or value >= 0.1:
         return fmt(value)
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def claimed_models(spec: "ExperimentSpec") -> list[str]:
+    """The models after the baseline that the paper makes claims about: the pretrained LLM blocks.
+    Not the controls (``<llm>-random``, ``<llm>-shuffled``) nor the MLP ablation: the paper never
+    claims they beat the ViT (the MLP is weighed against the LLM block in Table 3)."""
+    return [m for m in spec.models[1:] if parse_model_name(m).pretrained]
+
+
+def control_pairs(spec: "ExperimentSpec", sel: Select, metric: str = "dice", **where: str) -> list[Pair]:
+    """Each pretrained LLM block against its own controls in the experiment (family ``control``:
+    does the pretrained arrangement of the weights help, beyond the block's capacity and scale?)."""
+    out: list[Pair] = []
+    for model in spec.models:
+        parsed = parse_model_name(model)
+        if not parsed.pretrained:
+            continue
+        for other in spec.models:
+            control = parse_model_name(other)
+            if control.control is not None and control.llm == parsed.llm:
+                out.append((sel(model, **where), sel(other, **where), metric))
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,17 @@
 """Table 2 of the paper: the ViT vs the ViT with an LLM block on every task, six metrics.
 
-Layout: one row per metric, columns task x model. Claims: each model beats the baseline (the
-first model) on every metric and task.
+Layout: one row per metric, columns task x model. Claims: each pretrained LLM model beats the
+baseline (the first model) on every metric and task; each pretrained block beats its own controls
+in Dice (``base.control_pairs``).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from medvisionllama.paper.outputs.base import Cell, Pair, PaperTable, Select, score, short_task
+from medvisionllama.paper.outputs.base import (
+    Cell, Pair, PaperTable, Select, claimed_models, control_pairs, score, short_task,
+)
 from medvisionllama.paper.published import METRIC_LABELS, model_label
 from medvisionllama.vocabulary import PAPER_METRICS
 
@@ -21,7 +24,8 @@ def layout(spec, cell: Cell) -> pd.DataFrame:
 
 
 def task_pairs(spec, sel: Select) -> list[Pair]:
-    return [(sel(m), sel(spec.baseline), k) for m in spec.models[1:] for k in PAPER_METRICS]
+    pairs = [(sel(m), sel(spec.baseline), k) for m in claimed_models(spec) for k in PAPER_METRICS]
+    return pairs + control_pairs(spec, sel)
 
 
 TABLE = PaperTable(

@@ -2,8 +2,8 @@
 
 Runs: every model with the hybrid attention; with ``spatial`` only the models with an LLM block
 (the paper's Table 3 has no spatial ViT or ViT + MLP row). Layout: one row per (model,
-attention), parameters, HA/SA marks and Dice per task. Claims: each LLM model's HA beats its SA,
-and beats every model without an LLM block.
+attention), parameters, HA/SA marks and Dice per task. Claims: each pretrained LLM model's HA beats its
+SA, and beats every model without an LLM block; each pretrained block beats its own controls (HA).
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import pandas as pd
 
 from medvisionllama.errors import InputError
-from medvisionllama.paper.outputs.base import Cell, Pair, PaperTable, Select, params_m, score, short_task
+from medvisionllama.paper.outputs.base import (
+    Cell, Pair, PaperTable, Select, control_pairs, params_m, score, short_task,
+)
 from medvisionllama.paper.published import model_label
 from medvisionllama.vocabulary import RunKey, parse_model_name
 
@@ -42,12 +44,12 @@ def layout(spec, cell: Cell) -> pd.DataFrame:
 def task_pairs(spec, sel: Select) -> list[Pair]:
     out: list[Pair] = []
     hybrid = next(a for a in spec.attention if a != "spatial")
-    llms = [m for m in spec.models if parse_model_name(m).kind == "llm"]
-    others = [m for m in spec.models if m not in llms]
+    llms = [m for m in spec.models if parse_model_name(m).pretrained]  # no claims about controls
+    others = [m for m in spec.models if parse_model_name(m).kind != "llm"]
     for m in llms:
         out.append((sel(m, hybrid), sel(m, "spatial"), "dice"))
         out += [(sel(m, hybrid), sel(o, hybrid), "dice") for o in others]
-    return out
+    return out + control_pairs(spec, sel, attention=hybrid)
 
 
 TABLE = PaperTable(
