@@ -594,6 +594,25 @@ def test_misshaped_layer_weight_is_refused_before_writing(sharded, capsys, tmp_p
     assert not output.exists() and not temporaries(tmp_path)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_layer_weight_is_refused_before_writing(sharded, capsys, tmp_path, value):
+    """One NaN (or infinite) weight planted in the shard that holds it: the extraction names the
+    tensor and the source, and writes nothing."""
+    key = f"model.layers.{LAYER}.self_attn.v_proj.weight"
+
+    def plant(tensors):
+        tensors[key] = tensors[key].clone()
+        tensors[key][1, 2] = value
+
+    _rewrite_shard(_shard_of(sharded, key), plant)
+    output = tmp_path / "out" / "layer.safetensors"
+    code, line = _extract(capsys, sharded, output)
+    kind = "1 NaN, 0 infinite" if value != value else "0 NaN, 1 infinite"
+    assert code == 2 and line.startswith(f"mvl extract-layer: error: directory:{sharded}: layer {LAYER} weight "
+                                         f"self_attn.v_proj.weight holds 1 non-finite value(s) ({kind})"), line
+    assert not output.exists() and not (output.parent.exists() and list(output.parent.iterdir()))
+
+
 def test_missing_shard_file_is_one_line(sharded, capsys, tmp_path):
     shard = _shard_of(sharded, f"model.layers.{LAYER}.mlp.down_proj.weight")
     shard.unlink()
