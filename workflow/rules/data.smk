@@ -28,6 +28,15 @@ else:
     # of download_task (tasks_to_download in common.smk checks that existing ones are complete).
     DOWNLOAD = tasks_to_download()
 
+    def download_url_option(wildcards):
+        """`--url <mirror>/<task>.tar` when data.msd_mirror is set (a base URL, or a URL holding
+        `{task}`), as a list of arguments (the rule quotes each one); none: MONAI's address."""
+        mirror = config["data"].get("msd_mirror")
+        if not mirror:
+            return []
+        url = mirror if "{task}" in mirror else mirror.rstrip("/") + "/{task}.tar"
+        return ["--url", url.replace("{task}", wildcards.task)]
+
     if DOWNLOAD:
 
         rule download_task:
@@ -40,12 +49,14 @@ else:
                 task="|".join(DOWNLOAD),
             params:
                 data_dir=lambda wildcards, output: os.path.dirname(output[0]),
+                url=download_url_option,
             resources:
                 runtime=240,
             conda:
                 "../../envs/medvisionllama.yaml"
             shell:
-                "mvl download --task {wildcards.task:q} --data-dir {params.data_dir:q} > {log:q} 2>&1"
+                "mvl download --task {wildcards.task:q} --data-dir {params.data_dir:q} {params.url:q}"
+                " > {log:q} 2>&1"
 
 
 rule split_task:
