@@ -2,6 +2,8 @@
 # and per task a preprocessed copy at each input size its runs read (SIZES_NEEDED in common.smk).
 # dvc.yaml runs the same commands on the same paths.
 
+from medvisionllama.data.download import mirror_url_option
+
 if config["data"]["source"] == "synthetic":
 
     rule synthesize_task:
@@ -28,15 +30,6 @@ else:
     # of download_task (tasks_to_download in common.smk checks that existing ones are complete).
     DOWNLOAD = tasks_to_download()
 
-    def download_url_option(wildcards):
-        """`--url <mirror>/<task>.tar` when data.msd_mirror is set (a base URL, or a URL holding
-        `{task}`), as a list of arguments (the rule quotes each one); none: MONAI's address."""
-        mirror = config["data"].get("msd_mirror")
-        if not mirror:
-            return []
-        url = mirror if "{task}" in mirror else mirror.rstrip("/") + "/{task}.tar"
-        return ["--url", url.replace("{task}", wildcards.task)]
-
     if DOWNLOAD:
 
         rule download_task:
@@ -49,7 +42,7 @@ else:
                 task="|".join(DOWNLOAD),
             params:
                 data_dir=lambda wildcards, output: os.path.dirname(output[0]),
-                url=download_url_option,
+                url=lambda wildcards: mirror_url_option(config["data"].get("msd_mirror"), wildcards.task),
             resources:
                 runtime=240,
             conda:

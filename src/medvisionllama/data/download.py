@@ -494,14 +494,25 @@ def download_task(
     return target
 
 
+def mirror_url_option(mirror: str | None, task: str) -> list[str]:
+    """``["--url", URL]`` for ``task`` on the mirror ``mirror`` (the config's ``data.msd_mirror``):
+    a URL holding ``{task}``, or a base URL under which the archive is ``<task>.tar``; ``[]``
+    without a mirror (MONAI's address). The workflow's ``download_task`` rule passes it on."""
+    if not mirror:
+        return []
+    url = mirror if "{task}" in mirror else mirror.rstrip("/") + "/{task}.tar"
+    return ["--url", url.replace("{task}", task)]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mvl download",
         description=(
             "Download MSD tasks (MONAI's mirror), verify their md5 and extract them into DATA_DIR/{task}. "
             "An existing DATA_DIR/{task} that is incomplete is replaced only if mvl download made it for "
-            "the same archive (its .mvl-download.json) or it is empty; any other folder is left alone and "
-            "the download refuses (exit 2): move it aside or delete it. Errors the user can fix exit 2."
+            "the same archive (its .mvl-download.json) and holds no file you added, or it is empty; any other "
+            "folder is left alone and the download refuses (exit 2), naming what it found. Errors the user "
+            "can fix exit 2."
         ),
     )
     p.add_argument("--task", nargs="+", required=True,
