@@ -213,7 +213,7 @@ def test_predict_refuses_to_overwrite_a_tasks_labels(copy, capsys):
 
 
 @pytest.mark.parametrize("bad", ["nan-voxels", "not-nifti"])
-def test_predict_writes_nothing_when_one_input_of_a_folder_is_bad(copy, capsys, bad):
+def test_predict_writes_nothing_when_one_input_of_a_folder_is_bad(copy, capsys, monkeypatch, bad):
     images = copy / "images"
     shutil.copytree(copy / "data" / TASK / "imagesTs", images)
     shutil.copytree(copy / "data" / TASK / "imagesTr", images, dirs_exist_ok=True)
@@ -232,4 +232,21 @@ def test_predict_writes_nothing_when_one_input_of_a_folder_is_bad(copy, capsys, 
     assert mvl(capsys, "predict", "--checkpoint", "results/run/checkpoint_best.pt", "--input", images,
                "--output", copy / "segs", "--device", "cpu")[0] == 2
     assert list((copy / "segs").iterdir()) == []
+    if bad == "nan-voxels":  # a failure at the last prediction (the others made) leaves nothing either
+        import medvisionllama.evaluation.predict as predict
+
+        last.unlink()
+        n, calls, real = len(list(images.iterdir())), [], predict.preprocess_image
+
+        def failing_last(path, **kwargs):
+            calls.append(path)
+            if len(calls) == 2 * n:  # n checks, then n predictions
+                raise OSError(28, "No space left on device", str(path))
+            return real(path, **kwargs)
+
+        monkeypatch.setattr(predict, "preprocess_image", failing_last)
+        with pytest.raises(OSError, match="No space left"):
+            predict.predict_files(checkpoint="results/run/checkpoint_best.pt", input=images,
+                                  output=copy / "deep" / "er" / "segs", device="cpu")
+        assert len(calls) == 2 * n and not (copy / "deep").exists()
 

@@ -132,7 +132,8 @@ def predict_files(
     preprocess = dict(size=data["size"], kind=data["kind"], num_channels=int(data["num_channels"]))
     for src, _ in pairs:  # every input checked before any output exists (read again below: memory)
         preprocess_image(src, **preprocess)
-    created = [d for d in {dst.parent for _, dst in pairs} if not d.exists()]
+    created = sorted({a for _, dst in pairs for a in [dst.parent, *dst.parent.parents] if not a.exists()},
+                     key=lambda a: len(a.parts), reverse=True)  # folders this call makes, deepest first
     written = []
     try:
         with contextlib.ExitStack() as publish:  # each temporary file renamed into place on success
@@ -148,7 +149,7 @@ def predict_files(
                 log.info("%s -> %s (%s)", src, dst, "x".join(str(d) for d in label.shape))
                 written.append(dst)
     except BaseException:
-        for folder in created:  # an output folder made for this call, left empty
+        for folder in created:  # the output folders made for this call, left empty
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
