@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def test_resume_from_existing_part_file(server, tmp_path):
     path = _serve(state, data)
     cache = tmp_path / "data" / ".downloads"
     cache.mkdir(parents=True)
-    (cache / f"{TASK}.tar.part").write_bytes(data[:1000])  # left by an interrupted earlier run
+    (cache / f"{TASK}{dl.PART_SUFFIX}").write_bytes(data[:1000])  # left by an interrupted earlier run
     dl.download_task(TASK, tmp_path / "data", url=base + path, md5=md5_of(data), **FAST)
     assert state.requests == [(path, "bytes=1000-")]
 
@@ -111,7 +112,7 @@ def test_truncated_archive_is_an_error_and_leaves_nothing(server, tmp_path):
     with pytest.raises(dl.DownloadError, match="truncated|incomplete"):
         dl.download_task(TASK, tmp_path / "data", url=base + path, md5=md5_of(truncated), **FAST)
     _no_leftovers(tmp_path / "data")
-    assert not (tmp_path / "data" / ".downloads" / f"{TASK}.tar").exists()
+    assert not (tmp_path / "data" / ".downloads" / f"{TASK}{dl.ARCHIVE_SUFFIX}").exists()
 
 
 def test_archive_without_dataset_json_is_rejected(server, tmp_path):
@@ -228,6 +229,97 @@ def test_complete_folder_without_marker_is_accepted(server, tmp_path):
     # a folder missing a listed file is not complete
     (tmp_path / "data" / TASK / "labelsTr" / "case_1.nii.gz").unlink()
     assert not dl.is_present(tmp_path / "data" / TASK, None)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("marker", ["lists its files", "older marker without the list"])
+def test_redownload_never_deletes_a_file_the_user_added(server, tmp_path, marker):
+    base, state = server
+    data = make_archive()
+    path = _serve(state, data)
+    target = dl.download_task(TASK, tmp_path / "data", url=base + path, md5=md5_of(data), **FAST)
+    recorded = json.loads((target / dl.MARKER).read_text())
+    assert sorted(recorded["paths"]) == sorted(k for k in _files(target) if k != dl.MARKER)
+    if marker != "lists its files":
+        (target / dl.MARKER).write_text(json.dumps({k: v for k, v in recorded.items() if k != "paths"}))
+    (target / "my_annotations.txt").write_text("three weeks of work")
+    (target / "labelsTr" / "notes").mkdir()
+    (target / "labelsTr" / "notes" / "case_0.txt").write_text("liver tip missed")
+    # complete: nothing to do, the user's files are still there
+    dl.download_task(TASK, tmp_path / "data", url=base + path, md5=md5_of(data), **FAST)
+    assert (target / "my_annotations.txt").read_text() == "three weeks of work" and len(state.requests) == 1
+    # incomplete (a downloaded label deleted): replacing the folder would delete the user's files
+    (target / "labelsTr" / "case_1.nii.gz").unlink()
+    before = _files(target)
+    with pytest.raises(InputError, match=r"did not write \(labelsTr/notes/case_0.txt, my_annotations.txt\)"):
+        dl.download_task(TASK, tmp_path / "data", url=base + path, md5=md5_of(data), **FAST)
+    assert _files(target) == before and len(state.requests) == 1
+    # the user moves their files out: the download replaces the folder
+    (target / "my_annotations.txt").rename(tmp_path / "my_annotations.txt")
+    (target / "labelsTr" / "notes" / "case_0.txt").unlink()
+    dl.download_task(TASK, tmp_path / "data", url=base + path, md5=md5_of(data), **FAST)
+    assert dl.missing_files(target) == [] and len(state.requests) == 2
+
+
+def test_cache_dir_never_deletes_a_file_it_did_not_make(server, tmp_path):
+    base, state = server
+    data = make_archive()
+    path = _serve(state, data)
+    cache = tmp_path / "my-cache"
+    cache.mkdir()
+    (cache / f"{TASK}.tar").write_bytes(b"the user's own, other tarball")  # not the expected md5
+    (cache / f"{TASK}.tar.part").write_bytes(b"also the user's")
+    (cache / "notes.txt").write_text("mine")
+    users = _files(cache)
+    dl.download_task(TASK, tmp_path / "data", url=base + path, md5=md5_of(data), cache_dir=cache, **FAST)
+    assert _files(cache) == users and len(state.requests) == 1  # our archive came and went; theirs stayed
+    # the user's copy of the right archive is used as it is, without a request, and kept
+    shutil.rmtree(tmp_path / "data" / TASK)
+    (cache / f"{TASK}.tar").write_bytes(data)
+    users = _files(cache)
+    dl.download_task(TASK, tmp_path / "data", url=base + path, md5=md5_of(data), cache_dir=cache, **FAST)
+    assert dl.missing_files(tmp_path / "data" / TASK) == [] and len(state.requests) == 1
+    assert _files(cache) == users
+    # an empty cache folder the user made stays; one the download made goes
+    empty = tmp_path / "empty-cache"
+    empty.mkdir()
+    shutil.rmtree(tmp_path / "data" / TASK)
+    dl.download_task(TASK, tmp_path / "data", url=base + path, md5=md5_of(data), cache_dir=empty, **FAST)
+    assert empty.is_dir() and list(empty.iterdir()) == []
+    shutil.rmtree(tmp_path / "data" / TASK)
+    dl.download_task(TASK, tmp_path / "data", url=base + path, md5=md5_of(data), cache_dir=tmp_path / "made", **FAST)
+    assert not (tmp_path / "made").exists()
+
+
+@pytest.mark.slow
+def test_the_workflow_downloads_from_the_configured_mirror(server, tmp_path):
+    """data.msd_mirror reaches `mvl download --url` through the download rule: the real Snakemake
+    job fetches <mirror>/<task>.tar from the local server (whose tiny archive then fails MONAI's
+    md5, which the mirror does not change)."""
+    import subprocess
+
+    import yaml
+    from conftest import copy_project, env_with_venv, tiny_config
+
+    base, state = server
+    _serve(state, make_archive())
+    project = copy_project(tmp_path / "project")
+    config = tiny_config()
+    config["data"].update(source="msd", dir="userdata", tasks=[TASK], msd_mirror=base + "/msd/")
+    config["experiments"] = {"main": {"tasks": "all", "models": ["vit", "mlp"]}}
+    state.files[f"/msd/{TASK}.tar"] = state.files.pop(f"/{TASK}.tar")
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(["snakemake", "--cores", "1", f"userdata/{TASK}"], cwd=project, env=env_with_venv(),
+                            capture_output=True, text=True, timeout=600)
+    log_file = project / "logs" / "download_task" / f"{TASK}.log"
+    assert log_file.is_file(), result.stdout[-3000:] + result.stderr[-3000:]
+    log = log_file.read_text()
+    assert result.returncode != 0 and [p for p, _ in state.requests] == [f"/msd/{TASK}.tar"] * 2, log
+    assert f"checksum mismatch for {base}/msd/{TASK}.tar" in log
+    assert not (project / "userdata" / TASK).exists()
 
 
 def test_cli(server, tmp_path, capsys):

@@ -30,6 +30,7 @@ from data_helpers import first_case, make_task, tree_bytes
 from download_helpers import TASK, make_archive, md5_of, server  # noqa: F401 - server is a fixture
 
 from medvisionllama.cli import main as mvl_main
+from medvisionllama.data.download import ARCHIVE_SUFFIX, PART_SUFFIX
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -316,10 +317,14 @@ def test_download_leaves_another_download_alone_and_replaces_its_own(server, cap
     state.files["/a.tar"] = old
     assert _download(capsys, base, tmp_path / "data", old)[0] == 0
     task_dir = tmp_path / "data" / TASK
-    first_case(task_dir)[0].unlink()  # our own download, now incomplete: ours to replace
-    (task_dir / "extra.txt").write_text("x")
+    first_case(task_dir)[0].unlink()  # our own download, now incomplete: ours to replace ...
+    (task_dir / "extra.txt").write_text("x")  # ... but for the file the user added: refused, naming it
+    before = tree_bytes(task_dir)
+    code, line = _download(capsys, base, tmp_path / "data", old)
+    assert code == 2 and "did not write (extra.txt)" in line and tree_bytes(task_dir) == before
+    (task_dir / "extra.txt").unlink()
     assert _download(capsys, base, tmp_path / "data", old)[0] == 0
-    assert not (task_dir / "extra.txt").exists() and first_case(task_dir)[0].is_file()
+    assert first_case(task_dir)[0].is_file()
     new = make_archive(cases=3)  # another archive: the folder holds a different download
     state.files["/a.tar"] = new
     before, requests = tree_bytes(task_dir), len(state.requests)
@@ -363,7 +368,7 @@ def test_disk_full_during_download(server, capsys, mounts):
     assert len(data) > 64 * 1024
     code, line = _download(capsys, base, small / "data", data)
     assert code == 2
-    assert line.endswith(f"{small / 'data' / '.downloads' / (TASK + '.tar.part')}: No space left on device")
+    assert line.endswith(f"{small / 'data' / '.downloads' / (TASK + PART_SUFFIX)}: No space left on device")
     assert not (small / "data" / TASK).exists() and not temporaries(small)
 
 
@@ -376,7 +381,7 @@ def test_disk_full_during_extraction_keeps_the_archive(server, capsys, tmp_path,
     code, line = _download(capsys, base, small / "data", data, "--cache-dir", str(cache))
     assert code == 2 and line.endswith(f"{small / 'data' / TASK}: No space left on device")
     assert not (small / "data" / TASK).exists() and not temporaries(small)
-    assert (cache / f"{TASK}.tar").read_bytes() == data  # verified archive kept for the next attempt
+    assert (cache / f"{TASK}{ARCHIVE_SUFFIX}").read_bytes() == data  # verified archive kept for the next attempt
 
 
 def test_disk_full_during_preprocessing(tiny_run, capsys, mounts):
@@ -524,7 +529,7 @@ def test_truncated_archive_says_truncated(server, capsys, tmp_path, cut):
     data = whole[:end]
     state.files["/a.tar"] = data
     code, line = _download(capsys, base, tmp_path / "data", data)
-    assert code == 2 and "corrupt or truncated" in line and f"{TASK}.tar" in line
+    assert code == 2 and "corrupt or truncated" in line and f"{TASK}{ARCHIVE_SUFFIX}" in line
     assert "no " + TASK + "/dataset.json" not in line
     assert not (tmp_path / "data" / TASK).exists() and not temporaries(tmp_path)
 
@@ -592,6 +597,25 @@ def test_misshaped_layer_weight_is_refused_before_writing(sharded, capsys, tmp_p
     code, line = _extract(capsys, sharded, output)
     assert code == 2 and f"directory:{sharded}" in line and "'self_attn.o_proj.weight' has shape (3, 5)" in line
     assert not output.exists() and not temporaries(tmp_path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_layer_weight_is_refused_before_writing(sharded, capsys, tmp_path, value):
+    """One NaN (or infinite) weight planted in the shard that holds it: the extraction names the
+    tensor and the source, and writes nothing."""
+    key = f"model.layers.{LAYER}.self_attn.v_proj.weight"
+
+    def plant(tensors):
+        tensors[key] = tensors[key].clone()
+        tensors[key][1, 2] = value
+
+    _rewrite_shard(_shard_of(sharded, key), plant)
+    output = tmp_path / "out" / "layer.safetensors"
+    code, line = _extract(capsys, sharded, output)
+    kind = "1 NaN, 0 infinite" if value != value else "0 NaN, 1 infinite"
+    assert code == 2 and line.startswith(f"mvl extract-layer: error: directory:{sharded}: layer {LAYER} weight "
+                                         f"self_attn.v_proj.weight holds 1 non-finite value(s) ({kind})"), line
+    assert not output.exists() and not (output.parent.exists() and list(output.parent.iterdir()))
 
 
 def test_missing_shard_file_is_one_line(sharded, capsys, tmp_path):

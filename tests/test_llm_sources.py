@@ -154,3 +154,36 @@ def test_extracted_layer_file_gives_the_same_block_and_refuses_another_layer(che
 
     a, b = load_file(str(out)), load_file(str(layer_file))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_layer_file_hash_refuses_flipped_bytes_and_files_without_one(checkpoint, tiny_registry, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from medvisionllama.llm.extract import extract_layer
+    from medvisionllama.llm.layer_file import DIGEST_KEY, FORMAT, layer_file_digest
+
+    path = extract_layer("tiny-llama", tmp_path / "tiny.safetensors", layer=2, weights=str(checkpoint))
+    digest = layer_file_digest(path)
+    assert digest == read_layer_digest_again(path)
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    for offset in (header, (header + len(data)) // 2, len(data) - 1):  # first, middle and last tensor byte
+        flipped = tmp_path / f"flipped-{offset}.safetensors"
+        changed = bytearray(data)
+        changed[offset] ^= 0x80
+        flipped.write_bytes(bytes(changed))
+        with pytest.raises(InputError, match=rf"^{flipped}: corrupt layer file .*sha256"):
+            build_frozen_block("tiny-llama", layer=2, weights=str(flipped))
+    old = tmp_path / "old.safetensors"  # written before hashes: cannot be verified, refused
+    save_file(load_file(str(path)), str(old), metadata={"format": FORMAT, "llm": "tiny-llama", "layer": "2", "source": "x"})
+    with pytest.raises(InputError, match=rf"^{old}: layer file has no {DIGEST_KEY} content hash"):
+        build_frozen_block("tiny-llama", layer=2, weights=str(old))
+
+
+def read_layer_digest_again(path) -> str:
+    """The hash recomputed from the tensors as safetensors loads them."""
+    from safetensors.torch import load_file
+
+    from medvisionllama.llm.layer_file import layer_digest
+
+    return layer_digest(load_file(str(path)), llm="tiny-llama", layer=2)

@@ -18,6 +18,11 @@ best_metric         best validation Dice so far, ``best_epoch`` its epoch
 history             the rows of ``history.csv`` up to ``epoch``
 rng                 torch, CUDA, NumPy, Python and DataLoader-generator states after ``epoch``
 seed, version       run seed and package version
+llm_layer           for a model that reads a layer file of ``mvl extract-layer``: ``{"sha256"
+                    (the file's content hash), "path" (as the run was given it), "absolute",
+                    "from_run" (relative to the checkpoint's folder)}``, added by
+                    :func:`save_checkpoint` (:func:`llm_layer_record`); ``mvl predict`` finds the
+                    layer by it from any folder (:func:`medvisionllama.runtime.locate_llm_layer`)
 checksum            ``{"algorithm": "sha256", "digest": ...}`` over every other key's content
                     (:func:`content_digest`), added by :func:`save_checkpoint`
 ==================  ==========================================================================
@@ -32,6 +37,7 @@ verified, and the message says to delete it (training then starts again).
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -132,10 +138,38 @@ class _WriteRecorder:
         self.handle.flush()
 
 
+def llm_layer_record(model_config: dict[str, Any], checkpoint_path: str | Path) -> dict[str, str] | None:
+    """Where the layer file of ``model_config`` is and its content hash (the ``llm_layer`` key);
+    ``None`` for a model that reads no layer file (``vit``, ``mlp``, ``-random``, or weights read
+    from a GGUF file, a checkpoint folder or the hub)."""
+    from medvisionllama.vocabulary import parse_model_name
+
+    weights = model_config.get("llm_weights")
+    if not weights or not str(weights).endswith(".safetensors") or not Path(weights).is_file():
+        return None
+    try:
+        if parse_model_name(str(model_config.get("model"))).layer_llm is None:
+            return None
+    except InputError:
+        return None
+    from medvisionllama.llm.layer_file import layer_file_digest
+
+    absolute = Path(weights).resolve()
+    return {
+        "sha256": layer_file_digest(absolute), "path": str(weights), "absolute": str(absolute),
+        "from_run": os.path.relpath(absolute, Path(checkpoint_path).resolve().parent),
+    }
+
+
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
-    """Write ``checkpoint`` with its ``checksum`` to ``path`` atomically (temporary file, then
-    rename). A failed write (a full disk) raises the ``OSError``, naming ``path``."""
+    """Write ``checkpoint`` with its ``checksum`` (and, for a model that reads a layer file, its
+    ``llm_layer`` record) to ``path`` atomically (temporary file, then rename). A failed write (a
+    full disk) raises the ``OSError``, naming ``path``."""
     payload = {k: v for k, v in checkpoint.items() if k != "checksum"}
+    if "llm_layer" not in payload and isinstance(payload.get("model_config"), dict):
+        record = llm_layer_record(payload["model_config"], path)
+        if record is not None:
+            payload["llm_layer"] = record
     payload["checksum"] = {"algorithm": "sha256", "digest": content_digest(payload)}
     with atomic_path(path, suffix=".pt.tmp") as tmp:
         with open(tmp, "wb") as handle:

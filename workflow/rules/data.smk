@@ -2,6 +2,8 @@
 # and per task a preprocessed copy at each input size its runs read (SIZES_NEEDED in common.smk).
 # dvc.yaml runs the same commands on the same paths.
 
+from medvisionllama.data.download import mirror_url_option
+
 if config["data"]["source"] == "synthetic":
 
     rule synthesize_task:
@@ -40,12 +42,14 @@ else:
                 task="|".join(DOWNLOAD),
             params:
                 data_dir=lambda wildcards, output: os.path.dirname(output[0]),
+                url=lambda wildcards: mirror_url_option(config["data"].get("msd_mirror"), wildcards.task),
             resources:
                 runtime=240,
             conda:
                 "../../envs/medvisionllama.yaml"
             shell:
-                "mvl download --task {wildcards.task:q} --data-dir {params.data_dir:q} > {log:q} 2>&1"
+                "mvl download --task {wildcards.task:q} --data-dir {params.data_dir:q} {params.url:q}"
+                " > {log:q} 2>&1"
 
 
 rule split_task:

@@ -12,8 +12,13 @@ What happens, in order (``download_task``):
    (``data.io.listed_files``), or the folder is refused.
    A folder that exists but is not complete is never deleted unless the downloader made it (its
    marker names the expected md5) or it is empty: otherwise the download refuses, naming what it
-   found, and the user moves or deletes the folder (it may hold their own files).
-2. The archive is streamed into ``{cache}/{task}.tar.part`` (``cache`` defaults to
+   found, and the user moves or deletes the folder (it may hold their own files). Even a folder
+   the downloader made is replaced only when it holds nothing but what the archive put there (the
+   marker lists those files): a file the user added is named and the download refuses.
+2. A ``{cache}/{task}.tar`` that is the user's own copy of the archive (the expected md5) is used
+   as it is and never deleted or changed; any other file of the user's in the cache is left alone.
+   The downloader's own files carry its name, :data:`PART_SUFFIX` and :data:`ARCHIVE_SUFFIX`: the
+   archive is streamed into ``{cache}/{task}.mvl-download.tar.part`` (``cache`` defaults to
    ``data/.downloads``). An interrupted transfer is resumed with an HTTP ``Range`` request;
    connection errors, timeouts and 5xx answers are retried with exponential backoff; any other
    HTTP error (404, 403, ...) fails at once, naming the URL and the status.
@@ -23,8 +28,8 @@ What happens, in order (``download_task``):
    ``{task}/dataset.json``, not truncated: the end-of-archive blocks follow the last member),
    extracted into a temporary folder beside ``data/{task}`` and renamed into place, so a failure
    leaves no task folder. macOS ``._*`` resource-fork files, which the
-   real archives carry, are skipped. The archive is deleted once extracted (unless asked to keep
-   it).
+   real archives carry, are skipped. The downloader's archive is deleted once extracted (unless
+   asked to keep it), and the cache folder too when the downloader made it and it is empty.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from medvisionllama.io_utils import atomic_dir, read_json, with_path, write_json
 from medvisionllama.tasks import TASKS, get_task
 
 MARKER = ".mvl-download.json"
+ARCHIVE_SUFFIX = ".mvl-download.tar"  #: ``{cache}/{task}{ARCHIVE_SUFFIX}``: an archive this downloader fetched
+PART_SUFFIX = ARCHIVE_SUFFIX + ".part"  #: its partial download, resumed by the next attempt
 UNREADABLE = "(unreadable marker)"  #: what :func:`marker_md5` gives for a damaged marker
 CHUNK = 1 << 20  # bytes read and hashed at a time
 
@@ -138,8 +145,16 @@ def check_replaceable(target: Path, md5: str) -> None:
     if not any(target.iterdir()):
         return  # an empty folder: nothing of the user's to lose
     recorded = marker_md5(target)
-    if recorded == md5:
-        return  # our own download of this archive, left incomplete: replaced
+    if recorded == md5:  # our own download of this archive, left incomplete: replaced, unless the
+        added = files_not_downloaded(target)  # user added files to it
+        if added:
+            more = f" and {len(added) - 3} more" if len(added) > 3 else ""
+            raise InputError(
+                f"{target}: is incomplete, but holds file(s) `mvl download` did not write "
+                f"({', '.join(added[:3])}{more}); replacing the folder would delete them, so it is left "
+                "alone: move them out of it (or move the folder aside), then run `mvl download` again"
+            )
+        return
     lacks = missing_files(target)
     found = f"incomplete (lacks {', '.join(lacks[:3])}{' ...' if len(lacks) > 3 else ''})" if lacks else "complete"
     if recorded is None:
@@ -153,6 +168,32 @@ def check_replaceable(target: Path, md5: str) -> None:
         f"{target}: holds another download (its {MARKER} records md5 {recorded}, expected {md5}); "
         f"it is left alone: {advice}"
     )
+
+
+def downloaded_files(task_dir: Path) -> set[str] | None:
+    """The files (relative POSIX paths) the download that made ``task_dir`` wrote: the marker's
+    ``paths``; for a marker written before it listed them, ``dataset.json`` and every file it
+    lists; ``None`` when neither can be read."""
+    try:
+        paths = json.loads((task_dir / MARKER).read_text()).get("paths")
+    except (OSError, ValueError, AttributeError):
+        paths = None
+    if isinstance(paths, list) and all(isinstance(p, str) for p in paths):
+        return set(paths)
+    try:
+        content = read_json(task_dir / "dataset.json")
+        listed = listed_files(task_dir, content, dataset_path=task_dir / "dataset.json")
+    except (InputError, OSError, AttributeError, TypeError):
+        return None
+    return {"dataset.json", *(Path(os.path.normpath(rel)).as_posix() for _, rel, _ in listed)}
+
+
+def files_not_downloaded(task_dir: Path) -> list[str]:
+    """Files (and links) under ``task_dir`` that its download did not write: the user's. Sorted
+    relative paths; every file but the marker when the download's list is unknown."""
+    known = downloaded_files(task_dir) or set()
+    found = sorted(p.relative_to(task_dir).as_posix() for p in task_dir.rglob("*") if p.is_file() or p.is_symlink())
+    return [rel for rel in found if rel != MARKER and rel not in known]
 
 
 def marker_md5(task_dir: Path) -> str | None:
@@ -256,7 +297,7 @@ def fetch_verified(
     Transient failures are retried up to ``retries`` times, waiting ``backoff * 2**k`` seconds; a
     checksum mismatch deletes the partial file and starts once more from zero.
     """
-    part = archive.with_name(archive.name + ".part")
+    part = archive.with_name(archive.name + ".part")  # PART_SUFFIX for the downloader's archive
     failures = 0
     mismatches = 0
     while True:
@@ -341,11 +382,13 @@ def _checked_members(tar: tarfile.TarFile, task: str, members: list[tarfile.TarI
     return selected
 
 
-def extract_task(archive: Path, task: str, target: Path, *, source: Source) -> Path:
-    """Extract ``{task}/`` of ``archive`` into ``target`` atomically and write the marker.
+def extract_task(archive: Path, task: str, target: Path, *, source: Source, owned: bool = True) -> Path:
+    """Extract ``{task}/`` of ``archive`` into ``target`` atomically and write the marker (which
+    lists every file written, ``paths``).
 
     An ``OSError`` while writing (a full disk) names ``target``; the archive is kept for the next
-    attempt. A truncated or unsafe archive is deleted.
+    attempt. A truncated or unsafe archive is deleted when the downloader fetched it (``owned``);
+    the user's own archive is never deleted.
     """
     try:
         with tarfile.open(archive, "r:*") as tar:
@@ -368,13 +411,14 @@ def extract_task(archive: Path, task: str, target: Path, *, source: Source) -> P
                         f"archive {archive} is incomplete: {task}/ lacks {', '.join(missing[:5])}"
                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
                     )
+                paths = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
                 write_json_atomic(tmp / MARKER, {
                     "task": task, "url": source.url, "md5": source.md5,
-                    "archive_bytes": archive.stat().st_size,
-                    "files": sum(1 for m, _ in members if m.isfile()),
+                    "archive_bytes": archive.stat().st_size, "files": len(paths), "paths": paths,
                 })
     except (tarfile.TarError, EOFError, DownloadError) as exc:
-        archive.unlink(missing_ok=True)  # broken: the next attempt downloads again
+        if owned:
+            archive.unlink(missing_ok=True)  # broken: the next attempt downloads again
         if isinstance(exc, DownloadError):
             raise
         raise DownloadError(f"archive {archive} from {source.url} is corrupt or truncated: {exc}") from exc
@@ -424,16 +468,24 @@ def download_task(
     check_replaceable(target, source.md5)
     _ensure_writable(data_dir, "data folder")
     cache = Path(cache_dir) if cache_dir is not None else data_dir / ".downloads"
+    cache_made = cache_dir is None or not cache.exists()  # the default cache is always ours
     _ensure_writable(cache, "download cache folder")
 
-    archive = cache / f"{name}.tar"
-    if not (archive.is_file() and file_md5(archive) == source.md5):
+    users = cache / f"{name}.tar"  # the user's own copy of the archive: used, never deleted
+    ours = cache / f"{name}{ARCHIVE_SUFFIX}"
+    if users.is_file() and not users.is_symlink() and file_md5(users) == source.md5:
+        print(f"mvl download: using {users} (its md5 is the expected one)", file=sys.stderr)
+        archive, owned = users, False
+    else:
+        archive, owned = ours, True
+        if not (ours.is_file() and file_md5(ours) == source.md5):
+            ours.unlink(missing_ok=True)
+            fetch_verified(source.url, source.md5, ours, retries=retries, timeout=timeout,
+                           backoff=backoff, progress=progress)
+    extract_task(archive, name, target, source=source, owned=owned)
+    if owned and not keep_archive:
         archive.unlink(missing_ok=True)
-        fetch_verified(source.url, source.md5, archive, retries=retries, timeout=timeout,
-                       backoff=backoff, progress=progress)
-    extract_task(archive, name, target, source=source)
-    if not keep_archive:
-        archive.unlink(missing_ok=True)
+    if cache_made:
         try:
             cache.rmdir()  # only when empty
         except OSError:
@@ -442,14 +494,25 @@ def download_task(
     return target
 
 
+def mirror_url_option(mirror: str | None, task: str) -> list[str]:
+    """``["--url", URL]`` for ``task`` on the mirror ``mirror`` (the config's ``data.msd_mirror``):
+    a URL holding ``{task}``, or a base URL under which the archive is ``<task>.tar``; ``[]``
+    without a mirror (MONAI's address). The workflow's ``download_task`` rule passes it on."""
+    if not mirror:
+        return []
+    url = mirror if "{task}" in mirror else mirror.rstrip("/") + "/{task}.tar"
+    return ["--url", url.replace("{task}", task)]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mvl download",
         description=(
             "Download MSD tasks (MONAI's mirror), verify their md5 and extract them into DATA_DIR/{task}. "
             "An existing DATA_DIR/{task} that is incomplete is replaced only if mvl download made it for "
-            "the same archive (its .mvl-download.json) or it is empty; any other folder is left alone and "
-            "the download refuses (exit 2): move it aside or delete it. Errors the user can fix exit 2."
+            "the same archive (its .mvl-download.json) and holds no file you added, or it is empty; any other "
+            "folder is left alone and the download refuses (exit 2), naming what it found. Errors the user "
+            "can fix exit 2."
         ),
     )
     p.add_argument("--task", nargs="+", required=True,
@@ -457,11 +520,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="data", help="folder that receives {task}/ (default: data)")
     p.add_argument("--url", help="archive URL instead of MONAI's (a local mirror); '{task}' is replaced")
     p.add_argument("--md5", help="expected md5 of the archive instead of MONAI's (one task only)")
-    p.add_argument("--cache-dir", help="where partial downloads live (default: DATA_DIR/.downloads)")
+    p.add_argument("--cache-dir", help="where partial downloads live (default: DATA_DIR/.downloads); a {task}.tar "
+                   "there with the expected md5 is used as it is; only the downloader's own *.mvl-download.tar[.part] "
+                   "files are ever deleted")
     p.add_argument("--retries", type=int, default=5, help="retries on connection errors and 5xx (default: 5)")
     p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds (default: 60)")
     p.add_argument("--backoff", type=float, default=2.0, help="first retry pause in seconds, doubled each time (default: 2)")
-    p.add_argument("--keep-archive", action="store_true", help="keep the .tar in the cache folder after extraction")
+    p.add_argument("--keep-archive", action="store_true",
+                   help="keep the downloaded {task}.mvl-download.tar in the cache folder after extraction")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

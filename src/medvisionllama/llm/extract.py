@@ -8,7 +8,9 @@ training and evaluation job reads that file (a few MB to 0.9 GB, memory-mapped).
 
 The file holds the layer's tensors, keyed relative to the layer (``self_attn.q_proj.weight``), in
 the source's precision (bf16 for Hub checkpoints, float32 for dequantised GGUF), and in its header
-the LLM's registry name, the layer index and the source it came from, checked when it is read.
+the LLM's registry name, the layer index, the source it came from and a sha256 content hash,
+checked when it is read (:mod:`.layer_file`). Weights that are not finite (NaN, infinite) are
+refused here, naming the tensor and the source, before anything is written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import torch
 
 from medvisionllama.llm.block import FrozenLLMBlock
 from medvisionllama.llm.factory import read_pretrained_layer
-from medvisionllama.llm.layer_file import FORMAT, read_layer_file, save_layer_file  # noqa: F401  (the file's API)
+from medvisionllama.llm.layer_file import (  # noqa: F401  (the file's API)
+    FORMAT, check_finite_layer, read_layer_file, save_layer_file,
+)
 from medvisionllama.llm.registry import get_spec
 from medvisionllama.llm.sources import check_layer_weights
 
@@ -40,12 +44,14 @@ def extract_layer(llm: str, output: Path, *, layer: int | None = None, weights: 
 
     Before anything is written, the weights read are checked against
     :func:`expected_layer_shapes`: a missing, extra or mis-shaped weight is an ``InputError``
-    naming the source and the keys.
+    naming the source and the keys; so is a weight holding NaN or infinite values
+    (:func:`check_finite_layer`).
     """
     spec = get_spec(llm)
     layer_index = spec.resolve_layer(layer)
     state, source = read_pretrained_layer(spec, layer_index, weights)
     check_layer_weights(state, expected_layer_shapes(spec.name, layer_index), source=source)
+    check_finite_layer(state, source=source, layer=layer_index)
     return save_layer_file(state, output, llm=spec.name, layer=layer_index, source=source)
 
 
