@@ -21,6 +21,7 @@ import yaml
 
 from medvisionllama.errors import InputError
 from medvisionllama.paper.spec import ExperimentSpec
+from medvisionllama.llm.registry import register_llms
 from medvisionllama.tasks import TASKS, get_task
 from medvisionllama.vocabulary import RunKey, parse_model_name
 
@@ -37,6 +38,7 @@ def active_experiments(config: dict) -> dict[str, dict]:
 
 def experiment_specs(config: dict, names: Iterable[str] | None = None) -> list[ExperimentSpec]:
     """The active experiments of ``config`` (optionally only ``names``), defaults filled in."""
+    register_llms(config.get("llms"))  # the config's LLM folders are model names from here on
     experiments = active_experiments(config)
     if names is not None:
         names = list(names)
@@ -118,6 +120,7 @@ def load_config(config_path: str | Path) -> dict[str, Any]:
             raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a mapping at the top level")
+    register_llms(config.get("llms"))  # a stage's LLM folders (llms:) are model names from here on
     return config
 
 

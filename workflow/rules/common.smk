@@ -116,10 +116,11 @@ def run_files(name):
 def config_part(part):
     """The sections of the resolved config that stage ``part`` reads."""
     if part == "train":  # a run's seeds are the runs themselves; threads are the scheduler's
-        return {"model": config["model"],
+        return {"model": config["model"], "llms": config["llms"],
                 "training": {k: v for k, v in config["training"].items() if k not in ("seeds", "threads")}}
     if part == "evaluate":
-        return {"evaluation": config["evaluation"], "training": {"device": config["training"]["device"]}}
+        return {"evaluation": config["evaluation"], "training": {"device": config["training"]["device"]},
+                "llms": config["llms"]}
     if part == "lineage":  # what params.yaml holds, the (task, size) pairs to preprocess included
         return lineage_params(config)
     raise WorkflowError(f"no config part {part!r}")
@@ -152,9 +153,12 @@ def extract_options(wildcards):
     """`mvl extract-layer` options from the config: the layer index and the weights' source, as a
     list of arguments (the rule quotes each one)."""
     opts = []
-    if config["model"]["llm_layer"] is not None:
-        opts += ["--layer", str(config["model"]["llm_layer"])]
-    weights = config["llm_weights"].get(wildcards.llm)
+    layer = config["model"]["llm_layer"]
+    if layer is None:  # a folder LLM's own default layer (llms: {name: {layer: N}})
+        layer = config["llms"].get(wildcards.llm, {}).get("layer")
+    if layer is not None:
+        opts += ["--layer", str(layer)]
+    weights = config["llm_weights"].get(wildcards.llm) or config["llms"].get(wildcards.llm, {}).get("path")
     if weights:
         opts += ["--weights", str(weights)]
     return opts

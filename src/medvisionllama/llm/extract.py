@@ -42,7 +42,7 @@ def extract_layer(llm: str, output: Path, *, layer: int | None = None, weights: 
     :func:`expected_layer_shapes`: a missing, extra or mis-shaped weight is an ``InputError``
     naming the source and the keys.
     """
-    spec = get_spec(llm)
+    spec = get_spec(llm, folder=weights)  # an unknown name with a model folder registers it
     layer_index = spec.resolve_layer(layer)
     state, source = read_pretrained_layer(spec, layer_index, weights)
     check_layer_weights(state, expected_layer_shapes(spec.name, layer_index), source=source)
