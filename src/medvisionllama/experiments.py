@@ -22,7 +22,7 @@ import yaml
 from medvisionllama.errors import InputError
 from medvisionllama.paper.spec import ExperimentSpec
 from medvisionllama.llm.registry import register_llms
-from medvisionllama.tasks import TASKS, get_task
+from medvisionllama.tasks import TASKS, check_task_folders, task_info
 from medvisionllama.vocabulary import RunKey, parse_model_name
 
 __all__ = [
@@ -46,7 +46,9 @@ def experiment_specs(config: dict, names: Iterable[str] | None = None) -> list[E
         if missing:
             raise InputError(f"config: no experiments {missing}; defined: {', '.join(experiments) or 'none'}")
         experiments = {n: experiments[n] for n in names}
-    data_tasks = [get_task(t).name for t in config.get("data", {}).get("tasks", list(TASKS))]
+    data_tasks = [task_info(t).name for t in config.get("data", {}).get("tasks", list(TASKS))]
+    if config.get("data", {}).get("dir"):  # a folder named like an MSD task must hold that task
+        check_task_folders(config["data"]["dir"], data_tasks)
     known_sizes = config.get("preprocess", {}).get("sizes")  # None: a config of experiments only
     sizes = known_sizes or ["64x64x40"]
     seeds = config.get("training", {}).get("seeds", [0])
@@ -95,7 +97,7 @@ def sizes_needed(config: dict) -> dict[str, list[str]]:
     ``full`` on Task01 only, so no other task gets a full-resolution copy.
     """
     runs = all_runs(config)
-    tasks = [get_task(t).name for t in config.get("data", {}).get("tasks", list(TASKS))]
+    tasks = [task_info(t).name for t in config.get("data", {}).get("tasks", list(TASKS))]
     order = list(config.get("preprocess", {}).get("sizes") or [])
     needed: dict[str, set[str]] = {}
     for run in runs:
