@@ -71,3 +71,45 @@ def test_schema_takes_any_task_folder_name():
     config["data"]["tasks"] = ["a/b"]
     with pytest.raises(Exception, match="does not match"):
         validate(config, schema)
+
+
+# ------------------------------------------------------------------ the custom experiment kind
+def test_custom_experiment_tables_and_claims_without_published_columns(tmp_path):
+    import pandas as pd
+    from test_paper_fixtures import grid, make_long
+
+    from medvisionllama.paper.compare import comparison_values
+    from medvisionllama.paper.outputs import figure_outputs
+    from medvisionllama.paper.spec import parse_experiments
+    from medvisionllama.paper.summary import score_experiment
+    from medvisionllama.paper.tables import main as tables_main
+
+    t1 = "Task01_BrainTumour"
+    long = make_long(grid(["Kidney", t1], ["vit", "mlp", "smollm2-135m"], n_cases=8, gain=0.15))
+    long.to_csv(tmp_path / "long.csv", index=False)
+    experiments = {"mine": {"kind": "custom", "tasks": ["Kidney", t1], "models": ["vit", "mlp", "smollm2-135m"],
+                            "sizes": ["32x32x16"]},
+                   "main": {"tasks": ["Kidney", t1], "models": ["vit", "smollm2-135m"], "sizes": ["32x32x16"]}}
+    config = {"data": {"source": "synthetic", "tasks": ["Kidney", t1]}, "experiments": experiments}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert tables_main(["--long", str(tmp_path / "long.csv"), "--config", str(tmp_path / "config.yaml"),
+                        "--outdir", str(tmp_path / "tables")]) == 0
+    names = {p.name for p in (tmp_path / "tables").iterdir()}
+    assert {"mine.md", "mine_claims.csv"} <= names and not any(n.startswith("mine_comparison") for n in names)
+    table = pd.read_csv(tmp_path / "tables" / "mine.csv", comment="#", index_col=0)
+    assert {"Kidney Dice", "Kidney HD95", "Task01 Dice"} <= set(table.index)  # a user's task by its folder name
+    claims = pd.read_csv(tmp_path / "tables" / "mine_claims.csv", comment="#")
+    assert set(claims["b"]) == {"ViT"} and claims["published_a"].isna().all()  # no published column filled
+    kidney = claims[(claims["task"] == "Kidney") & (claims["metric"] == "dice")]
+    assert len(kidney) == 2 and set(kidney["verdict"]) == {"supported"}  # the planted gain of +0.15, found
+    assert claims["headline"].any()  # two tasks: the cross-task rows
+    # a paper experiment over a user's task: the paper has no number for it, the MSD task keeps its own
+    main = parse_experiments(experiments)[1]
+    values = comparison_values(score_experiment(long, main)).set_index(["task", "model", "metric"])
+    assert values.loc[("Kidney", "smollm2-135m", "dice"), "published_mean"] != values.loc[
+        ("Kidney", "smollm2-135m", "dice"), "published_mean"]  # NaN
+    assert values.loc[(t1, "vit", "dice"), "published_mean"] > 0
+    # figures: the published-vs-reproduced figure is drawn only when something published exists
+    custom_only = parse_experiments({"mine": experiments["mine"]})
+    assert "published_vs_reproduced.png" not in figure_outputs(custom_only)
+    assert "published_vs_reproduced.png" in figure_outputs(parse_experiments(experiments))

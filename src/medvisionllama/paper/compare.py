@@ -34,6 +34,7 @@ from medvisionllama.paper.published import (
     LOWER_IS_BETTER, METRIC_LABELS, PAPER_SETUP, TABLES, load_published, model_label,
 )
 from medvisionllama.paper.spec import ExperimentSpec
+from medvisionllama.tasks import task_info
 from medvisionllama.paper.summary import ExperimentScores, paired_units
 from medvisionllama.paper.verdicts import ALPHA, holm, paired_evidence, verdict
 from medvisionllama.vocabulary import parse_model_name
@@ -53,6 +54,8 @@ def _reproduced(row: pd.Series, metric: str) -> tuple[float, float]:
 
 
 def _published(pub: pd.DataFrame, metric: str, task: str, model: str, attention: str, size: str) -> tuple[float, float]:
+    if metric != "params_m" and not task_info(task).msd:  # a user's task: the paper has no number for it
+        return math.nan, math.nan
     hit = pub[(pub["metric"] == metric) & (pub["model"] == model) & (pub["attention"] == attention)
               & pub["task"].isin([task, ""]) & pub["size"].isin([size, ""])]
     if hit.empty:

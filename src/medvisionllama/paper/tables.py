@@ -135,8 +135,9 @@ def write_experiment(scored: ExperimentScores, outdir: Path, provenance: dict[st
     reproduced = build_table(scored)
     notes = marker_notes(reproduced, sorted(set(scored.summary["n_cases"].astype(int))))
     paths = write_all(reproduced, stem["table"], f"{table.caption}; reproduced", header, notes)
-    paths += write_all(comparison_table(comparison_values(scored)), stem["comparison"],
-                       f"{table.caption}: published vs reproduced", header, COUNT_NOTES)
+    if "comparison" in files:  # not for a custom experiment: nothing published to compare with
+        paths += write_all(comparison_table(comparison_values(scored)), stem["comparison"],
+                           f"{table.caption}: published vs reproduced", header, COUNT_NOTES)
     c = claims(scored)
     title = f"{table.title}: the paper's claims, weighed"
     claims_header = header + [METHOD_NOTE, UNITS_NOTE]
