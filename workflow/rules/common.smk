@@ -1,6 +1,7 @@
 # Shared lookups: which runs exist, where their files go, and the parameters rules pass on.
 import json
 import os
+import re
 from pathlib import Path
 
 from medvisionllama.cluster.jobs import evaluate_resources, train_resources
@@ -61,7 +62,7 @@ TASKS = config["data"]["tasks"]
 
 
 wildcard_constraints:
-    task="Task[0-9]{2}_[A-Za-z]+",
+    task="|".join(re.escape(t) for t in TASKS),  # the config's task folders (any names)
     size=SIZE_PATTERN,
     seed="[0-9]+",
     attention="|".join(ATTENTIONS),

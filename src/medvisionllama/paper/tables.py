@@ -139,7 +139,8 @@ def write_experiment(scored: ExperimentScores, outdir: Path, provenance: dict[st
         paths += write_all(comparison_table(comparison_values(scored)), stem["comparison"],
                            f"{table.caption}: published vs reproduced", header, COUNT_NOTES)
     c = claims(scored)
-    title = f"{table.title}: the paper's claims, weighed"
+    whose = "the paper's" if table.published else "its"  # a custom experiment's claims are the user's
+    title = f"{table.title}: {whose} claims, weighed"
     claims_header = header + [METHOD_NOTE, UNITS_NOTE]
     claims_csv, claims_md, claims_html = (outdir / name for name in files["claims"])
     write_csv(c, claims_csv, claims_header, index=False)
