@@ -9,7 +9,27 @@ from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import figure_outputs
 from medvisionllama.experiments import experiment_specs, runs_of, sizes_needed
 from medvisionllama.lineage import lineage_params
+from medvisionllama.tasks import task_info
 from medvisionllama.vocabulary import ATTENTIONS, RUN_PATH, SIZE_PATTERN, parse_model_name
+
+def task_problems(config):
+    """A task of your own is a folder you bring (none is synthesised or downloaded): each line
+    names a task of data.tasks that is neither an MSD task nor a folder under data.dir."""
+    problems = []
+    for task in config["data"]["tasks"]:
+        if task_info(task).msd or os.path.isdir(os.path.join(config["data"]["dir"], task)):
+            continue
+        if config["data"]["source"] == "synthetic":
+            problems.append(f"data.tasks: {task} is not one of the ten MSD tasks, the only ones synthesised; "
+                            "put its folder in data.dir and set data.source: msd")
+        else:
+            problems.append(f"data.tasks: {task} is not an MSD task (nothing to download) and "
+                            f"{os.path.join(config['data']['dir'], task)} does not exist")
+    return problems
+
+
+if task_problems(config):
+    raise WorkflowError("config: " + "; ".join(task_problems(config)))
 
 try:  # the schema has checked each value; this checks how the experiments fit together
     SPECS = experiment_specs(config)
