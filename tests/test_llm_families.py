@@ -176,3 +176,20 @@ def test_bad_folders_and_families_are_refused_in_one_line(folders, tmp_path):
         decoder_layer_class("bert")
     with pytest.raises(ValueError, match="'vit' has no causal-LM"):
         decoder_layer_class("vit")
+
+
+def test_results_readers_know_a_folder_llm_whose_folder_is_elsewhere(tmp_path):
+    """A reviewer regenerating tables has the config but not the LLM folder: the name still
+    parses; what needs the folder says where it was."""
+    import yaml
+
+    from medvisionllama.experiments import load_config
+    from medvisionllama.vocabulary import parse_model_name
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"llms": {"gone": {"path": str(tmp_path / "nowhere")}}}))
+    load_config(tmp_path / "config.yaml")
+    assert parse_model_name("gone-shuffled").llm == "gone"
+    with pytest.raises(InputError, match="nowhere' does not exist on this machine"):
+        LLM_REGISTRY["gone"].resolve_layer(None)
+    with pytest.raises(InputError, match="does not exist"):  # the pipeline's own parse still refuses it
+        register_llms({"gone": {"path": str(tmp_path / "nowhere")}})

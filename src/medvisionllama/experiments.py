@@ -36,9 +36,11 @@ def active_experiments(config: dict) -> dict[str, dict]:
     return {name: spec for name, spec in (config.get("experiments") or {}).items() if spec is not None}
 
 
-def experiment_specs(config: dict, names: Iterable[str] | None = None) -> list[ExperimentSpec]:
-    """The active experiments of ``config`` (optionally only ``names``), defaults filled in."""
-    register_llms(config.get("llms"))  # the config's LLM folders are model names from here on
+def experiment_specs(config: dict, names: Iterable[str] | None = None, *,
+                     require_folders: bool = True) -> list[ExperimentSpec]:
+    """The active experiments of ``config`` (optionally only ``names``), defaults filled in.
+    ``require_folders``: the config's LLM folders must exist here (not for readers of results)."""
+    register_llms(config.get("llms"), require_folders=require_folders)  # its LLM folders are model names
     experiments = active_experiments(config)
     if names is not None:
         names = list(names)
@@ -86,7 +88,7 @@ def runs_of(specs: Iterable[ExperimentSpec]) -> list[RunKey]:
 
 def all_runs(config: dict, names: Iterable[str] | None = None) -> list[RunKey]:
     """Every distinct run of the named experiments of ``config`` (default: all active ones)."""
-    return runs_of(experiment_specs(config, names))
+    return runs_of(experiment_specs(config, names, require_folders=False))  # names only: no folder read
 
 
 def sizes_needed(config: dict) -> dict[str, list[str]]:
@@ -122,7 +124,7 @@ def load_config(config_path: str | Path) -> dict[str, Any]:
             raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a mapping at the top level")
-    register_llms(config.get("llms"))  # a stage's LLM folders (llms:) are model names from here on
+    register_llms(config.get("llms"), require_folders=False)  # a stage's LLM folders (llms:) are model names
     return config
 
 
@@ -133,6 +135,6 @@ def load_experiments(config_path: str | Path, names: list[str] | None = None) ->
     if not config.get("experiments"):
         raise InputError(f"{config_path}: no 'experiments:' key")
     try:
-        return experiment_specs(config, names)
+        return experiment_specs(config, names, require_folders=False)  # tables, figures: results only
     except InputError as exc:
         raise InputError(f"{config_path}: {exc}") from None

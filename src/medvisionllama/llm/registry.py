@@ -255,9 +255,17 @@ def register_folder(name: str, folder: str | Path, layer: int | None = None) -> 
     return spec
 
 
-def register_llms(llms: Mapping[str, Any] | None) -> list[LLMSpec]:
+def _absent_folder(name: str, folder: str) -> PretrainedConfig:
+    raise InputError(f"llms.{name}: folder {folder!r} does not exist on this machine (its config.json is needed here)")
+
+
+def register_llms(llms: Mapping[str, Any] | None, *, require_folders: bool = True) -> list[LLMSpec]:
     """Register every entry of a config's ``llms:`` mapping (``name: {path: FOLDER, layer: N}``,
-    or ``name: FOLDER``); ``None`` or ``{}`` registers nothing."""
+    or ``name: FOLDER``); ``None`` or ``{}`` registers nothing.
+
+    ``require_folders=False`` (stages that only read results: tables, figures, a reviewer's
+    regeneration) registers a name whose folder is absent here by name alone: it parses as a
+    model name, and anything needing its config raises an ``InputError`` naming the folder."""
     if not llms:
         return []
     if not isinstance(llms, Mapping):
@@ -271,6 +279,13 @@ def register_llms(llms: Mapping[str, Any] | None) -> list[LLMSpec]:
         unknown = sorted(set(entry) - {"path", "layer"})
         if unknown:
             raise InputError(f"llms.{name}: unknown key(s) {', '.join(unknown)} (expected path, layer)")
+        path = Path(str(entry["path"])).expanduser()
+        if not require_folders and not path.exists() and str(name) not in PRESETS:
+            spec = LLMSpec(str(name), str(path), "unknown", functools.partial(_absent_folder, str(name), str(path)),
+                           folder=str(path), default_layer=entry.get("layer"))
+            LLM_REGISTRY[spec.name] = spec
+            specs.append(spec)
+            continue
         specs.append(register_folder(str(name), entry["path"], entry.get("layer")))
     return specs
 
