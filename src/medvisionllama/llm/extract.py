@@ -51,12 +51,14 @@ def extract_layer(llm: str, output: Path, *, layer: int | None = None, weights: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mvl extract-layer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--llm", required=True, help="registry name, e.g. llama3.1-8b or smollm2-135m")
+    parser.add_argument("--llm", required=True,
+                        help="a preset (e.g. llama3.1-8b, smollm2-135m) or a name of yours for --weights FOLDER")
     parser.add_argument("--output", required=True, type=Path, help=".safetensors file to write")
     parser.add_argument("--layer", type=int, default=None, help="decoder layer index (default: the last)")
     parser.add_argument(
         "--weights", default=None,
-        help="local checkpoint folder, .gguf file or hub id (default: the registry's source)",
+        help="local Hugging Face folder (config.json + safetensors: any decoder family), .gguf file or hub id "
+             "(default: the registry's source)",
     )
     args = parser.parse_args(argv)
     print(extract_layer(llm=args.llm, output=args.output, layer=args.layer, weights=args.weights))
