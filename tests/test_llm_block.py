@@ -264,3 +264,20 @@ def test_attention_dropout_only_while_training(softcap):
     torch.testing.assert_close(attend(), attend())
     module.train()
     assert not torch.allclose(attend(), attend())
+
+
+def test_presets_are_config_json_values_and_their_families_resolve():
+    """One source: each preset is its config.json numbers; family = model_type; the layer class
+    comes from transformers' own causal LM of that type (no family table)."""
+    from medvisionllama.llm.block import decoder_layer_class, layers_prefix
+    from medvisionllama.llm.registry import PRESET_CONFIGS, PRESETS, llm_dims
+
+    assert set(PRESETS) == set(PRESET_CONFIGS) == {"llama3.1-8b", "gemma2-9b", "mistral-7b", "qwen2-7b", "yi1.5-9b",
+                                                    "smollm2-135m"}
+    for name in PRESETS:
+        spec = LLM_REGISTRY[name]
+        config = spec.make_config()
+        assert spec.family == config.model_type == PRESET_CONFIGS[name]["model_type"]
+        assert decoder_layer_class(spec.family).__name__.endswith("DecoderLayer")
+        assert llm_dims(name)["num_hidden_layers"] == config.num_hidden_layers == spec.num_layers
+    assert layers_prefix(tiny_config("qwen2-7b"), "qwen2") == "model.layers."

@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT, tiny_config
 
 from medvisionllama.cluster import resources as R
+from medvisionllama.llm.registry import PRESETS
 from medvisionllama.cluster.jobs import cluster_jobs, evaluate_resources, train_resources
 from medvisionllama.cluster.preflight import check, group_request, job_problems, main, preflight
 from medvisionllama.cluster.profile import Profile, apply, load_profile
@@ -95,7 +96,7 @@ def test_requests_grow_with_input_size_and_llm_width():
             assert all(a.mem_mb <= b.mem_mb for a, b in zip(reqs, reqs[1:])), (device, model, reqs)
             assert reqs[0].mem_mb < reqs[-1].mem_mb
             assert all(a.gpu_mem_mb <= b.gpu_mem_mb for a, b in zip(reqs, reqs[1:]))
-    by_width = sorted(R.LLM_DIMS, key=R.layer_params)
+    by_width = sorted(PRESETS, key=R.layer_params)
     for size in SIZES[1:]:
         reqs = [R.estimate_training(size, m, epochs=100, train_cases=339, device="cuda") for m in ["vit", *by_width]]
         assert all(a.runtime_min <= b.runtime_min for a, b in zip(reqs, reqs[1:])), reqs
@@ -127,12 +128,11 @@ def test_device_decides_the_gpu_and_cpu_jobs_carry_their_activations():
 def test_layer_sizes_match_the_registry_configs():
     from medvisionllama.llm.registry import LLM_REGISTRY
 
-    assert set(R.LLM_DIMS) == set(LLM_REGISTRY)
-    for name, spec in LLM_REGISTRY.items():
+    for name, spec in LLM_REGISTRY.items():  # one source: the dims are the transformers config's
         c = spec.make_config()
         head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        assert R.LLM_DIMS[name] == (c.hidden_size, c.intermediate_size, c.num_attention_heads,
-                                    c.num_key_value_heads, head), name
+        assert R.llm_layer_dims(name) == (c.hidden_size, c.intermediate_size, c.num_attention_heads,
+                                          c.num_key_value_heads, head), name
     assert R.layer_params("llama3.1-8b") == pytest.approx(218.1e6, rel=1e-3)  # DESIGN.md's count
     assert R.layer_params("qwen2-7b") == pytest.approx(233.1e6, rel=1e-3)
 

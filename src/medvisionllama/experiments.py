@@ -21,7 +21,8 @@ import yaml
 
 from medvisionllama.errors import InputError
 from medvisionllama.paper.spec import ExperimentSpec
-from medvisionllama.tasks import TASKS, get_task
+from medvisionllama.llm.registry import register_llms
+from medvisionllama.tasks import TASKS, check_task_folders, task_info
 from medvisionllama.vocabulary import RunKey, parse_model_name
 
 __all__ = [
@@ -35,8 +36,11 @@ def active_experiments(config: dict) -> dict[str, dict]:
     return {name: spec for name, spec in (config.get("experiments") or {}).items() if spec is not None}
 
 
-def experiment_specs(config: dict, names: Iterable[str] | None = None) -> list[ExperimentSpec]:
-    """The active experiments of ``config`` (optionally only ``names``), defaults filled in."""
+def experiment_specs(config: dict, names: Iterable[str] | None = None, *,
+                     require_folders: bool = True) -> list[ExperimentSpec]:
+    """The active experiments of ``config`` (optionally only ``names``), defaults filled in.
+    ``require_folders``: the config's LLM folders must exist here (not for readers of results)."""
+    register_llms(config.get("llms"), require_folders=require_folders)  # its LLM folders are model names
     experiments = active_experiments(config)
     if names is not None:
         names = list(names)
@@ -44,7 +48,9 @@ def experiment_specs(config: dict, names: Iterable[str] | None = None) -> list[E
         if missing:
             raise InputError(f"config: no experiments {missing}; defined: {', '.join(experiments) or 'none'}")
         experiments = {n: experiments[n] for n in names}
-    data_tasks = [get_task(t).name for t in config.get("data", {}).get("tasks", list(TASKS))]
+    data_tasks = [task_info(t).name for t in config.get("data", {}).get("tasks", list(TASKS))]
+    if config.get("data", {}).get("dir"):  # a folder named like an MSD task must hold that task
+        check_task_folders(config["data"]["dir"], data_tasks)
     known_sizes = config.get("preprocess", {}).get("sizes")  # None: a config of experiments only
     sizes = known_sizes or ["64x64x40"]
     seeds = config.get("training", {}).get("seeds", [0])
@@ -82,7 +88,7 @@ def runs_of(specs: Iterable[ExperimentSpec]) -> list[RunKey]:
 
 def all_runs(config: dict, names: Iterable[str] | None = None) -> list[RunKey]:
     """Every distinct run of the named experiments of ``config`` (default: all active ones)."""
-    return runs_of(experiment_specs(config, names))
+    return runs_of(experiment_specs(config, names, require_folders=False))  # names only: no folder read
 
 
 def sizes_needed(config: dict) -> dict[str, list[str]]:
@@ -93,7 +99,7 @@ def sizes_needed(config: dict) -> dict[str, list[str]]:
     ``full`` on Task01 only, so no other task gets a full-resolution copy.
     """
     runs = all_runs(config)
-    tasks = [get_task(t).name for t in config.get("data", {}).get("tasks", list(TASKS))]
+    tasks = [task_info(t).name for t in config.get("data", {}).get("tasks", list(TASKS))]
     order = list(config.get("preprocess", {}).get("sizes") or [])
     needed: dict[str, set[str]] = {}
     for run in runs:
@@ -118,6 +124,7 @@ def load_config(config_path: str | Path) -> dict[str, Any]:
             raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a mapping at the top level")
+    register_llms(config.get("llms"), require_folders=False)  # a stage's LLM folders (llms:) are model names
     return config
 
 
@@ -128,6 +135,6 @@ def load_experiments(config_path: str | Path, names: list[str] | None = None) ->
     if not config.get("experiments"):
         raise InputError(f"{config_path}: no 'experiments:' key")
     try:
-        return experiment_specs(config, names)
+        return experiment_specs(config, names, require_folders=False)  # tables, figures: results only
     except InputError as exc:
         raise InputError(f"{config_path}: {exc}") from None

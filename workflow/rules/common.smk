@@ -1,6 +1,7 @@
 # Shared lookups: which runs exist, where their files go, and the parameters rules pass on.
 import json
 import os
+import re
 from pathlib import Path
 
 from medvisionllama.cluster.jobs import evaluate_resources, train_resources
@@ -8,7 +9,27 @@ from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import figure_outputs
 from medvisionllama.experiments import experiment_specs, runs_of, sizes_needed
 from medvisionllama.lineage import lineage_params
+from medvisionllama.tasks import task_info
 from medvisionllama.vocabulary import ATTENTIONS, RUN_PATH, SIZE_PATTERN, parse_model_name
+
+def task_problems(config):
+    """A task of your own is a folder you bring (none is synthesised or downloaded): each line
+    names a task of data.tasks that is neither an MSD task nor a folder under data.dir."""
+    problems = []
+    for task in config["data"]["tasks"]:
+        if task_info(task).msd or os.path.isdir(os.path.join(config["data"]["dir"], task)):
+            continue
+        if config["data"]["source"] == "synthetic":
+            problems.append(f"data.tasks: {task} is not one of the ten MSD tasks, the only ones synthesised; "
+                            "put its folder in data.dir and set data.source: msd")
+        else:
+            problems.append(f"data.tasks: {task} is not an MSD task (nothing to download) and "
+                            f"{os.path.join(config['data']['dir'], task)} does not exist")
+    return problems
+
+
+if task_problems(config):
+    raise WorkflowError("config: " + "; ".join(task_problems(config)))
 
 try:  # the schema has checked each value; this checks how the experiments fit together
     SPECS = experiment_specs(config)
@@ -61,7 +82,7 @@ TASKS = config["data"]["tasks"]
 
 
 wildcard_constraints:
-    task="Task[0-9]{2}_[A-Za-z]+",
+    task="|".join(re.escape(t) for t in TASKS),  # the config's task folders (any names)
     size=SIZE_PATTERN,
     seed="[0-9]+",
     attention="|".join(ATTENTIONS),
@@ -116,10 +137,11 @@ def run_files(name):
 def config_part(part):
     """The sections of the resolved config that stage ``part`` reads."""
     if part == "train":  # a run's seeds are the runs themselves; threads are the scheduler's
-        return {"model": config["model"],
+        return {"model": config["model"], "llms": config["llms"],
                 "training": {k: v for k, v in config["training"].items() if k not in ("seeds", "threads")}}
     if part == "evaluate":
-        return {"evaluation": config["evaluation"], "training": {"device": config["training"]["device"]}}
+        return {"evaluation": config["evaluation"], "training": {"device": config["training"]["device"]},
+                "llms": config["llms"]}
     if part == "lineage":  # what params.yaml holds, the (task, size) pairs to preprocess included
         return lineage_params(config)
     raise WorkflowError(f"no config part {part!r}")
@@ -152,9 +174,12 @@ def extract_options(wildcards):
     """`mvl extract-layer` options from the config: the layer index and the weights' source, as a
     list of arguments (the rule quotes each one)."""
     opts = []
-    if config["model"]["llm_layer"] is not None:
-        opts += ["--layer", str(config["model"]["llm_layer"])]
-    weights = config["llm_weights"].get(wildcards.llm)
+    layer = config["model"]["llm_layer"]
+    if layer is None:  # a folder LLM's own default layer (llms: {name: {layer: N}})
+        layer = config["llms"].get(wildcards.llm, {}).get("layer")
+    if layer is not None:
+        opts += ["--layer", str(layer)]
+    weights = config["llm_weights"].get(wildcards.llm) or config["llms"].get(wildcards.llm, {}).get("path")
     if weights:
         opts += ["--weights", str(weights)]
     return opts

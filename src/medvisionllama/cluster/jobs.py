@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from medvisionllama.cluster.profile import Profile, Value, apply
 from medvisionllama.cluster.resources import JobResources, estimate_evaluation, estimate_training, for_attempt
 from medvisionllama.errors import InputError
-from medvisionllama.tasks import get_task
+from medvisionllama.tasks import task_info
 
 TRAIN_RULE = "train_run"
 EVALUATE_RULE = "evaluate_run"
@@ -43,7 +43,7 @@ def split_sizes(config: Mapping[str, Any], task: str) -> tuple[int, int, int]:
     ``data.synthetic.cases`` otherwise, split by ``split.fractions`` as ``mvl split`` does."""
     from medvisionllama.data.split import split_counts  # imports numpy/nibabel: only when called
 
-    info = get_task(task)
+    info = task_info(task, _get(config, "data", "dir"))
     cases = info.cases if _get(config, "data", "source", default="synthetic") == "msd" \
         else int(_get(config, "data", "synthetic", "cases", default=10))
     fractions = tuple(_get(config, "split", "fractions", default=[0.7, 0.2, 0.1]))
@@ -63,7 +63,7 @@ def _training_size(config: Mapping[str, Any], task: str, size: str) -> tuple[str
     """(network input, volumes read) of a run: ``full`` trains on crops of model.full_img_size."""
     if size != "full":
         return size, size
-    native = _shape(get_task(task).shape)
+    native = _shape(task_info(task, _get(config, "data", "dir")).shape)
     crop = _get(config, "model", "full_img_size")
     return (crop or native), native
 
@@ -77,7 +77,7 @@ def train_resources(config: Mapping[str, Any], run: Any, attempt: int = 1,
     first = estimate_training(
         input_size, model, epochs=int(training.get("epochs", 100)), train_cases=split_sizes(config, task)[0],
         batch_size=int(training.get("batch_size", 4)), device=str(training.get("device", "auto")),
-        threads=int(training.get("threads", 1)), in_channels=get_task(task).num_channels,
+        threads=int(training.get("threads", 1)), in_channels=task_info(task, _get(config, "data", "dir")).num_channels,
         patch_size=int(_get(config, "model", "patch_size", default=8)),
         num_workers=int(training.get("num_workers", 0)), data_size=data_size,
     )
@@ -89,7 +89,7 @@ def evaluate_resources(config: Mapping[str, Any], run: Any, attempt: int = 1,
     """What one ``evaluate_run`` job asks for."""
     task, model, size = _run_fields(run)
     training = _get(config, "training", default={}) or {}
-    info = get_task(task)
+    info = task_info(task, _get(config, "data", "dir"))
     native = _shape(info.shape)
     if _get(config, "data", "source", default="synthetic") != "msd":  # synthetic volumes are small
         side = int(_get(config, "data", "synthetic", "max_dim", default=48))

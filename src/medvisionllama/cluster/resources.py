@@ -71,6 +71,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from medvisionllama.errors import InputError
+from medvisionllama.llm.registry import llm_dims
 from medvisionllama.vocabulary import parse_model_name
 
 
@@ -95,16 +96,6 @@ STARTUP_MIN = 10.0
 MIN_RUNTIME_MIN = 15
 MIN_MEM_MB = 2000
 BYTES_PER_VOXEL = 256  #: activations kept for backward at voxel resolution, per case
-#: LLM layer dimensions (hidden, intermediate, attention heads, key/value heads, head size), from
-#: the registry's configs (llm/registry.py; a test keeps the two in step)
-LLM_DIMS: dict[str, tuple[int, int, int, int, int]] = {
-    "llama3.1-8b": (4096, 14336, 32, 8, 128),
-    "gemma2-9b": (3584, 14336, 16, 8, 256),
-    "mistral-7b": (4096, 14336, 32, 8, 128),
-    "qwen2-7b": (3584, 18944, 28, 4, 128),
-    "yi1.5-9b": (4096, 11008, 32, 4, 128),
-    "smollm2-135m": (576, 1536, 9, 3, 64),
-}
 REFERENCE_LLM = "llama3.1-8b"
 MAX_RUNTIME_ENV = "MVL_SLURM_MAX_RUNTIME"
 MAX_MEM_ENV = "MVL_SLURM_MAX_MEM_MB"
@@ -140,9 +131,16 @@ def llm_of(model: str) -> str | None:
     return parse_model_name(model).llm
 
 
+def llm_layer_dims(llm: str) -> tuple[int, int, int, int, int]:
+    """(hidden, intermediate, attention heads, key/value heads, head size) of ``llm``'s decoder
+    layer, from its config.json values (``llm.registry.llm_dims``: presets and folders alike)."""
+    d = llm_dims(llm)
+    return (d["hidden_size"], d["intermediate_size"], d["num_attention_heads"], d["num_key_value_heads"], d["head_dim"])
+
+
 def layer_params(llm: str) -> int:
     """Weights of one decoder layer: q/o (hidden x heads*head), k/v (hidden x kv*head), 3 MLP mats."""
-    hidden, inter, heads, kv_heads, head = LLM_DIMS[llm]
+    hidden, inter, heads, kv_heads, head = llm_layer_dims(llm)
     return 2 * hidden * heads * head + 2 * hidden * kv_heads * head + 3 * hidden * inter
 
 
@@ -173,7 +171,7 @@ def case_seconds(size: str, model: str, device: str, patch_size: int = 8) -> flo
     llm = llm_of(model)
     if llm is not None:
         tokens = v / patch_size**3
-        _, _, heads, _, head = LLM_DIMS[llm]
+        _, _, heads, _, head = llm_layer_dims(llm)
         seconds += (4 * layer_params(llm) * tokens + 8 * tokens**2 * heads * head) / R_CPU
     return seconds
 
@@ -184,7 +182,7 @@ def activation_mb(size: str, model: str, batch_size: int, patch_size: int = 8) -
     total = batch_size * v * BYTES_PER_VOXEL
     llm = llm_of(model)
     if llm is not None:
-        hidden, inter, *_ = LLM_DIMS[llm]
+        hidden, inter, *_ = llm_layer_dims(llm)
         total += batch_size * (v / patch_size**3) * (6 * hidden + 3 * inter) * 2
     return total / 1e6
 

@@ -9,9 +9,11 @@ run folder (docs/contracts.md):
 - ``metrics.csv``: one row per test case and foreground class, each metric's value and its status
   (``defined``, ``penalised``, ``empty``: the conventions of :mod:`.metrics`) (written last: its
   presence means the evaluation finished);
-- ``summary.json``: the same scores in the shape of nnU-Net's evaluation summary
-  (:func:`run_summary`): ``metric_per_case``, ``mean`` per class, ``foreground_mean``, and per class
-  and metric the counts of defined, penalised and empty cases; with the run key, seed and version;
+- ``summary.json``: the same scores as nnU-Net's evaluation summary, readable by its
+  ``load_summary_json`` (:func:`run_summary`): ``metric_per_case`` with ``prediction_file`` and
+  ``reference_file``, nnU-Net's metrics (Dice, IoU, TP, FP, FN, TN, n_pred, n_ref) beside ours,
+  ``mean`` per class, ``foreground_mean``, and per class and metric the counts of defined,
+  penalised and empty cases; with the run key, seed and version;
 - ``predictions/{case}.nii.gz``: every test case's prediction, original grid and affine (so a run
   can be re-scored, ensembled or inspected without retraining);
 - ``samples.npz``: the first test case's axial slice through its largest foreground: image,
@@ -39,7 +41,7 @@ from medvisionllama.data.split import read_split
 from medvisionllama.errors import InputError
 from medvisionllama.evaluation.inference import activation_maps, largest_foreground_slice
 from medvisionllama import __version__
-from medvisionllama.evaluation.metrics import STATUSES, SegmentationMetrics, status_column
+from medvisionllama.evaluation.metrics import STATUSES, SegmentationMetrics, confusion_counts, status_column
 from medvisionllama.experiments import load_config
 from medvisionllama.io_utils import atomic_dir, atomic_path, write_json_atomic
 from medvisionllama.runtime import load_run_model, predict_logits, resolve_device
@@ -72,32 +74,83 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def run_summary(scorer: SegmentationMetrics, run: dict[str, object], version: str = __version__) -> dict[str, Any]:
-    """``summary.json`` of a run, in the shape nnU-Net's evaluation summary has.
+#: nnU-Net's per-class metrics of ``summary.json`` (``nnunetv2.evaluation.evaluate_predictions``):
+#: Dice = 2TP/(2TP+FP+FN) and IoU = TP/(TP+FP+FN), undefined (null) when the class is in neither
+#: mask; our ``dice`` and ``jaccard`` differ only there (1, status ``empty``: docs/contracts.md)
+NNUNET_METRICS: tuple[str, ...] = ("Dice", "IoU", "TP", "FP", "FN", "TN", "n_pred", "n_ref")
 
-    Keys: ``run`` (task, model, attention, size, seed), ``seed``, ``version``, ``num_cases``,
-    ``classes`` (index -> name), ``metric_per_case`` (one entry per case: ``case_id`` and
-    ``metrics`` = {class index: {metric: value, "<metric>_status": status}}), ``mean`` ({class
-    index: {metric: mean over cases}}), ``foreground_mean`` ({metric: mean of the class means}) and
-    ``counts`` ({class index: {metric: {status: cases}}}, plus ``"foreground"``: summed over
-    classes). Class indices are strings (JSON keys); NaN (a skipped HD95) is null.
+
+def _nnunet_metrics(tp: int, fp: int, fn: int, tn: int) -> dict[str, float | int | None]:
+    """nnU-Net's metrics of one case and class from its voxel counts."""
+    union = tp + fp + fn
+    return {"Dice": 2 * tp / (2 * tp + fp + fn) if union else None, "IoU": tp / union if union else None,
+            "TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_pred": tp + fp, "n_ref": tp + fn}
+
+
+def run_summary(
+    scorer: SegmentationMetrics,
+    run: dict[str, object],
+    version: str = __version__,
+    *,
+    confusion: dict[str, dict[int, tuple[int, int, int, int]]] | None = None,
+    files: dict[str, tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """``summary.json`` of a run, readable by nnU-Net's ``load_summary_json``.
+
+    nnU-Net's keys: ``metric_per_case`` (one entry per case: ``prediction_file``,
+    ``reference_file`` and ``metrics`` = {class index: {Dice, IoU, TP, FP, FN, TN, n_pred, n_ref,
+    ...}}), ``mean`` ({class index: {metric: mean over the cases with a value}}) and
+    ``foreground_mean`` ({metric: mean of the class means}). Besides nnU-Net's metrics each class
+    carries ours (:data:`METRIC_NAMES`: ``dice``, ``jaccard``, ... ``hd95``, with our conventions)
+    and ``status`` ({metric: defined, penalised, empty or skipped}). Our keys: ``case_id`` per case,
+    ``run`` (the run key), ``seed``, ``version``, ``num_cases``, ``classes`` (index -> name) and
+    ``counts`` ({class index: {metric: {status: cases}}}, plus ``"foreground"``). Class indices
+    are strings (JSON keys); NaN (a skipped HD95, an undefined Dice) is null.
+
+    ``confusion``: {case: {class: (TP, FP, FN, TN)}} voxel counts; ``files``: {case:
+    (prediction file, reference file)}.
     """
     aggregated = scorer.aggregate()
+    confusion = confusion or {}
+    files = files or {}
     per_case: dict[str, dict[str, dict[str, object]]] = {}
     for row in scorer.rows:
-        entry = {m: _number(row[m]) for m in METRIC_NAMES}
-        entry.update({status_column(m): str(row[status_column(m)]) for m in METRIC_NAMES})
-        per_case.setdefault(str(row["case_id"]), {})[str(row["class_index"])] = entry
+        case, cls = str(row["case_id"]), int(row["class_index"])
+        entry: dict[str, object] = {}
+        if cls in confusion.get(case, {}):
+            entry.update(_nnunet_metrics(*(int(v) for v in confusion[case][cls])))
+        entry.update({m: _number(row[m]) for m in METRIC_NAMES})
+        entry["status"] = {m: str(row[status_column(m)]) for m in METRIC_NAMES}
+        per_case.setdefault(case, {})[str(cls)] = entry
     classes = {str(c): name for c, name in scorer.class_names.items()}
+    numeric = [*NNUNET_METRICS, *METRIC_NAMES]
+
+    def class_mean(cls: str) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for metric in numeric:
+            values = [e[metric] for e in (per_case[c].get(cls, {}) for c in per_case) if metric in e]
+            scored = [float(v) for v in values if v is not None]
+            if values:
+                out[metric] = _number(np.mean(scored)) if scored else None
+        return out
+
+    mean = {c: class_mean(c) for c in classes}
+    foreground_mean: dict[str, float | None] = {}
+    for metric in numeric:
+        values = [m[metric] for m in mean.values() if m.get(metric) is not None]
+        if any(metric in m for m in mean.values()):
+            foreground_mean[metric] = _number(np.mean(values)) if values else None
 
     def counts(stats: dict[str, float]) -> dict[str, dict[str, int]]:
         return {m: {s: int(stats[f"n_{m}_{s}"]) for s in STATUSES} for m in METRIC_NAMES}
 
+    cases = []
+    for case, metrics in per_case.items():
+        prediction, reference = files.get(case, (None, None))
+        cases.append({"case_id": case, "prediction_file": prediction, "reference_file": reference, "metrics": metrics})
     return {
         "run": dict(run), "seed": run["seed"], "version": version, "num_cases": len(per_case), "classes": classes,
-        "metric_per_case": [{"case_id": case, "metrics": metrics} for case, metrics in per_case.items()],
-        "mean": {c: {m: _number(aggregated[name][m]) for m in METRIC_NAMES} for c, name in classes.items()},
-        "foreground_mean": {m: _number(aggregated["mean"][m]) for m in METRIC_NAMES},
+        "metric_per_case": cases, "mean": mean, "foreground_mean": foreground_mean,
         "counts": {**{c: counts(aggregated[name]) for c, name in classes.items()},
                    "foreground": counts(aggregated["mean"])},
     }
@@ -134,6 +187,8 @@ def evaluate_run(
     foreground = {c: n for c, n in info.class_names.items() if c != 0}
     scorer = SegmentationMetrics(foreground)
     sample: dict[str, Any] = {}
+    confusion: dict[str, dict[int, tuple[int, int, int, int]]] = {}
+    files: dict[str, tuple[str, str]] = {}
     cases = tqdm(test_ids, desc=f"evaluate {run_dir}", unit="case", disable=not progress)
     # every prediction, on the original grid; the folder replaces the old one once all are written
     with atomic_dir(run_dir / "predictions") as predictions_dir:
@@ -147,6 +202,9 @@ def evaluate_run(
             label_path = data_dir / meta.get("label_source", f"labelsTr/{case_id}.nii.gz")
             gt = load_original_label(label_path, meta["original_shape"])
             rows = scorer.update(case_id, pred_orig, gt, spacing=meta["original_spacing"])
+            counts = confusion_counts(pred_orig, gt, list(foreground))  # (K, 4): TP, FP, FN, TN
+            confusion[case_id] = {c: tuple(int(v) for v in counts[i]) for i, c in enumerate(foreground)}
+            files[case_id] = (str((run_dir / "predictions" / f"{case_id}.nii.gz").resolve()), str(label_path.resolve()))
             affine = np.asarray(meta["original_affine"], dtype=float)
             save_nifti(make_nifti(pred_orig, affine), predictions_dir / f"{case_id}.nii.gz")  # written case by case
             if index == 0:
@@ -170,7 +228,7 @@ def evaluate_run(
         table[key] = value
     table = table[list(METRICS_COLUMNS)]
 
-    write_json_atomic(run_dir / "summary.json", run_summary(scorer, run))
+    write_json_atomic(run_dir / "summary.json", run_summary(scorer, run, confusion=confusion, files=files))
     with atomic_path(run_dir / "samples.npz", suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **sample)

@@ -47,7 +47,7 @@ def extract_layer(llm: str, output: Path, *, layer: int | None = None, weights: 
     naming the source and the keys; so is a weight holding NaN or infinite values
     (:func:`check_finite_layer`).
     """
-    spec = get_spec(llm)
+    spec = get_spec(llm, folder=weights)  # an unknown name with a model folder registers it
     layer_index = spec.resolve_layer(layer)
     state, source = read_pretrained_layer(spec, layer_index, weights)
     check_layer_weights(state, expected_layer_shapes(spec.name, layer_index), source=source)
@@ -57,12 +57,14 @@ def extract_layer(llm: str, output: Path, *, layer: int | None = None, weights: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mvl extract-layer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--llm", required=True, help="registry name, e.g. llama3.1-8b or smollm2-135m")
+    parser.add_argument("--llm", required=True,
+                        help="a preset (e.g. llama3.1-8b, smollm2-135m) or a name of yours for --weights FOLDER")
     parser.add_argument("--output", required=True, type=Path, help=".safetensors file to write")
     parser.add_argument("--layer", type=int, default=None, help="decoder layer index (default: the last)")
     parser.add_argument(
         "--weights", default=None,
-        help="local checkpoint folder, .gguf file or hub id (default: the registry's source)",
+        help="local Hugging Face folder (config.json + safetensors: any decoder family), .gguf file or hub id "
+             "(default: the registry's source)",
     )
     args = parser.parse_args(argv)
     print(extract_layer(llm=args.llm, output=args.output, layer=args.layer, weights=args.weights))

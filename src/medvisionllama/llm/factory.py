@@ -2,7 +2,8 @@
 
 Sources, in the order they are recognised from ``weights`` (``ModelConfig.llm_weights``):
 
-- ``None``: the entry's default: its packaged GGUF file if it has one (SmolLM2), else its hub id.
+- ``None``: the entry's default: its folder (an LLM of the config's ``llms:``), else its packaged
+  GGUF file if it has one (SmolLM2), else its hub id.
 - a path ending in ``.gguf``: a GGUF file (``llm.gguf_source``).
 - a directory: a local Hugging Face checkpoint with (sharded) safetensors (``llm.sources``).
 - a ``.safetensors`` file: one layer saved by ``mvl extract-layer`` (``llm.layer_file``); what the
@@ -28,7 +29,7 @@ from typing import Literal
 import torch
 
 from medvisionllama.errors import InputError
-from medvisionllama.llm.block import FrozenLLMBlock
+from medvisionllama.llm.block import FrozenLLMBlock, decoder_layer_class, layers_prefix
 from medvisionllama.llm.controls import shuffle_layer_state_dict
 from medvisionllama.llm.gguf_source import packaged_gguf_path, read_layer_from_gguf
 from medvisionllama.llm.layer_file import read_layer_file
@@ -41,6 +42,8 @@ SourceKind = Literal["gguf", "directory", "hub", "layer-file"]
 def resolve_weights_source(spec: LLMSpec, weights: str | None) -> tuple[SourceKind, str]:
     """``(kind, location)`` of the weights for ``spec``; see the module docstring for the rules."""
     if weights is None:
+        if spec.folder is not None:
+            return "directory", spec.folder
         if spec.gguf_package is not None:
             return "gguf", str(packaged_gguf_path(spec))
         return "hub", spec.hf_id
@@ -62,6 +65,15 @@ def resolve_weights_source(spec: LLMSpec, weights: str | None) -> tuple[SourceKi
     raise InputError(f"llm_weights {weights!r}: no such file or directory (and not a hub id 'owner/name')")
 
 
+def check_family(spec: LLMSpec) -> None:
+    """``InputError`` in one line naming the LLM, its folder and its family when the family has no
+    decoder layer that can run as V_LLM (non-causal, without positions; ``llm.block``)."""
+    try:
+        decoder_layer_class(spec.family)
+    except ValueError as exc:
+        raise InputError(f"LLM {spec.name} ({spec.folder or spec.hf_id}): {exc}") from None
+
+
 def default_dtype(device: torch.device | str | None) -> torch.dtype:
     """bf16 on CUDA, float32 elsewhere (the frozen block's compute dtype)."""
     return torch.bfloat16 if torch.device(device or "cpu").type == "cuda" else torch.float32
@@ -72,6 +84,7 @@ def read_pretrained_layer(
 ) -> tuple[dict[str, torch.Tensor], str]:
     """Layer ``layer_index`` of ``spec`` from its source (see the module docstring): the tensors,
     keyed relative to the layer, and a description of where they came from."""
+    check_family(spec)
     kind, location = resolve_weights_source(spec, weights)
     if kind == "layer-file":
         state, origin = read_layer_file(location, llm=spec.name, layer=layer_index)
@@ -80,9 +93,10 @@ def read_pretrained_layer(
         with torch.device("meta"):
             expected = FrozenLLMBlock(spec.make_config(), spec.family, layer_index).expected_shapes()
         return read_layer_from_gguf(location, spec, layer_index, expected), f"gguf:{location}"
+    layers = layers_prefix(spec.make_config(), spec.family)  # model.layers., gpt_neox.layers., ...
     if kind == "directory":
-        return read_layer_from_directory(location, layer_index), f"directory:{location}"
-    return read_layer_from_hub(location, layer_index), f"hub:{location}"
+        return read_layer_from_directory(location, layer_index, layers), f"directory:{location}"
+    return read_layer_from_hub(location, layer_index, layers=layers), f"hub:{location}"
 
 
 def random_seed(llm_name: str, layer_index: int) -> int:
@@ -109,8 +123,9 @@ def build_frozen_block(
     """
     if control not in (None, "random", "shuffled"):
         raise InputError(f"unknown control {control!r} of {llm_name}: expected random or shuffled")
-    spec = get_spec(llm_name)
+    spec = get_spec(llm_name, folder=weights)  # an unknown name with a model folder registers it
     layer_index = spec.resolve_layer(layer)
+    check_family(spec)
     device = torch.device(device or "cpu")
     dtype = dtype or default_dtype(device)
     with torch.device("meta"):

@@ -92,6 +92,9 @@ def read_layer_from_gguf(
     stat = path.stat()
     reader = _reader(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     arch_name = _field(reader, "general.architecture")
+    if spec.family not in GGUF_ARCHITECTURES:  # a folder LLM of another family: its safetensors folder
+        raise InputError(f"{path}: GGUF files are read for the families {', '.join(GGUF_ARCHITECTURES)} only, "
+                         f"not {spec.name} ({spec.family}); give its Hugging Face folder instead")
     if arch_name not in GGUF_ARCHITECTURES[spec.family]:
         raise InputError(f"{path}: GGUF architecture {arch_name!r} does not fit {spec.name} ({spec.family})")
     config = spec.make_config()

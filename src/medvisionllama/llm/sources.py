@@ -2,7 +2,9 @@
 
 A Hugging Face checkpoint of a 7-9 B model is 15-18 GB in 4-8 shards; one decoder layer is 0.4-0.5
 GB (bf16) and lies in one or two shards. We read ``model.safetensors.index.json`` (or take the
-single ``model.safetensors``), open only the shards that hold ``model.layers.{i}.*`` with
+single ``model.safetensors``), open only the shards that hold ``{layers}{i}.*`` (``layers``: the
+family's prefix from ``llm.block.layers_prefix``, ``model.layers.`` for Llama-like models,
+``gpt_neox.layers.`` for GPT-NeoX) with
 safetensors' lazy ``safe_open`` (memory-mapped; a tensor is read when asked for), and read only
 that layer's tensors. The full model is never built: peak memory is about one layer.
 
@@ -29,9 +31,14 @@ SINGLE_FILE = "model.safetensors"
 Fetch = Callable[[str], Path]
 
 
-def layer_prefix(layer_index: int) -> str:
-    """Prefix of decoder layer ``layer_index``'s weights in a causal-LM checkpoint."""
-    return f"model.layers.{layer_index}."
+#: where Llama-like causal LMs keep their decoder layers (the default of every reader here)
+DEFAULT_LAYERS = "model.layers."
+
+
+def layer_prefix(layer_index: int, layers: str = DEFAULT_LAYERS) -> str:
+    """Prefix of decoder layer ``layer_index``'s weights in a causal-LM checkpoint whose layers
+    sit under ``layers``."""
+    return f"{layers}{layer_index}."
 
 
 def check_layer_weights(
@@ -92,10 +99,10 @@ def _shards_for_layer(fetch: Fetch, prefix: str, source: str) -> dict[str, list[
         return {SINGLE_FILE: [name for name in f.keys() if name.startswith(prefix)]}
 
 
-def read_layer(fetch: Fetch, layer_index: int, source: str) -> dict[str, torch.Tensor]:
+def read_layer(fetch: Fetch, layer_index: int, source: str, layers: str = DEFAULT_LAYERS) -> dict[str, torch.Tensor]:
     """Tensors of decoder layer ``layer_index``, keyed relative to the layer
     (``self_attn.q_proj.weight``), read from only the shards that hold them."""
-    prefix = layer_prefix(layer_index)
+    prefix = layer_prefix(layer_index, layers)
     shards = _shards_for_layer(fetch, prefix, source)
     if not any(shards.values()):
         raise InputError(f"{source}: no weights named {prefix}* (is layer {layer_index} in this checkpoint?)")
@@ -116,7 +123,9 @@ def read_layer(fetch: Fetch, layer_index: int, source: str) -> dict[str, torch.T
     return weights
 
 
-def read_layer_from_directory(directory: str | os.PathLike[str], layer_index: int) -> dict[str, torch.Tensor]:
+def read_layer_from_directory(
+    directory: str | os.PathLike[str], layer_index: int, layers: str = DEFAULT_LAYERS
+) -> dict[str, torch.Tensor]:
     """One layer's weights from a local Hugging Face checkpoint directory."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -128,10 +137,12 @@ def read_layer_from_directory(directory: str | os.PathLike[str], layer_index: in
             raise FileNotFoundError(path)
         return path
 
-    return read_layer(fetch, layer_index, source=str(directory))
+    return read_layer(fetch, layer_index, source=str(directory), layers=layers)
 
 
-def read_layer_from_hub(repo_id: str, layer_index: int, revision: str | None = None) -> dict[str, torch.Tensor]:
+def read_layer_from_hub(
+    repo_id: str, layer_index: int, revision: str | None = None, layers: str = DEFAULT_LAYERS
+) -> dict[str, torch.Tensor]:
     """One layer's weights from the Hugging Face hub: downloads the index and the needed shards only."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
@@ -142,4 +153,4 @@ def read_layer_from_hub(repo_id: str, layer_index: int, revision: str | None = N
         except EntryNotFoundError as exc:
             raise FileNotFoundError(filename) from exc
 
-    return read_layer(fetch, layer_index, source=f"hub:{repo_id}")
+    return read_layer(fetch, layer_index, source=f"hub:{repo_id}", layers=layers)

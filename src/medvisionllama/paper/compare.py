@@ -33,6 +33,7 @@ from medvisionllama.paper.published import (
     LOWER_IS_BETTER, METRIC_LABELS, PAPER_SETUP, TABLES, load_published, model_label,
 )
 from medvisionllama.paper.spec import ExperimentSpec
+from medvisionllama.tasks import task_info
 from medvisionllama.paper.summary import ExperimentScores, paired_replicates
 from medvisionllama.paper.verdicts import (
     ALPHA, EQUIVALENCE_MARGIN, CorrectedT, Evidence, SignFlip, holm, holm_levels, mde, paired_evidence, tost_p,
@@ -62,6 +63,8 @@ def _reproduced(row: pd.Series, metric: str) -> tuple[float, float]:
 
 
 def _published(pub: pd.DataFrame, metric: str, task: str, model: str, attention: str, size: str) -> tuple[float, float]:
+    if metric != "params_m" and not task_info(task).msd:  # a user's task: the paper has no number for it
+        return math.nan, math.nan
     hit = pub[(pub["metric"] == metric) & (pub["model"] == model) & (pub["attention"] == attention)
               & pub["task"].isin([task, ""]) & pub["size"].isin([size, ""])]
     if hit.empty:

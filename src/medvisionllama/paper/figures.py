@@ -542,11 +542,13 @@ def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path,
             s = _with_trainable(scored[att.name].summary, long)
             written += figure_attention_strategies(s[s["model"] == att.models[0]], tmp / APPENDIX_FIGURE1.stem,
                                                    list(att.attention), configuration_stamp([att], scored, provenance)).paths
-        values = pd.concat([comparison_values(scored[spec.name]) for spec in specs], ignore_index=True)
-        stamp = configuration_stamp(specs, scored, provenance)
-        if stamp:
-            stamp += " Published numbers are shown for reference, not as the target of this run."
-        written += figure_published_vs_reproduced(values, tmp / PUBLISHED_VS_REPRODUCED.stem, stamp).paths
+        if PUBLISHED_VS_REPRODUCED.wanted(specs):  # skipped without published numbers (custom, own tasks)
+            values = pd.concat([comparison_values(scored[spec.name]) for spec in specs if spec.table.published],
+                               ignore_index=True)
+            stamp = configuration_stamp(specs, scored, provenance)
+            if stamp:
+                stamp += " Published numbers are shown for reference, not as the target of this run."
+            written += figure_published_vs_reproduced(values, tmp / PUBLISHED_VS_REPRODUCED.stem, stamp).paths
     return [outdir / p.name for p in written]
 
 

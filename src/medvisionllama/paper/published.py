@@ -33,6 +33,7 @@ TABLES: dict[str, str] = {
     "appendix_table1": "Appendix Table 1",
     "appendix_table2": "Appendix Table 2",
     "appendix_table3": "Appendix Table 3",
+    "custom": "Custom experiment",  # not the paper's: no published numbers (kind ``custom``)
 }
 
 #: the models the paper trains (model keys of run paths) -> the paper's column label

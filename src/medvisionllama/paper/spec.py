@@ -28,7 +28,7 @@ from typing import Any
 
 from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import PaperTable, table_of_kind
-from medvisionllama.tasks import get_task
+from medvisionllama.tasks import task_info
 from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, RunKey, parse_size
 
 
@@ -110,7 +110,7 @@ class ExperimentSpec:
         return cls(
             name=name,
             kind=str(spec.get("kind", name)),
-            tasks=tuple(get_task(str(t)).name for t in seq("tasks", ())),
+            tasks=tuple(task_info(str(t)).name for t in seq("tasks", ())),
             models=tuple(str(m) for m in seq("models", ())),
             attention=tuple(str(a) for a in seq("attention", (DEFAULT_ATTENTION,))),
             sizes=tuple(str(s) for s in seq("sizes", ("64x64x40",))),

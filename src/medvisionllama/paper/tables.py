@@ -162,10 +162,12 @@ def write_experiment(scored: ExperimentScores, outdir: Path, provenance: dict[st
     reproduced = build_table(scored)
     notes = marker_notes(reproduced, sorted(set(scored.summary["n_cases"].astype(int))))
     paths = write_all(reproduced, stem["table"], f"{table.caption}; reproduced", header, notes)
-    paths += write_all(comparison_table(comparison_values(scored)), stem["comparison"],
-                       f"{table.caption}: published vs reproduced", header, COUNT_NOTES)
+    if "comparison" in files:  # not for a custom experiment: nothing published to compare with
+        paths += write_all(comparison_table(comparison_values(scored)), stem["comparison"],
+                           f"{table.caption}: published vs reproduced", header, COUNT_NOTES)
     c = claims(scored) if claims_frame is None else claims_frame
-    title = f"{table.title}: the paper's claims, weighed"
+    whose = "the paper's" if table.published else "its"  # a custom experiment's claims are the user's
+    title = f"{table.title}: {whose} claims, weighed"
     claims_header = header + [METHOD_NOTE, UNITS_NOTE]
     claims_csv, claims_md, claims_html = (outdir / name for name in files["claims"])
     write_csv(c, claims_csv, claims_header, index=False)

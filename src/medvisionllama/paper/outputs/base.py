@@ -23,6 +23,7 @@ import pandas as pd
 from medvisionllama.errors import InputError
 from medvisionllama.paper.published import TABLES, model_label
 from medvisionllama.paper.render import fmt
+from medvisionllama.tasks import task_info
 from medvisionllama.vocabulary import RunKey, parse_model_name
 
 if TYPE_CHECKING:  # spec.py imports this module (an experiment's kind is a table object)
@@ -124,6 +125,7 @@ class PaperTable:
     check: Callable[["ExperimentSpec"], None] | None = None  #: further checks of a spec
     keep_run: Callable[[RunKey], bool] | None = None  #: runs of the full grid this table needs
     claim_at_size: bool = False  #: claims name the input size
+    published: bool = True  #: the paper prints this table (False: ``custom``, no comparison files)
 
     @property
     def title(self) -> str:
@@ -160,11 +162,14 @@ class PaperTable:
 
     def files(self, experiment: str) -> dict[str, list[str]]:
         """The file names ``mvl tables`` writes for an experiment of this table, by content."""
-        return {
+        files = {
             "table": [f"{experiment}.{e}" for e in ("csv", "md", "tex", "html")],
             "comparison": [f"{experiment}_comparison.{e}" for e in ("csv", "md", "tex", "html")],
             "claims": [f"{experiment}_claims.{e}" for e in ("csv", "md", "html")],
         }
+        if not self.published:  # nothing to compare with
+            del files["comparison"]
+        return files
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,9 @@ class PaperFigure:
         return None
 
     def wanted(self, specs: list["ExperimentSpec"]) -> bool:
-        return not self.sources or self.source(specs) is not None
+        if not self.sources:  # drawn from every experiment: only those with published numbers count
+            return any(spec.table.published and any(task_info(t).msd for t in spec.tasks) for spec in specs)
+        return self.source(specs) is not None
 
     def files(self) -> list[str]:
         return [f"{self.stem}.{e}" for e in ("png", "pdf")]
