@@ -103,6 +103,16 @@ def test_custom_experiment_tables_and_claims_without_published_columns(tmp_path)
     kidney = claims[(claims["task"] == "Kidney") & (claims["metric"] == "dice")]
     assert len(kidney) == 2 and set(kidney["verdict"]) == {"supported"}  # the planted gain of +0.15, found
     assert claims["headline"].any()  # two tasks: the cross-task rows
+    from medvisionllama.paper.compare import CUSTOM_SOURCE, paper_claims
+
+    assert set(claims.loc[claims["family"] != "control", "claim_source"]) == {CUSTOM_SOURCE}
+    header = (tmp_path / "tables" / "mine_claims.md").read_text()
+    assert "Custom experiment 'mine'" in header and "Published numbers" not in header
+    # the user's study is adjusted apart: adding it changes none of the paper's verdicts or p-values
+    mine, main_spec = parse_experiments(experiments)
+    alone = paper_claims([score_experiment(long, main_spec)])["main"]
+    together = paper_claims([score_experiment(long, main_spec), score_experiment(long, mine)])["main"]
+    pd.testing.assert_frame_equal(alone, together)
     # a paper experiment over a user's task: the paper has no number for it, the MSD task keeps its own
     main = parse_experiments(experiments)[1]
     values = comparison_values(score_experiment(long, main)).set_index(["task", "model", "metric"])

@@ -198,6 +198,10 @@ def _row(spec: ExperimentSpec, claim: str, task: str, metric: str, la: str, lb: 
     }
 
 
+#: where a custom experiment's claimed direction comes from (it has no published numbers)
+CUSTOM_SOURCE = "the experiment's order (the first model is claimed better)"
+
+
 def _experiment_rows(scored: ExperimentScores) -> list[dict[str, Any]]:
     """Every claim of one experiment with its evidence, headline rows first (not yet adjusted)."""
     spec, scores = scored.spec, scored.scores
@@ -213,6 +217,8 @@ def _experiment_rows(scored: ExperimentScores) -> list[dict[str, Any]]:
                              spec.paper_size(s["size"]))[0] for s in (a, b))
         control = _family(a, b, metric, False) == "control"
         expected, source = (1, "our control (the paper has none)") if control else _direction(pa, pb, metric)
+        if not spec.table.published and not control:
+            source = CUSTOM_SOURCE
         la, lb = _label(spec, a, show), _label(spec, b, show)
         task = a["task"].split("_")[0]
         claim = (f"{la} {_WORDS[expected]} {lb} in {CLAIM_LABELS[metric]} on {task}"
@@ -242,6 +248,8 @@ def _experiment_rows(scored: ExperimentScores) -> list[dict[str, Any]]:
             family = _family(a0, b0, metric, True)
             if family == "control":
                 expected, source = 1, "our control (the paper has none)"
+            elif not spec.table.published:
+                expected, source = 1, CUSTOM_SOURCE
             elif np.isnan(pa).any() or np.isnan(pb).any():
                 expected, source = 1, "paper's general claim"
             else:
@@ -382,9 +390,15 @@ def paper_claims(scored: list[ExperimentScores], alpha: float = ALPHA) -> dict[s
     The control family has its own ``alpha``. A hypothesis printed in several tables is one row
     content wherever printed. Not testable hypotheses stay out of the families and the gate.
     """
-    rows = [row for experiment in scored for row in _experiment_rows(experiment)]
-    decided = decide(rows, alpha)
-    return {e.spec.name: decided[decided["experiment"] == e.spec.name].reset_index(drop=True) for e in scored}
+    out: dict[str, pd.DataFrame] = {}
+    paper = [e for e in scored if e.spec.table.published]
+    if paper:
+        decided = decide([row for experiment in paper for row in _experiment_rows(experiment)], alpha)
+        out.update({e.spec.name: decided[decided["experiment"] == e.spec.name].reset_index(drop=True) for e in paper})
+    for experiment in scored:  # a custom experiment is a study of its own: its own hierarchy and alpha
+        if not experiment.spec.table.published:
+            out[experiment.spec.name] = decide(_experiment_rows(experiment), alpha)
+    return {e.spec.name: out[e.spec.name] for e in scored}
 
 
 def claims(scored: ExperimentScores, alpha: float = ALPHA) -> pd.DataFrame:
@@ -432,8 +446,14 @@ def provenance_header(spec: ExperimentSpec, provenance: dict[str, Any] | None = 
     sizes are read from ``spec``.
     """
     prov = dict(provenance or {})
-    diffs = configuration_differences(spec, prov)
     sizes = ", ".join(spec.sizes)
+    if not spec.table.published:  # a user's own study: nothing of the paper's to differ from
+        return [f"Custom experiment '{spec.name}': the user's own models and tasks; no published numbers, "
+                "its claims (first model better than each other) are a study of their own, adjusted apart "
+                "from the paper's.",
+                f"Input size {sizes}; seeds {', '.join(map(str, spec.seeds))}.",
+                *[str(n) for n in prov.get("notes", []) or []]]
+    diffs = configuration_differences(spec, prov)
     lines = [f"{TABLES[spec.paper_table]} ({spec.kind}), experiment '{spec.name}'."]
     if diffs:
         lines.append("NOT the paper's configuration: " + "; ".join(diffs) + ". "
