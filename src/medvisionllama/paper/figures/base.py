@@ -93,9 +93,15 @@ def footer(fig: plt.Figure, text: str, **style: Any) -> None:
     wrapped to the figure's width (wrapped here, so the layout knows its height)."""
     chars = max(40, int(fig.get_figwidth() * 72 / (STAMP_FONTSIZE * 0.56)))
     fig.draw_without_rendering()  # lays the figure out (constrained layout) first
+    fig.set_layout_engine("none")  # then freezes it: the notes go under what was laid out
+    for legend in fig.legends:  # pinned where the layout put them (a tight save re-anchors figure legends)
+        where = legend.get_window_extent().transformed(fig.transFigure.inverted())
+        legend.set_bbox_to_anchor(where, transform=fig.transFigure)
+        legend.set_loc("center")
     box = fig.get_tightbbox()  # inches, figure origin
+    bottoms = [box.y0] + [legend.get_window_extent().y0 / fig.dpi for legend in fig.legends]  # outside legends too
     x = box.x0 / fig.get_figwidth()
-    y = min(0.0, box.y0 / fig.get_figheight()) - 0.01
+    y = min(0.0, min(bottoms) / fig.get_figheight()) - 0.01
     fig.text(max(x, 0.0), y, textwrap.fill(text, chars), ha="left", va="top", fontsize=STAMP_FONTSIZE, **style)
 
 

@@ -46,9 +46,12 @@ def group_names(groups: pd.DataFrame) -> list[str]:
 
 
 def _n_label(rows: pd.DataFrame, metric: str) -> str:
-    n = int(rows[metric].notna().sum())
-    seeds = rows["seed"].nunique()
-    return f"n={n}" + (f"\n({seeds} seeds)" if seeds > 1 else "")
+    return f"n={int(rows[metric].notna().sum())}"
+
+
+def _count_words(seeds: pd.Series) -> str:
+    lo, hi = int(seeds.min()), int(seeds.max())
+    return f"test cases x {lo if lo == hi else f'{lo}-{hi}'} seed(s)"
 
 
 def draw_cases(ax: plt.Axes, scores: pd.DataFrame, groups: pd.DataFrame, metric: str, colors: Sequence[str],
@@ -129,10 +132,11 @@ def figure_case_scores(scores: pd.DataFrame, stem: str | Path, title: str, metri
     handles += [matplotlib.lines.Line2D([], [], color="black", lw=1.4, label="mean of the points"),
                 matplotlib.patches.Patch(color="0.85", label="paper: mean ± sd"),
                 matplotlib.lines.Line2D([], [], ls="none", marker="x", color="0.3", label="penalised (missed class)")]
-    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 4), frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
     fig.suptitle(title)
+    seeds = scores.groupby(GROUP_COLUMNS)["seed"].nunique()
     note = ("Each point: one test case of one seed (its score is the mean over the foreground classes). "
-            "n under each group: the points. Grey band and dashed line: the paper's mean ± sd for that cell, "
+            f"n under each group: the points ({_count_words(seeds)} per group). Grey band and dashed line: the paper's mean ± sd for that cell, "
             "where it prints one.")
     return base.save(fig, stem, len(tasks) * len(metrics), stamp, notes=(note,))
 

@@ -99,7 +99,7 @@ def figure_training_curves(curves: pd.DataFrame, stem: str | Path, tasks: list[s
     handles = [matplotlib.lines.Line2D([], [], color=model_style(m)[0], lw=2, label=model_label(m)) for m in models]
     handles += [matplotlib.lines.Line2D([], [], color="0.3", ls=ls, label=name)
                 for ls, name in (("-", "training"), ("--", "validation"))]
-    fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     fig.suptitle(f"{FIGURE3.title}: {len(tasks)} task(s)")
     reps = ", ".join(str(c) for c in sorted(counts))
     note = f"Lines: mean over {reps} replicate(s) (seeds/folds) per model; band: their minimum to maximum. {DICE_NOTE}"
@@ -151,7 +151,7 @@ def figure_experiment_curves(curves: pd.DataFrame, stem: str | Path, title: str,
         axes[i, 0].set_ylabel(short_task(task))
     for j, (_, name) in enumerate(columns):
         axes[0, j].set_title(name)
-    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 3), frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3), frameon=False)
     fig.suptitle(title)
     reps = ", ".join(str(c) for c in sorted(counts))
     note = f"Lines: mean over {reps} replicate(s) (seeds/folds) per run group; band: their minimum to maximum. {DICE_NOTE}"

@@ -135,7 +135,7 @@ def figure_forest(claims: pd.DataFrame, stem: str | Path, title: str, stamp: str
                                        label=v if v != "not testable" else "not testable: raw differences")
                for v, (c, m, f) in VERDICT_STYLES.items()]
     handles.append(matplotlib.lines.Line2D([], [], ls="none", marker="D", mfc="none", mec="black", label="paper's effect"))
-    fig.legend(handles=handles, loc="outside upper center", ncol=3, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
     fig.suptitle(title)
     note = ("Each row: the effect (mean of a − b) and its interval (see the claims table's method note), coloured by "
             "the verdict; p: adjusted for multiplicity; n: the units the test counts (cases, seeds or tasks). "

@@ -83,10 +83,11 @@ def figure_metric_dots(scores: pd.DataFrame, models: Sequence[str], stem: str | 
                 ax.set_ylabel(short_task(task))
     handles = [matplotlib.lines.Line2D([], [], color="0.3", marker="o", lw=1.4, label="mean, 95 % bootstrap interval"),
                matplotlib.lines.Line2D([], [], ls="none", marker="D", mfc="none", mec="0.35", label="paper")]
-    fig.legend(handles=handles, loc="outside upper center", ncol=2, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False)
     fig.suptitle(title)
     n = scores.groupby(["task", "model"]).size()
-    note = (f"Each dot: the mean over the test cases of all seeds ({int(n.min())}-{int(n.max())} per model and task); "
+    count = str(int(n.min())) if n.min() == n.max() else f"{int(n.min())}-{int(n.max())}"
+    note = (f"Each dot: the mean over the test cases of all seeds ({count} per model and task); "
             f"line: its 95 % percentile-bootstrap interval ({BOOTSTRAP_RESAMPLES} resamples). Every metric on its own "
             "axis (↑ higher is better, ↓ lower); accuracy counts background voxels and is near 1 for every model.")
     return base.save(fig, stem, axes.size, stamp, notes=(note,))

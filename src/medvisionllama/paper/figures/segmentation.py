@@ -118,7 +118,7 @@ def figure_segmentations(samples: Mapping[tuple[str, str], Sample], tasks: list[
             where += f", slice {int(np.asarray(first['slice_index']))}"
         axes[i, -1].legend(handles=class_legend(names), loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False,
                            title=where or None, alignment="left", handlelength=1.2, borderaxespad=0.2)
-    fig.legend(handles=key_legend(), loc="outside upper center", ncol=2, frameon=False)
+    fig.legend(handles=key_legend(), loc="outside lower center", ncol=2, frameon=False)
     fig.suptitle(title)
     note = ("Each row: one test case (the first of the task's test split), the axial slice with the most "
             "ground-truth foreground; colour = class; fill = prediction, outline = ground truth. "

@@ -57,7 +57,7 @@ _FIGURE_ITEMS = {FIGURE3.stem: "Figure 3", FIGURE4.stem: "Figure 4", FIGURE5.ste
 
 def paper_item(table_name: str) -> str:
     """``table2`` -> ``Table 2``, ``appendix_table1`` -> ``Appendix Table 1`` (a table object's name)."""
-    words = table_name.replace("table", " table ").split()
+    words = table_name.replace("_", " ").replace("table", " table ").split()
     return " ".join(w.capitalize() for w in words)
 
 
