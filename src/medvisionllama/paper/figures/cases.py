@@ -74,9 +74,9 @@ def draw_cases(ax: plt.Axes, scores: pd.DataFrame, groups: pd.DataFrame, metric:
         status = rows.get(f"{metric}_status", pd.Series("defined", index=rows.index)).astype(str).to_numpy()
         jitter = x + rng.uniform(-0.2, 0.2, len(values))
         ok = status != "penalised"
-        ax.scatter(jitter[ok], values[ok], s=14, color=colors[x], marker=markers[x], edgecolor="white",
+        ax.scatter(jitter[ok], values[ok], s=20, color=colors[x], marker=markers[x], edgecolor="white",
                    linewidth=0.4, zorder=3)
-        ax.scatter(jitter[~ok], values[~ok], s=16, color=colors[x], marker="x", linewidth=0.9, zorder=3)
+        ax.scatter(jitter[~ok], values[~ok], s=22, color=colors[x], marker="x", linewidth=0.9, zorder=3)
         if np.isfinite(values).any():
             ax.hlines(np.nanmean(values), x - 0.3, x + 0.3, color="black", lw=1.4, zorder=4)
         ticks.append(_n_label(rows, metric))

@@ -131,7 +131,8 @@ def figure_radar(summary: pd.DataFrame, stem: str | Path, title: str, stamp: str
         color, marker = model_style(str(model))
         v = np.append(row.to_numpy(), row.to_numpy()[0])
         a = np.append(angles, angles[0])
-        ax.plot(a, v, color=color, lw=1.4, marker=marker, ms=4.5, label=model_label(str(model)))
+        dashes = {"random": ":", "shuffled": "--"}.get(str(model).rsplit("-", 1)[-1], "-")  # controls: own line style too
+        ax.plot(a, v, color=color, lw=1.4, ls=dashes, marker=marker, ms=4.5, label=model_label(str(model)))
     ax.set_xticks(angles, [_RADAR_NAMES[m] for m in RADAR_AXES])
     ax.tick_params(axis="x", pad=10)
     ax.set_ylim(0, 1.0)
