@@ -31,14 +31,15 @@ METRIC_NAMES = {"dice": "Dice", "hd95": "HD95 (mm)", "accuracy": "Accuracy", "pr
 TASKS_PER_ROW = 5
 
 
-def group_names(groups: pd.DataFrame) -> list[str]:
-    """A short name per run group: the model, plus attention / size where the groups differ in them."""
+def variant_names(groups: pd.DataFrame) -> list[str]:
+    """Per run group what tells it from the other groups of its model: the attention strategy
+    and / or the input size where the groups differ in them ("" where only the model differs)."""
     varies = [k for k in ("attention", "size") if groups[k].nunique() > 1]
     names = []
     for _, g in groups.iterrows():
-        parts = [model_label(str(g["model"]))] if groups["model"].nunique() > 1 or not varies else []
+        parts = []
         if "attention" in varies:
-            parts.append(ATTENTION_LABELS.get(str(g["attention"]), str(g["attention"])))
+            parts.append(ATTENTION_LABELS.get(str(g["attention"]), str(g["attention"])).split()[0])
         if "size" in varies:
             parts.append(str(g["size"]))
         names.append(" ".join(parts))
@@ -55,7 +56,8 @@ def _count_words(seeds: pd.Series) -> str:
 
 
 def draw_cases(ax: plt.Axes, scores: pd.DataFrame, groups: pd.DataFrame, metric: str, colors: Sequence[str],
-               markers: Sequence[str], published: pd.DataFrame | None = None, seed: int = 0) -> None:
+               markers: Sequence[str], published: pd.DataFrame | None = None, seed: int = 0,
+               names: Sequence[str] | None = None) -> None:
     """One panel: per group (x position) its per-case ``metric`` scores as jittered points, their mean
     as a bar, the published mean ± sd behind; x tick labels give n."""
     rng = np.random.default_rng(seed)
@@ -79,8 +81,8 @@ def draw_cases(ax: plt.Axes, scores: pd.DataFrame, groups: pd.DataFrame, metric:
         ax.scatter(jitter[~ok], values[~ok], s=22, color=colors[x], marker="x", linewidth=0.9, zorder=3)
         if np.isfinite(values).any():
             ax.hlines(np.nanmean(values), x - 0.3, x + 0.3, color="black", lw=1.4, zorder=4)
-        ticks.append(_n_label(rows, metric))
-    ax.set_xticks(range(len(groups)), ticks)
+        ticks.append((f"{names[x]}\n" if names and names[x] else "") + _n_label(rows, metric))
+    ax.set_xticks(range(len(groups)), ticks, rotation=90 if names and any(names) else 0)
     ax.set_xlim(-0.6, len(groups) - 0.4)
 
 
@@ -99,14 +101,14 @@ def figure_case_scores(scores: pd.DataFrame, stem: str | Path, title: str, metri
         raise InputError(f"{title}: no per-case scores")
     scores = scores.assign(size=scores["size"].astype(str))
     groups = scores[GROUP_COLUMNS].drop_duplicates().reset_index(drop=True)
-    names = group_names(groups)
+    names = variant_names(groups)
     colors = [model_style(str(m))[0] for m in groups["model"]]
     markers = [model_style(str(m))[1] for m in groups["model"]]
     tasks = list(dict.fromkeys(scores["task"]))
     per_row = min(len(tasks), TASKS_PER_ROW)
     blocks = math.ceil(len(tasks) / per_row)
     n_rows = blocks * len(metrics)
-    width = min(base.PAGE_INCHES[0], 1.0 + per_row * max(1.25, 0.42 * len(groups)))
+    width = min(base.PAGE_INCHES[0], max(4.5, 1.0 + per_row * max(1.25, 0.42 * len(groups))))
     fig, axes = plt.subplots(n_rows, per_row, squeeze=False, layout="constrained",
                              figsize=(width, 0.9 + n_rows * min(1.7, (base.PAGE_INCHES[1] - 2.2) / n_rows)))
     pub = published
@@ -117,7 +119,12 @@ def figure_case_scores(scores: pd.DataFrame, stem: str | Path, title: str, metri
         for m, metric in enumerate(metrics):
             ax = axes[block * len(metrics) + m, col]
             here = pub[(pub["task"] == task) & (pub["metric"] == metric)] if pub is not None else None
-            draw_cases(ax, scores[scores["task"] == task], groups, metric, colors, markers, here, seed=t)
+            draw_cases(ax, scores[scores["task"] == task], groups, metric, colors, markers, here, seed=t,
+                       names=names if m == len(metrics) - 1 else None)
+            if m < len(metrics) - 1 and any(names):
+                ax.set_xticks(range(len(groups)), [_n_label(scores[(scores["task"] == task)
+                                                                   & (scores[GROUP_COLUMNS] == g.to_numpy()).all(axis=1)],
+                                                            metric) for _, g in groups[GROUP_COLUMNS].iterrows()])
             ax.set_title(short_task(task) if m == 0 else "", pad=2)
             if col == 0:
                 ax.set_ylabel(METRIC_NAMES.get(metric, metric))
@@ -127,8 +134,9 @@ def figure_case_scores(scores: pd.DataFrame, stem: str | Path, title: str, metri
     for ax in axes.flat[len(tasks) * 0:]:
         if not ax.has_data():
             ax.axis("off")
-    handles = [matplotlib.lines.Line2D([], [], ls="none", marker=mk, color=c, label=name, markersize=5)
-               for name, c, mk in zip(names, colors, markers)]
+    models = list(dict.fromkeys(groups["model"]))
+    handles = [matplotlib.lines.Line2D([], [], ls="none", marker=model_style(str(m))[1], color=model_style(str(m))[0],
+                                       label=model_label(str(m)), markersize=5) for m in models]
     handles += [matplotlib.lines.Line2D([], [], color="black", lw=1.4, label="mean of the points"),
                 matplotlib.patches.Patch(color="0.85", label="paper: mean ± sd"),
                 matplotlib.lines.Line2D([], [], ls="none", marker="x", color="0.3", label="penalised (missed class)")]

@@ -11,6 +11,7 @@ difference. Columns read: docs/contracts.md, "Claims (``{experiment}_claims.csv`
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib.lines
@@ -128,7 +129,8 @@ def figure_forest(claims: pd.DataFrame, stem: str | Path, title: str, stamp: str
         first = panel.iloc[0]
         metric = METRIC_NAMES.get(str(first["metric"]), str(first["metric"]))
         lower = str(first.get("better", "")).startswith("lower") or first["metric"] == "hd95"
-        ax.set_title(f"{first['a']} − {first['b']}: {metric} ({'lower' if lower else 'higher'} is better)", loc="left")
+        ax.set_title(textwrap.fill(f"{first['a']} − {first['b']}: {metric} ({'lower' if lower else 'higher'} is better)",
+                                   80), loc="left")
         ax.set_xlabel(f"Difference in {metric} (a − b)")
         ax.grid(axis="x", alpha=0.3, lw=0.5)
     handles = [matplotlib.lines.Line2D([], [], color=c, marker=m, mfc=c if f else "white", ls="-" if v != "not testable" else "none",
