@@ -198,3 +198,22 @@ def test_landing_text_states_the_seeds_and_only_the_controls_run():
     config["experiments"]["main"]["models"].append("smollm2-135m-random")
     text = " ".join(_landing(config).split())
     assert "3 seeds (0, 1, 2) per setting" in text and "Gaussian random weights" in text
+
+
+def test_experiments_without_published_numbers_draw_without_paper_markers(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    claims = pd.DataFrame([_claim("all", 0.05, 0.02, 0.08, "supported", np.nan),
+                           _claim("Task04_Hippocampus", 0.01, np.nan, np.nan, "not testable", np.nan, "0.1;0.2")],
+                          columns=CONTRACT)
+    monkeypatch.setattr(base.plt, "close", lambda fig: None)
+    F.figure_forest(claims, tmp_path / "sweep_forest", "Layer sweep")
+    markers = {line.get_marker() for ax in plt.gcf().axes for line in ax.get_lines()}
+    assert "D" not in markers  # no paper's effect to draw
+    plt.close(plt.gcf())
+    values = pd.DataFrame([{"table": "Layer sweep", "task": "Task04_Hippocampus", "model": "smollm2-135m@3",
+                            "paper_model": "smollm2-135m@3", "attention": "hybrid-sequential", "size": "16x16x8",
+                            "metric": "dice", "published_mean": np.nan, "published_std": np.nan,
+                            "reproduced_mean": 0.4, "reproduced_std": 0.1}])
+    out = F.figure_published_vs_reproduced(values, tmp_path / "pvr")
+    assert any("No run of this configuration has a published Dice" in t for t in out.texts)

@@ -45,10 +45,13 @@ def load_samples(paths: list[str | Path]) -> dict[RunKey, dict[str, np.ndarray]]
 
 
 def _pick(samples: dict[RunKey, dict[str, np.ndarray]], spec: ExperimentSpec, task: str, model: str) -> dict[str, np.ndarray]:
-    key = RunKey(task, model, spec.attention[0], spec.sizes[0], min(spec.seeds))
-    if key not in samples:
-        raise InputError(f"no samples.npz given for run {key.path()}")
-    return samples[key]
+    """The sample of the group's first replicate: the smallest seed (and fold, with cross-validation)."""
+    group = (task, model, spec.attention[0], spec.sizes[0])
+    keys = [k for k in samples if (k.task, k.model, k.attention, k.size) == group and k.seed in spec.seeds]
+    if not keys:
+        raise InputError(f"no samples.npz given for run {RunKey(*group, min(spec.seeds)).path()}")
+    first = min(keys, key=lambda k: (k.seed, -1 if getattr(k, "fold", None) is None else k.fold))
+    return samples[first]
 
 
 def load_class_names(paths: list[str | Path]) -> dict[str, dict[int, str]]:

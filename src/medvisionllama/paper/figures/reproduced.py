@@ -8,7 +8,6 @@ import matplotlib.lines
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from medvisionllama.errors import InputError
 from medvisionllama.paper.figures import base
 from medvisionllama.paper.outputs.figures import PUBLISHED_VS_REPRODUCED
 from medvisionllama.paper.published import model_label, model_style
@@ -21,10 +20,11 @@ def published_vs_reproduced_points(values: pd.DataFrame) -> pd.DataFrame:
     several experiments: the Dice cells with a published counterpart. A run several tables
     share is one point: its published value is that of the first experiment listing it
     (``published_mean``); ``published_lo``/``published_hi`` span what all its tables print.
-    Experiments without published numbers (layer sweeps, custom experiments) add no point."""
+    Experiments without published numbers (layer sweeps, custom experiments) add no point; with
+    none at all the frame is empty."""
     d = values[(values["metric"] == "dice") & values["published_mean"].notna()]
     if d.empty:
-        raise InputError("published-vs-reproduced figure: no Dice cell has a published counterpart")
+        return pd.DataFrame(columns=[*values.columns, "published_lo", "published_hi", "tables"])
     grouped = d.groupby(RUN_COLUMNS, sort=False)
     points = grouped.first().reset_index()
     span = grouped["published_mean"].agg(["min", "max"]).reset_index()
@@ -41,6 +41,12 @@ def figure_published_vs_reproduced(values: pd.DataFrame, stem: str | Path, heade
     print different values), labelled with its task number; colour and marker: the reproduced model."""
     d = published_vs_reproduced_points(values)
     fig, ax = plt.subplots(figsize=(5.6, 4.2), layout="constrained")
+    if d.empty:  # only experiments the paper has no numbers for: say so instead of failing
+        ax.text(0.5, 0.5, "No run of this configuration has a published Dice\n(the paper prints none for its "
+                "experiments)", ha="center", va="center", transform=ax.transAxes)
+        ax.axis("off")
+        ax.set_title(PUBLISHED_VS_REPRODUCED.title)
+        return base.save(fig, stem, 0, header)
     ax.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--")
     spread = d[d["published_hi"] > d["published_lo"]]
     ax.hlines(spread["reproduced_mean"], spread["published_lo"], spread["published_hi"], color="0.55", lw=0.9, zorder=1)
