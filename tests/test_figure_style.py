@@ -217,3 +217,10 @@ def test_experiments_without_published_numbers_draw_without_paper_markers(tmp_pa
                             "reproduced_mean": 0.4, "reproduced_std": 0.1}])
     out = F.figure_published_vs_reproduced(values, tmp_path / "pvr")
     assert any("No run of this configuration has a published Dice" in t for t in out.texts)
+
+
+def test_forest_rows_of_one_task_at_several_sizes_are_told_apart(tmp_path):
+    rows = [_claim("Task04_Hippocampus", 0.01, -0.02, 0.04, "inconclusive", np.nan) for _ in range(2)]
+    rows[0]["claim"], rows[1]["claim"] = "a better than b in Dice on Task04 at 16x16x8", "... on Task04 at 24x24x8"
+    out = F.figure_forest(pd.DataFrame(rows, columns=CONTRACT), tmp_path / "sizes", "Sizes")
+    assert {"Task04 16x16x8", "Task04 24x24x8"} <= set(out.texts)

@@ -84,8 +84,15 @@ def _panels(claims: pd.DataFrame) -> list[pd.DataFrame]:
             .sort_values(["headline", "_pos"], ascending=[False, True]) for a, b, m in first.index]
 
 
-def _row_label(row: pd.Series) -> str:
-    return "All tasks" if row["headline"] else short_task(str(row["task"]))
+def _row_labels(panel: pd.DataFrame) -> list[str]:
+    """``All tasks`` for the headline, the short task otherwise; where a task has several rows
+    (claims at several input sizes), the claim's ``at {size}`` too."""
+    labels = ["All tasks" if r["headline"] else short_task(str(r["task"])) for _, r in panel.iterrows()]
+    if len(set(labels)) < len(labels):
+        at = panel["claim"].astype(str).str.extract(r" at (\S+)$")[0].fillna("") if "claim" in panel else None
+        if at is not None:
+            labels = [f"{lab} {a}".strip() for lab, a in zip(labels, at)]
+    return labels
 
 
 @base.styled
@@ -121,7 +128,7 @@ def figure_forest(claims: pd.DataFrame, stem: str | Path, title: str, stamp: str
                         xycoords=("axes fraction", "data"), va="center", fontsize=base.MIN_FONT_PT, color=color,
                         annotation_clip=False)
         ax.axvline(0, color="0.4", lw=0.8, ls="--", zorder=0)
-        ax.set_yticks(y, [_row_label(r) for _, r in panel.iterrows()])
+        ax.set_yticks(y, _row_labels(panel))
         for tick, (_, r) in zip(ax.get_yticklabels(), panel.iterrows()):
             if r["headline"]:
                 tick.set_fontweight("bold")
