@@ -224,3 +224,14 @@ def test_forest_rows_of_one_task_at_several_sizes_are_told_apart(tmp_path):
     rows[0]["claim"], rows[1]["claim"] = "a better than b in Dice on Task04 at 16x16x8", "... on Task04 at 24x24x8"
     out = F.figure_forest(pd.DataFrame(rows, columns=CONTRACT), tmp_path / "sizes", "Sizes")
     assert {"Task04 16x16x8", "Task04 24x24x8"} <= set(out.texts)
+
+
+def test_a_table_of_many_claims_still_fits_a_page(tmp_path):
+    rows = []
+    for metric in ("dice", "accuracy", "precision", "recall", "jaccard", "hd95"):  # Table 2: 6 metrics x 10 tasks
+        rows.append(_claim("all", 0.01, -0.02, 0.04, "inconclusive", 0.02, metric=metric))
+        rows += [_claim(f"Task{i:02d}_X", 0.01, -0.02, 0.04, "inconclusive", 0.02, metric=metric) for i in range(1, 11)]
+    out = F.figure_forest(pd.DataFrame(rows, columns=CONTRACT), tmp_path / "table2", "Table 2",
+                          stamp="NOT the paper's configuration: " + "synthetic data; " * 6)
+    assert out.n_panels == 6 and out.min_font_pt >= F.MIN_FONT_PT
+    assert out.size_inches[0] <= F.PAGE_INCHES[0] + 0.15 and out.size_inches[1] <= 11.0, out.size_inches

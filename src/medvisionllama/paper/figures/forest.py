@@ -11,6 +11,7 @@ difference. Columns read: docs/contracts.md, "Claims (``{experiment}_claims.csv`
 from __future__ import annotations
 
 import io
+import math
 import textwrap
 from pathlib import Path
 
@@ -104,10 +105,16 @@ def figure_forest(claims: pd.DataFrame, stem: str | Path, title: str, stamp: str
     panels = _panels(claims)
     rows = sum(len(p) for p in panels)
     pitch = max(0.13, min(0.22, (base.PAGE_INCHES[1] - 1.6 - 0.45 * len(panels)) / rows))
-    heights = [len(p) * pitch + 0.45 for p in panels]
-    fig, axes = plt.subplots(len(panels), 1, squeeze=False, layout="constrained",
-                             figsize=(base.PAGE_INCHES[0] * 0.8, 1.2 + sum(heights)), gridspec_kw={"height_ratios": heights})
-    for ax, panel in zip(axes[:, 0], panels):
+    heights = [len(p) * pitch + 0.5 for p in panels]
+    columns = 2 if 1.2 + sum(heights) > base.PAGE_INCHES[1] - 1.0 else 1  # too tall for a page: two columns
+    n_rows = math.ceil(len(panels) / columns)
+    row_heights = [max(heights[r * columns:(r + 1) * columns]) for r in range(n_rows)]
+    fig, axes = plt.subplots(n_rows, columns, squeeze=False, layout="constrained",
+                             figsize=(base.PAGE_INCHES[0] * (0.8 if columns == 1 else 1.0), 1.2 + sum(row_heights)),
+                             gridspec_kw={"height_ratios": row_heights})
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, panel in zip(axes.flat, panels):
         y = np.arange(len(panel))[::-1]
         for yi, (_, row) in zip(y, panel.iterrows()):
             color, marker, filled = VERDICT_STYLES.get(row["verdict"], ("0.5", "o", False))
@@ -137,7 +144,7 @@ def figure_forest(claims: pd.DataFrame, stem: str | Path, title: str, stamp: str
         metric = METRIC_NAMES.get(str(first["metric"]), str(first["metric"]))
         lower = str(first.get("better", "")).startswith("lower") or first["metric"] == "hd95"
         ax.set_title(textwrap.fill(f"{first['a']} − {first['b']}: {metric} ({'lower' if lower else 'higher'} is better)",
-                                   80), loc="left")
+                                   80 // columns), loc="left")
         ax.set_xlabel(f"Difference in {metric} (a − b)")
         ax.grid(axis="x", alpha=0.3, lw=0.5)
     handles = [matplotlib.lines.Line2D([], [], color=c, marker=m, mfc=c if f else "white", ls="-" if v != "not testable" else "none",
