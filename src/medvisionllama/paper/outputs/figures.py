@@ -36,14 +36,15 @@ class ExperimentFigure:
 
     suffix: str
     title: str
+    content: str  #: the report label beside the tables' ``table``, ``comparison``, ``claims``
 
     def stem(self, experiment: str) -> str:
         return f"{experiment}_{self.suffix}"
 
 
-FOREST = ExperimentFigure("forest", "The claims tested")
-CASES = ExperimentFigure("cases", "Dice and HD95 per test case")
-CURVES = ExperimentFigure("curves", "Training curves of every run")
+FOREST = ExperimentFigure("forest", "The claims tested", "claims (forest plot)")
+CASES = ExperimentFigure("cases", "Dice and HD95 per test case", "per-case Dice and HD95")
+CURVES = ExperimentFigure("curves", "Training curves of every run", "training curves")
 EXPERIMENT_FIGURES: tuple[ExperimentFigure, ...] = (FOREST, CASES, CURVES)
 
 #: the paper's outputs in the order the paper prints them (main text, then appendix)
@@ -93,5 +94,6 @@ def figure_files(specs: list["ExperimentSpec"]) -> list[FigureFile]:
         for figure in EXPERIMENT_FIGURES:
             for ext in ("png", "pdf"):
                 out.append(FigureFile(f"{figure.stem(spec.name)}.{ext}", f"experiment_{figure.suffix}", category,
-                                      spec.name, (("experiment", spec.name), ("figure", figure.title))))
+                                      spec.name, (("experiment", spec.name), ("kind", spec.kind),
+                                                  ("content", figure.content))))
     return out
