@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from medvisionllama.paper import figures as F
+from medvisionllama.paper.figures import base
+from medvisionllama.paper.tables import write_tables
 from medvisionllama.paper.aggregate import aggregate
 from medvisionllama.paper.compare import comparison_values, configuration_differences
 from medvisionllama.paper.published import model_label, model_style
@@ -45,21 +47,23 @@ def test_training_curves(tmp_path):
 def test_activation_maps(tmp_path):
     out = F.figure_activation_maps({"vit": make_sample(False), "smollm2-135m": make_sample(True)}, tmp_path / "fig4")
     _ok(out, 1 + 3 * 2)
-    assert "ViT + SmolLM2-135M" in out.texts and "|activation|" in out.texts
+    assert "ViT + SmolLM2-135M" in out.texts
+    assert any("channel mean of |activation|" in t for t in out.texts)  # the statistic is named
+    assert any("the axial slice with the most ground-truth foreground" in t for t in out.texts)  # the choice stated
 
 
 def test_activation_maps_one_scale_per_row_and_ground_truth_everywhere(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
-    monkeypatch.setattr(F.plt, "close", lambda fig: None)  # keep the figure to inspect it
+    monkeypatch.setattr(base.plt, "close", lambda fig: None)  # keep the figure to inspect it
     vit, llm = make_sample(False), make_sample(True)
     llm["act_V_E"] = llm["act_V_E"] * 10  # the LLM model's encoder is ten times louder
     F.figure_activation_maps({"vit": vit, "smollm2-135m": llm}, tmp_path / "fig4")
     fig = plt.gcf()
     panels = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"][1:]  # below the input
     limits = [ax.images[0].get_clim() for ax in panels]
-    assert limits[0] == limits[1] == pytest.approx((float(vit["act_V_E"].min()), float(llm["act_V_E"].max())))
-    assert limits[-2] == limits[-1]  # V_D: one scale too
+    assert limits[0] == limits[1] == pytest.approx((0.0, float(llm["act_V_E"].max())))  # 0 to the stage's max
+    assert limits[-2] == limits[-1] == pytest.approx((0.0, float(max(vit["act_V_D"].max(), llm["act_V_D"].max()))))
     assert all(ax.collections for ax in panels)  # the ground-truth contour on every panel
     plt.close(fig)
 
@@ -70,7 +74,8 @@ def test_segmentations(tmp_path):
     out = F.figure_segmentations(samples, [T1, T3], ["vit", "smollm2-135m", "llama3.1-8b"], tmp_path / "fig5", "Fig 5",
                                  NAMES)
     _ok(out, 6)
-    assert {"1: edema (overlay)", "3: enhancing tumour (overlay)", "1: liver (overlay)", "2: cancer (overlay)"} <= set(out.texts)
+    assert {"1: edema", "3: enhancing tumour", "1: liver", "2: cancer", "outline: ground truth",
+            "fill: prediction"} <= set(out.texts)
     assert not any(t.startswith("class ") for t in out.texts)
     with pytest.raises(Exception, match="dataset.json class names"):
         F.figure_segmentations(samples, [T1, T3], ["vit"], tmp_path / "x", "Fig 5", {T1: NAMES[T1]})
@@ -95,8 +100,9 @@ def test_appendix_figure2_fits_a_page(tmp_path):
     out = F.figure_segmentations(samples, tasks, models, tmp_path / "app2", "App 2", names,
                                  stamp="NOT the paper's configuration: " + "synthetic data; " * 12)
     width, height = out.size_inches
-    assert width <= 8.5 and height <= 11.0, out.size_inches
-    assert width > 5 and height > 6  # still a figure, not a thumbnail
+    assert width <= F.PAGE_INCHES[0] + 0.1 and height <= F.PAGE_INCHES[1] + 0.1, out.size_inches
+    assert width > 4 and height > 6  # still a figure, not a thumbnail
+    assert out.min_font_pt >= F.MIN_FONT_PT
 
 
 def test_attention_radar_and_comparison(tmp_path):
@@ -107,12 +113,17 @@ def test_attention_radar_and_comparison(tmp_path):
                            "llm_for_paper": {"smollm2-135m": "yi1.5-9b"}}})
     long = make_long(grid([T1, T3], ["vit", "smollm2-135m", "llama3.1-8b"],
                           attention=("hybrid-sequential", "hybrid-parallel", "hybrid-interleaved")))
-    s = F._with_trainable(summarize(case_scores(long, specs[0]), ["dice"]), long)
-    out = F.figure_attention_strategies(s, tmp_path / "appfig1", list(specs[0].attention))
-    _ok(out, 2)
+    scores = case_scores(long, specs[0])
+    scores = scores[scores["model"] == "smollm2-135m"]
+    params = long[long["model"] == "smollm2-135m"].groupby("attention")[["params_trainable", "params_total"]].first()
+    order = list(specs[0].attention)
+    out = F.figure_attention_strategies(scores, params.reset_index(), tmp_path / "appfig1", order)
+    _ok(out, 3)  # parameters, then one panel per task
     assert "Trainable parameters" in out.texts and any("800.0k" in t for t in out.texts)  # fixture: 0.8e6 trainable
+    assert "n=6" in out.texts  # every case a point, n on the axis; no error bars
     with pytest.raises(Exception, match="params_trainable"):
-        F.figure_attention_strategies(s.drop(columns=["params_trainable"]), tmp_path / "x")
+        F.figure_attention_strategies(scores, params.reset_index().drop(columns=["params_trainable"]), tmp_path / "x",
+                                      order)
     s = summarize(case_scores(long, specs[1]), list(METRICS))
     _ok(F.figure_radar(s, tmp_path / "appfig3", "radar"), 1)
     values = pd.concat([comparison_values(score_experiment(long, sp)) for sp in specs])
@@ -205,25 +216,35 @@ def test_figures_cli(tmp_path, monkeypatch):
     (tmp_path / "data" / T1 / "dataset.json").write_text(json.dumps({"labels": {str(k): v for k, v in NAMES[T1].items()}}))
     aggregate([tmp_path / "runs"], tmp_path / "long.csv", tmp_path / "curves.csv")
     samples = glob.glob(str(tmp_path / "runs" / "**" / "samples.npz"), recursive=True)
-    drawn = {}
-    save = F._save
+    tables = write_tables(tmp_path / "long.csv", tmp_path / "config.yaml", tmp_path / "tables")
+    claims = [str(p) for p in tables if p.name.endswith("_claims.csv")]
+    drawn, outputs = {}, {}
+    save = base.save
 
     def spy(fig, stem, n_panels, stamp=None, **kwargs):
         out = save(fig, stem, n_panels, stamp, **kwargs)
         drawn[out.paths[0].name] = out.texts
+        outputs[out.paths[0].name] = out
         return out
 
-    monkeypatch.setattr(F, "_save", spy)
+    monkeypatch.setattr(base, "save", spy)
     args = ["--long", str(tmp_path / "long.csv"), "--config", str(tmp_path / "config.yaml"), "--outdir",
-            str(tmp_path / "figs"), "--curves", str(tmp_path / "curves.csv"), "--samples", *samples]
+            str(tmp_path / "figs"), "--curves", str(tmp_path / "curves.csv"), "--claims", *claims, "--samples", *samples]
     rc = F.main([*args, "--datasets", str(tmp_path / "data" / T1)])
     assert rc == 0
     expected = figure_outputs(parse_experiments(exps))
+    assert {"main_forest.png", "main_cases.png", "main_curves.png", "appfig3_metrics.png"} <= set(expected)
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(expected)
     assert sorted(drawn) == sorted(n for n in expected if n.endswith(".png"))
     for name, texts in drawn.items():  # every figure says, on the image, that it is not the paper's setup
         stamp = next(t for t in texts if t.startswith("NOT the paper's configuration") and "\n" not in t)
         assert "synthetic data" in stamp and "learning rate 0.003" in stamp and "epochs 4" in stamp, name
-    assert "1: edema (overlay)" in drawn["fig5_segmentations.png"]
+    for name, out in outputs.items():  # readable at the size made for: 7 pt fonts, no wider than the page
+        assert out.min_font_pt >= F.MIN_FONT_PT, (name, out.min_font_pt)
+        assert out.size_inches[0] <= F.PAGE_INCHES[0] + 0.15, (name, out.size_inches)
+    assert "1: edema" in drawn["fig5_segmentations.png"]
     with pytest.raises(Exception, match="dataset.json class names"):
         F.main([*args, "--outdir", str(tmp_path / "figs2")])
+    with pytest.raises(Exception, match="needs --claims main_claims.csv"):
+        F.main([a for a in args if a not in claims] + ["--datasets", str(tmp_path / "data" / T1),
+                                                       "--outdir", str(tmp_path / "figs3")])

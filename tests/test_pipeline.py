@@ -69,7 +69,8 @@ def test_every_table_and_figure_is_made_and_the_report_builds(finished):
     assert figures == sorted(
         f"{stem}.png"
         for stem in ("fig3_training_curves", "fig4_activation_maps", "fig5_segmentations", "appfig2_segmentations",
-                     "appfig3_radar", "appfig1_attention_strategies", "published_vs_reproduced")
+                     "appfig3_metrics", "appfig3_radar", "appfig1_attention_strategies", "published_vs_reproduced",
+                     *(f"{name}_{kind}" for name in config["experiments"] for kind in ("forest", "cases", "curves")))
     )
     run(["snakemake", "--report", "report.html"], project)
     report = project / "report.html"

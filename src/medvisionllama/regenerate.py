@@ -155,7 +155,7 @@ def regenerate(shared: Path = SHARE_DIR, archive: Path | None = None, sha256: st
     samples = sorted(str(results / rel) for rel in manifest["files"] if rel.endswith("/samples.npz"))
     datasets = sorted(str(shared / rel) for rel in manifest["files"] if rel.startswith(f"{DATASETS}/"))
     figures = write_figures(results / "long.csv", config, results / "figures", curves_path=results / "plots/curves.csv",
-                            samples=samples, datasets=datasets)
+                            samples=samples, datasets=datasets, claims=sorted((results / "tables").glob("*_claims.csv")))
     differing = compare_tables(results / "tables", shared / "tables")
     built = build_report(Path(os.path.relpath(config, repo)), report, repo) if report is not None else None
     return RegenerateResult(results, tables, figures, differing, built)

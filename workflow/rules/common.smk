@@ -7,6 +7,7 @@ from pathlib import Path
 from medvisionllama.cluster.jobs import evaluate_resources, train_resources
 from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import figure_outputs
+from medvisionllama.paper.outputs.figures import figure_files as paper_figure_files, paper_item, report_category
 from medvisionllama.experiments import experiment_specs, runs_of, sizes_needed
 from medvisionllama.lineage import lineage_params
 from medvisionllama.tasks import task_info
@@ -200,7 +201,7 @@ def table_files():
                 if name.endswith(".html"):
                     path = report(
                         path,
-                        category="Tables",
+                        category=report_category(paper_item(spec.table.name)),
                         subcategory=spec.name,
                         caption=f"../report/{content}.rst",
                         labels={"experiment": spec.name, "kind": spec.kind, "content": content},
@@ -210,12 +211,14 @@ def table_files():
 
 
 def figure_files():
+    """Every file `mvl figures` writes; the PNGs go into the report in the paper's order
+    (medvisionllama.paper.outputs.figures: figure_files, report_category)."""
     files = []
-    for name in figure_outputs(SPECS):
-        stem, ext = name.rsplit(".", 1)
-        path = f"{FIGURES}/{name}"
-        if ext == "png":
-            path = report(path, category="Figures", caption=f"../report/{stem}.rst", labels={"figure": stem})
+    for f in paper_figure_files(SPECS):
+        path = f"{FIGURES}/{f.name}"
+        if f.name.endswith(".png"):
+            path = report(path, category=f.category, subcategory=f.subcategory,
+                          caption=f"../report/{f.caption}.rst", labels=dict(f.labels))
         files.append(path)
     return files
 

@@ -69,6 +69,7 @@ rule make_figures:
         config=f"{RESULTS}/config.yaml",
         samples=run_files("samples.npz"),
         datasets=expand(f"{DATA}/{{task}}", task=TASKS),  # dataset.json: the class names
+        claims=[f"{TABLES}/{spec.name}_claims.csv" for spec in SPECS],  # the forest plots
     output:
         figure_files(),
     log:
@@ -79,4 +80,5 @@ rule make_figures:
         "../../envs/medvisionllama.yaml"
     shell:
         "mvl figures --long {input.long:q} --config {input.config:q} --outdir {params.outdir:q}"
-        " --curves {input.curves:q} --samples {input.samples:q} --datasets {input.datasets:q} > {log:q} 2>&1"
+        " --curves {input.curves:q} --samples {input.samples:q} --datasets {input.datasets:q}"
+        " --claims {input.claims:q} > {log:q} 2>&1"

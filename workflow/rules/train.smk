@@ -13,12 +13,7 @@ rule train_run:
         config=config_file("train"),
     output:
         run=f"{RUN_DIR}/run.json",
-        history=report(
-            f"{RUN_DIR}/history.csv",
-            category="Training curves",
-            caption="../report/history.rst",
-            labels={"task": "{task}", "model": "{model}", "attention": "{attention}", "size": "{size}", "seed": "{seed}"},
-        ),
+        history=f"{RUN_DIR}/history.csv",  # drawn in the report as {experiment}_curves (paper.smk)
     log:
         "logs/train_run/{task}/{model}/{attention}/{size}/seed{seed}.log",
     benchmark:

@@ -97,7 +97,7 @@ def model_label(model: str) -> str:
 # One colour and marker per model, the same in every figure, keyed by the model's name (never by
 # its position in a config's list). Colours: the Okabe-Ito colour-blind-safe set; a control has the
 # hue of its pretrained block, lighter (Gaussian) or darker (shuffled), and its own marker.
-_KIND_STYLES: dict[str, tuple[str, str]] = {"vit": ("#333333", "o"), "mlp": ("#a6761d", "s")}
+_KIND_STYLES: dict[str, tuple[str, str]] = {"vit": ("#000000", "o"), "mlp": ("#a6761d", "s")}
 _LLM_COLORS: dict[str, str] = {
     "smollm2-135m": "#0072b2", "llama3.1-8b": "#d55e00", "gemma2-9b": "#009e73", "mistral-7b": "#cc79a7",
     "qwen2-7b": "#e69f00", "yi1.5-9b": "#56b4e9",
@@ -115,7 +115,7 @@ def _shade(color: str, amount: float) -> str:
 
 
 def model_style(model: str) -> tuple[str, str]:
-    """``(colour, marker)`` of ``model`` in every figure: ``vit`` dark grey circles, ``mlp`` brown
+    """``(colour, marker)`` of ``model`` in every figure: ``vit`` black circles, ``mlp`` brown
     squares, each LLM its own colour with triangles, its ``-random`` control lighter with
     down-triangles, its ``-shuffled`` control darker with diamonds. Depends on the name only."""
     if model in _KIND_STYLES:

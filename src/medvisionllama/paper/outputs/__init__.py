@@ -16,7 +16,7 @@ from medvisionllama.paper.outputs import (
     appendix_table1, appendix_table2, appendix_table3, custom, table2, table3, table4,
 )
 from medvisionllama.paper.outputs.base import PaperFigure, PaperTable
-from medvisionllama.paper.outputs.figures import FIGURES
+from medvisionllama.paper.outputs.figures import FIGURES, figure_files
 
 if TYPE_CHECKING:
     from medvisionllama.paper.spec import ExperimentSpec
@@ -39,4 +39,4 @@ def table_of_kind(kind: str, where: str = "experiment") -> PaperTable:
 
 def figure_outputs(specs: list["ExperimentSpec"]) -> list[str]:
     """File names ``mvl figures`` writes for these experiments (for Snakemake ``output:``)."""
-    return [name for figure in FIGURES if figure.wanted(specs) for name in figure.files()]
+    return [f.name for f in figure_files(specs)]

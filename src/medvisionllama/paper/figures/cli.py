@@ -1,0 +1,189 @@
+"""``mvl figures``: read the inputs, draw every figure the config's experiments call for."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medvisionllama.errors import InputError
+from medvisionllama.experiments import load_config, load_experiments
+from medvisionllama.io_utils import atomic_dir
+from medvisionllama.paper.aggregate import read_long
+from medvisionllama.paper.compare import comparison_values
+from medvisionllama.paper.figures import base
+from medvisionllama.paper.figures.activations import figure_activation_maps
+from medvisionllama.paper.figures.cases import figure_attention_strategies, figure_case_scores
+from medvisionllama.paper.figures.curves import figure_experiment_curves, figure_training_curves
+from medvisionllama.paper.figures.forest import figure_forest, read_claims
+from medvisionllama.paper.figures.metrics import figure_metric_dots, figure_radar
+from medvisionllama.paper.figures.reproduced import figure_published_vs_reproduced
+from medvisionllama.paper.figures.segmentation import figure_segmentations
+from medvisionllama.paper.outputs.base import short_task
+from medvisionllama.paper.outputs.figures import (
+    APPENDIX_FIGURE1, APPENDIX_FIGURE2, APPENDIX_FIGURE3, APPENDIX_FIGURE3_RADAR, CASES, CURVES, FIGURE3, FIGURE4,
+    FIGURE5, FOREST, PUBLISHED_VS_REPRODUCED, paper_item,
+)
+from medvisionllama.paper.spec import ExperimentSpec
+from medvisionllama.paper.summary import score_experiment
+from medvisionllama.paper.tables import config_provenance
+from medvisionllama.vocabulary import RunKey
+
+
+def load_samples(paths: list[str | Path]) -> dict[RunKey, dict[str, np.ndarray]]:
+    out = {}
+    for p in paths:
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                out[RunKey.from_path(p)] = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{p}: cannot read samples.npz ({exc})") from exc
+    return out
+
+
+def _pick(samples: dict[RunKey, dict[str, np.ndarray]], spec: ExperimentSpec, task: str, model: str) -> dict[str, np.ndarray]:
+    """The sample of the group's first replicate: the smallest seed (and fold, with cross-validation)."""
+    group = (task, model, spec.attention[0], spec.sizes[0])
+    keys = [k for k in samples if (k.task, k.model, k.attention, k.size) == group and k.seed in spec.seeds]
+    if not keys:
+        raise InputError(f"no samples.npz given for run {RunKey(*group, min(spec.seeds)).path()}")
+    first = min(keys, key=lambda k: (k.seed, -1 if getattr(k, "fold", None) is None else k.fold))
+    return samples[first]
+
+
+def load_class_names(paths: list[str | Path]) -> dict[str, dict[int, str]]:
+    """Task -> label value -> class name, from each task's ``dataset.json`` (``labels``).
+
+    ``paths``: task folders (``data/Task01_BrainTumour``) or their ``dataset.json`` files; the
+    task is the folder's name.
+    """
+    out: dict[str, dict[int, str]] = {}
+    for p in map(Path, paths):
+        file = p / "dataset.json" if p.is_dir() else p
+        try:
+            labels = json.loads(file.read_text(encoding="utf-8"))["labels"]
+            out[file.parent.name] = {int(k): str(v) for k, v in labels.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"{file}: cannot read the class names (dataset.json 'labels'): {exc}") from exc
+    return out
+
+
+def _claims_by_experiment(paths: list[str | Path]) -> dict[str, Path]:
+    """``{experiment}_claims.csv`` -> experiment -> path."""
+    out = {}
+    for p in map(Path, paths):
+        if not p.name.endswith("_claims.csv"):
+            raise InputError(f"{p}: expected a claims table named {{experiment}}_claims.csv")
+        out[p.name.removesuffix("_claims.csv")] = p
+    return out
+
+
+def _of_spec(frame: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
+    """The rows of ``frame`` (curves or scores) that belong to ``spec``'s runs."""
+    keep = (frame["task"].isin(spec.tasks) & frame["model"].isin(spec.models) & frame["seed"].isin(spec.seeds)
+            & frame["attention"].isin(spec.attention) & frame["size"].astype(str).isin(spec.sizes))
+    return frame[keep]
+
+
+def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path, curves_path: str | Path | None = None,
+                  samples: list[str | Path] | None = None, experiments: list[str] | None = None,
+                  datasets: list[str | Path] | None = None, claims: list[str | Path] | None = None) -> list[Path]:
+    """All figures the config's experiments call for (:func:`medvisionllama.paper.outputs.figure_outputs`),
+    into ``outdir`` (replaced atomically); the configuration stamp comes from ``config`` and the
+    runs, the class names of the segmentation figures from ``datasets`` (dataset.json files or
+    task folders), the forest plots from ``claims`` (``{experiment}_claims.csv`` of ``mvl tables``)."""
+    long = read_long(long_path)
+    specs = load_experiments(config, experiments)
+    provenance = config_provenance(load_config(config))
+    scored = {spec.name: score_experiment(long, spec) for spec in specs}
+    npz = load_samples(list(samples or []))
+    names = load_class_names(list(datasets or []))
+    claim_files = _claims_by_experiment(list(claims or []))
+    if curves_path is None or not Path(curves_path).is_file():
+        raise InputError(f"the training curves need --curves (the CSV of `mvl aggregate --curves`), got {curves_path}")
+    curves = pd.read_csv(curves_path, dtype={"size": str})
+    outdir = Path(outdir)
+    written: list[Path] = []
+
+    def stamp_of(*chosen: ExperimentSpec) -> str | None:
+        return base.configuration_stamp(list(chosen), scored, provenance)
+
+    with atomic_dir(outdir) as tmp:
+        main = FIGURE3.source(specs)
+        if main:
+            two = [main.baseline, main.models[1]]
+            part = _of_spec(curves, main)
+            part = part[part["attention"].eq(main.attention[0]) & part["size"].eq(main.sizes[0])]
+            written += figure_training_curves(part, tmp / FIGURE3.stem, list(main.tasks), two, stamp_of(main)).paths
+            acts = {m: _pick(npz, main, main.tasks[0], m) for m in two}
+            written += figure_activation_maps(acts, tmp / FIGURE4.stem, stamp_of(main)).paths
+        seg = FIGURE5.source(specs)
+        if seg:
+            fig5_tasks = [t for t in seg.tasks if t.startswith(("Task01", "Task03"))] or list(seg.tasks[:2])
+            pick = {(t, m): _pick(npz, seg, t, m) for t in seg.tasks for m in seg.models}
+            written += figure_segmentations(pick, fig5_tasks, list(seg.models), tmp / FIGURE5.stem, FIGURE5.title,
+                                            names, stamp_of(seg)).paths
+            written += figure_segmentations(pick, list(seg.tasks), list(seg.models), tmp / APPENDIX_FIGURE2.stem,
+                                            APPENDIX_FIGURE2.title, names, stamp_of(seg)).paths
+            scores = scored[seg.name].scores
+            scores = scores[scores["attention"].eq(seg.attention[0]) & scores["size"].astype(str).eq(seg.sizes[0])]
+            written += figure_metric_dots(scores, list(seg.models), tmp / APPENDIX_FIGURE3.stem, APPENDIX_FIGURE3.title,
+                                          comparison_values(scored[seg.name]), stamp=stamp_of(seg)).paths
+            s = scored[seg.name].summary
+            task = next((t for t in seg.tasks if t.startswith("Task01")), seg.tasks[0])
+            s = s[s["task"] == task].set_index("model").loc[list(seg.models)].reset_index()  # the config's order
+            written += figure_radar(s, tmp / APPENDIX_FIGURE3_RADAR.stem,
+                                    f"Metrics on {short_task(task)} ({APPENDIX_FIGURE3_RADAR.title})", stamp_of(seg)).paths
+        att = APPENDIX_FIGURE1.source(specs)
+        if att:
+            model = att.models[0]
+            runs = long[long["model"].eq(model) & long["task"].isin(att.tasks)]
+            params = runs.groupby("attention")[["params_trainable", "params_total"]].first().reset_index()
+            scores = scored[att.name].scores
+            written += figure_attention_strategies(scores[scores["model"] == model], params, tmp / APPENDIX_FIGURE1.stem,
+                                                   list(att.attention), comparison_values(scored[att.name]),
+                                                   f"{APPENDIX_FIGURE1.title}: {model}", stamp_of(att)).paths
+        for spec in specs:
+            item = paper_item(spec.table.name)
+            if spec.name not in claim_files:
+                raise InputError(f"the forest plot of experiment {spec.name!r} needs --claims "
+                                 f"{spec.name}_claims.csv (mvl tables)")
+            written += figure_forest(read_claims(claim_files[spec.name]), tmp / FOREST.stem(spec.name),
+                                     f"{FOREST.title}: {spec.name} ({item})", stamp_of(spec)).paths
+            written += figure_case_scores(scored[spec.name].scores, tmp / CASES.stem(spec.name),
+                                          f"{CASES.title}: {spec.name} ({item})", ("dice", "hd95"),
+                                          comparison_values(scored[spec.name]), stamp_of(spec)).paths
+            written += figure_experiment_curves(_of_spec(curves, spec), tmp / CURVES.stem(spec.name),
+                                                f"{CURVES.title}: {spec.name} ({item})", stamp_of(spec)).paths
+        if PUBLISHED_VS_REPRODUCED.wanted(specs):  # skipped without published numbers (custom, own tasks)
+            values = pd.concat([comparison_values(scored[spec.name]) for spec in specs if spec.table.published],
+                               ignore_index=True)
+            stamp = stamp_of(*specs)
+            if stamp:
+                stamp += " Published numbers are shown for reference, not as the target of this run."
+            written += figure_published_vs_reproduced(values, tmp / PUBLISHED_VS_REPRODUCED.stem, stamp).paths
+    return [outdir / p.name for p in written]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mvl figures", description="Draw the paper's figures.")
+    parser.add_argument("--long", required=True, help="long table from `mvl aggregate`")
+    parser.add_argument("--config", required=True,
+                        help="pipeline config (YAML; the resolved results/config.yaml): experiments and provenance")
+    parser.add_argument("--outdir", required=True, help="folder to write (replaced as a whole)")
+    parser.add_argument("--curves", default=None, help="training curves CSV from `mvl aggregate --curves`")
+    parser.add_argument("--samples", nargs="*", default=[], help="samples.npz files of the runs shown")
+    parser.add_argument("--datasets", nargs="*", default=[],
+                        help="task folders (or their dataset.json): the class names of the segmentation figures")
+    parser.add_argument("--claims", nargs="*", default=[],
+                        help="{experiment}_claims.csv of `mvl tables`: the forest plots")
+    parser.add_argument("--experiment", action="append", default=None, help="only this experiment (repeatable)")
+    args = parser.parse_args(argv)
+    written = write_figures(long_path=args.long, config=args.config, outdir=args.outdir, curves_path=args.curves,
+                            samples=args.samples, experiments=args.experiment, datasets=args.datasets,
+                            claims=args.claims)
+    print(f"figures: {len(written)} files -> {args.outdir}")
+    return 0
