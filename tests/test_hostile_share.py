@@ -36,8 +36,6 @@ _spec.loader.exec_module(hostile)
 
 TASKS = ["Task04_Hippocampus", "Task09_Spleen"]
 SIZE = "16x16x8"
-#: what a run of Snakemake may leave in the project besides the reviewer folder
-RUNTIME = (".snakemake/",)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +76,7 @@ def site(tmp_path: Path) -> dict:
 
 
 def freeze(site: dict) -> None:
-    site["before"] = snapshot(site["project"], (f"{REVIEWER_DIR.as_posix()}/", *RUNTIME))
+    site["before"] = snapshot(site["project"], (f"{REVIEWER_DIR.as_posix()}/",))
     site["victim_before"] = snapshot(site["victim"])
 
 
@@ -86,7 +84,7 @@ def assert_untouched(site: dict) -> None:
     """Project files and the victim byte-identical; no planted code ran; results/ holds only the
     reviewer folder."""
     project = site["project"]
-    assert snapshot(project, (f"{REVIEWER_DIR.as_posix()}/", *RUNTIME)) == site["before"]
+    assert snapshot(project, (f"{REVIEWER_DIR.as_posix()}/",)) == site["before"]
     assert snapshot(site["victim"]) == site["victim_before"]
     assert not list(site["tmp"].rglob(hostile.MARKER))
     if (project / "results").exists():
@@ -110,8 +108,9 @@ def assert_refused(code: int, err: str, *words: str) -> None:
 def assert_pinned(project: Path) -> None:
     """The reviewer's config is built, not copied: paths pinned, lineage off, no description."""
     config = yaml.safe_load((project / REVIEWER_DIR / "config.yaml").read_text())
-    assert config["results_dir"] == REVIEWER_DIR.as_posix()
-    assert config["data"]["dir"] == f"{REVIEWER_DIR.as_posix()}/no-data"
+    reviewer = (project / REVIEWER_DIR).resolve()
+    assert config["results_dir"] == reviewer.as_posix()
+    assert config["data"]["dir"] == f"{reviewer.as_posix()}/no-data" and not Path(config["data"]["dir"]).exists()
     assert config["lineage"]["dvc"] is False
     assert all(value is None for value in config["llm_weights"].values())
     assert all("description" not in e for e in config["experiments"].values())
@@ -122,7 +121,8 @@ def manifest_path(site: dict, which: str) -> str:
     """A ``results_dir`` for the manifest: the project itself, or the victim (relative, absolute).
     Each regeneration costs seconds (figures), so each path tries one: the archive "dot", the
     shared folder "relative", the end-to-end test "absolute"."""
-    return {"dot": ".", "relative": os.path.relpath(site["victim"], site["project"]), "absolute": str(site["victim"])}[which]
+    victim = site["victim"]
+    return {"dot": ".", "relative": os.path.relpath(victim, site["project"]), "absolute": str(victim)}[which]
 
 
 # ------------------------------------------------------------------------------- archive path

@@ -103,7 +103,8 @@ def extract_archive(archive: Path, folder: Path, named: Path | None = None, max_
             for member in headers:  # mvl share writes nothing else: a member elsewhere is refused, not skipped
                 parts = [p for p in PurePosixPath(member.name).parts if p != "."]
                 if parts[:1] != [SHARE_DIR.name]:
-                    raise InputError(f"{archive}: member {member.name!r} lies outside {SHARE_DIR.name}/: refusing to extract")
+                    raise InputError(f"{archive}: member {member.name!r} lies outside {SHARE_DIR.name}/: "
+                                     "refusing to extract")
             files = [(m, rel) for m, rel in members if m.isfile()]
             for member, rel in files:
                 if rel != MANIFEST and not in_layout(rel):
@@ -214,8 +215,8 @@ def reviewer_config(shared_config: Path, repo: Path = Path(".")) -> dict:
     """The config the reviewer's tables, figures and report use, built from the shared one: parsed
     as data (safe YAML), validated against the workflow's schema (defaults filled), descriptions
     dropped, every key and string a plain name, and every path pinned: ``results_dir`` is
-    :data:`REVIEWER_DIR`, ``data.dir`` a folder inside it that does not exist, no LLM weight
-    path, lineage off."""
+    :data:`REVIEWER_DIR` of ``repo`` (absolute: the report runs inside it), ``data.dir`` a folder
+    inside it that does not exist, no LLM weight path, lineage off."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
@@ -237,8 +238,9 @@ def reviewer_config(shared_config: Path, repo: Path = Path(".")) -> dict:
     config["data"].pop("dir")
     config["llm_weights"] = {name: None for name in config.get("llm_weights") or {}}
     _check_names(config, "", Path(shared_config))
-    config["results_dir"] = REVIEWER_DIR.as_posix()
-    config["data"]["dir"] = (REVIEWER_DIR / "no-data").as_posix()
+    reviewer = (Path(repo) / REVIEWER_DIR).resolve()
+    config["results_dir"] = reviewer.as_posix()
+    config["data"]["dir"] = (reviewer / "no-data").as_posix()
     config["lineage"]["dvc"] = False
     return config
 
@@ -252,17 +254,22 @@ def compare_tables(regenerated: Path, original: Path) -> list[str]:
                                 or (Path(regenerated) / p.name).read_bytes() != p.read_bytes())]
 
 
-def build_report(config: Path, report: Path, repo: Path) -> Path:
-    """``snakemake --report`` from the outputs present (the DAG's upstream inputs may be missing)."""
-    command = ["snakemake", "--report", str(report), "--configfile", str(config), "--cores", "1"]
+def build_report(reviewer: Path, report: Path, repo: Path) -> Path:
+    """``snakemake --report`` from the outputs present (the DAG's upstream inputs may be missing),
+    with the reviewer's own Snakefile run in the folder ``reviewer`` as its working directory: the
+    workflow's ``configfile: "config.yaml"`` is then the built config there, alone (not merged over
+    the checkout's config.yaml), and Snakemake's own state goes to ``reviewer/.snakemake``."""
+    report = Path(report).resolve()
+    command = ["snakemake", "--snakefile", str((Path(repo) / "Snakefile").resolve()), "--directory",
+               str(Path(reviewer).resolve()), "--report", str(report), "--cores", "1"]
     try:
         done = subprocess.run(command, cwd=repo, capture_output=True, text=True)
     except FileNotFoundError:
         raise InputError("snakemake: command not found (install the project's environment)") from None
     if done.returncode != 0:
         lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
-        raise InputError(f"`{' '.join(command)}` failed: {lines[-1] if lines else 'no output'}")
-    return Path(repo) / report
+        raise InputError(f"`snakemake --report {report}` in {reviewer} failed: {lines[-1] if lines else 'no output'}")
+    return report
 
 
 @dataclass
@@ -309,7 +316,7 @@ def regenerate(shared: Path = SHARE_DIR, archive: Path | None = None, sha256: st
         differing = compare_tables(tmp / "tables", source / "tables")
         tables = [out / Path(p).relative_to(tmp) for p in tables]
         figures = [out / Path(p).relative_to(tmp) for p in figures]
-    built = build_report(REVIEWER_DIR / "config.yaml", Path(report), repo) if report is not None else None
+    built = build_report(out, repo / report, repo) if report is not None else None
     return RegenerateResult(out, tables, figures, differing, built)
 
 
@@ -320,7 +327,8 @@ def regenerate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=SHARE_DIR, help="the shared folder (after dvc pull)")
     parser.add_argument("--archive", type=Path, default=None, help="a results archive of `mvl share --archive`")
     parser.add_argument("--sha256", default=None, help="the archive's expected sha256 (default: ARCHIVE.sha256)")
-    parser.add_argument("--report", type=Path, default=REVIEWER_DIR / "report.html", help="the Snakemake report to write")
+    parser.add_argument("--report", type=Path, default=REVIEWER_DIR / "report.html",
+                        help="the Snakemake report to write")
     parser.add_argument("--no-report", action="store_true", help="skip the report (no Snakemake needed)")
     parser.add_argument("--max-file-mb", type=float, default=MAX_FILE_MB,
                         help="refuse a shared file larger than this (default %(default)s)")

@@ -12,7 +12,8 @@ whole, atomically), then ``dvc add``s that folder (``shared-results.dvc``, to co
   ``predictions/*.nii.gz``;
 * ``datasets/{task}/dataset.json`` of every task (the class names the segmentation figures print;
   metadata only, no image);
-* ``SHARE.json``: the package version, ``results_dir`` and every file's sha256.
+* ``SHARE.json``: the package version and every file's sha256 (no path: the layout is fixed,
+  :data:`SHARED_LAYOUT`, and ``mvl regenerate`` takes no path from the manifest).
 
 Never checkpoints, raw data or preprocessed arrays. The folder lies outside ``results/`` because
 DVC refuses an output that overlaps another (``results/`` holds the outputs of dvc.yaml's data
@@ -21,12 +22,16 @@ Raw data is shared only with ``--with-data`` (``dvc push data.dvc``).
 
 It also writes the committed summary folder ``shared-summary/``: ``metrics/{experiment}/{group}.json``
 (the headline metrics, :func:`medvisionllama.paper.metrics_json.headline_metrics`, which
-``dvc metrics show``/``diff`` read) and ``config.yaml`` (the resolved config, a ``params`` file of
-dvc.yaml, so ``dvc params diff`` shows any changed setting). Git holds them, so every commit has
-them without a ``dvc pull``.
+``dvc metrics show``/``diff`` read), ``config.yaml`` (the resolved config, a ``params`` file of
+dvc.yaml, so ``dvc params diff`` shows any changed setting) and ``plots/curves.csv`` (what
+``dvc plots`` draw). Git holds them, so every commit has them without a ``dvc pull``. The
+pipeline's last rule writes the same summary from ``results_dir`` (``mvl share --summary-only``),
+so the DVC views work right after a run.
 
-``mvl share --archive results.tar.gz`` writes the folder as a tarball plus
+``mvl share --archive results.tar.gz`` writes the folder as a byte-reproducible tarball plus
 ``results.tar.gz.sha256`` (``sha256sum`` format) instead of pushing, for a reviewer without DVC.
+A push needs a DVC remote in the committed ``.dvc/config`` (:func:`dvc_remote`). A refused or
+failed share leaves the previous ``shared-results/`` and ``shared-summary/`` as they were.
 
 A reviewer rebuilds every table, figure and the report from the folder or the archive with
 ``mvl regenerate`` (:mod:`medvisionllama.regenerate`). ``make plots`` renders ``dvc plots show``
@@ -256,8 +261,8 @@ def dvc_remote(repo: Path, remote: str | None) -> str:
                          "(written to .dvc/config: commit it), or share with --archive or --no-push")
     project = {line.split()[0] for line in dvc(["remote", "list", "--project"], repo).splitlines() if line.strip()}
     if name not in project:
-        raise InputError(f".dvc/config: has no remote {name!r} (it is set in .dvc/config.local or the global DVC config, "
-                         f"which a reviewer's clone lacks): add it with `dvc remote add --project {name} URL` "
+        raise InputError(f".dvc/config: has no remote {name!r} (it is set in .dvc/config.local or the global DVC "
+                         f"config, which a reviewer's clone lacks): add it with `dvc remote add --project {name} URL` "
                          "and commit .dvc/config")
     return name
 
