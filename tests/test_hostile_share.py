@@ -284,3 +284,15 @@ def test_the_report_runs_the_reviewers_own_workflow_on_the_built_config(good, si
     assert report.stat().st_size > 100_000 and "main_comparison.html" in report.read_text(errors="replace")
     assert_untouched(site)
     assert_pinned(site["project"])
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml"])
+def test_the_projects_own_configs_pass_the_checks_on_a_shared_config(name):
+    """No legitimate config is refused: the embedded default and the paper's grid."""
+    from conftest import ROOT
+
+    from medvisionllama.regenerate import reviewer_config
+
+    config = reviewer_config(ROOT / name, ROOT)
+    assert config["results_dir"] == (ROOT / REVIEWER_DIR).resolve().as_posix()
+    assert config["experiments"] and config["lineage"]["dvc"] is False

@@ -51,6 +51,10 @@ def author(tmp_path_factory) -> dict:
     config["lineage"]["dvc"] = False
     (project / "config.yaml").write_text(yaml.safe_dump(config))
     sh(["snakemake", "--cores", "2"], project)
+    # the DVC views work right after the pipeline, before any share (its last rule writes the summary)
+    shown = json.loads(sh(["dvc", "metrics", "show", "--json"], project).stdout)
+    metrics = next(iter(shown.values()))["data"]
+    assert "shared-summary/metrics/main/vit.json" in metrics and all("error" not in v for v in metrics.values())
     # summary.json is optional (runs evaluated before it existed): only the first run keeps its
     # own, so both states must share
     run_dirs = sorted(p.parent for p in (project / "results/runs").rglob("run.json"))

@@ -142,11 +142,13 @@ def verify_shared(shared: Path, max_file_mb: float = MAX_FILE_MB) -> dict:
     """The manifest of ``shared``, every file it lists checked (one line on the first problem):
     a path of the shared layout, a regular file inside ``shared`` (a symlink only into a DVC cache),
     at most ``max_file_mb`` (a ``.npz``'s unpacked arrays too), and its sha256."""
-    shared = Path(shared)
+    shared, cap = Path(shared), _cap(max_file_mb)
+    if (shared / MANIFEST).is_file() and (shared / MANIFEST).stat().st_size > cap:
+        raise InputError(f"{shared / MANIFEST}: over the {max_file_mb:g} MB cap on a shared file")
     manifest = read_json(shared / MANIFEST, missing=f"not a folder of `mvl share` (run `dvc pull {SHARE_DIR}.dvc`)")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
         raise InputError(f"{shared / MANIFEST}: not a manifest of `mvl share` (format {FORMAT})")
-    root, cap = shared.resolve(), _cap(max_file_mb)
+    root = shared.resolve()
     for rel, digest in manifest["files"].items():
         parts = PurePosixPath(rel).parts
         if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
