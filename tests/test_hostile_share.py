@@ -66,8 +66,8 @@ def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
 
 @pytest.fixture
 def site(tmp_path: Path) -> dict:
-    """A fresh project copy and a victim folder beside it (the user's own files)."""
-    project = copy_project(tmp_path / "project")
+    """A fresh project copy and a victim folder two levels up (the user's own files)."""
+    project = copy_project(tmp_path / "home" / "project")
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "config.yaml").write_text("results_dir: my_results\n")
@@ -122,7 +122,8 @@ def manifest_path(site: dict, which: str) -> str:
     Each regeneration costs seconds (figures), so each path tries one: the archive "dot", the
     shared folder "relative", the end-to-end test "absolute"."""
     victim = site["victim"]
-    return {"dot": ".", "relative": os.path.relpath(victim, site["project"]), "absolute": str(victim)}[which]
+    assert Path(os.path.normpath(site["project"] / "../../victim")) == victim
+    return {"dot": ".", "relative": "../../victim", "absolute": str(victim)}[which]
 
 
 # ------------------------------------------------------------------------------- archive path

@@ -99,7 +99,7 @@ rule summarise_results:
     log:
         "logs/summarise_results.log",
     params:
-        results=RESULTS,
+        results=lambda wildcards, input: os.path.dirname(input.long),
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
