@@ -260,10 +260,11 @@ def build_report(reviewer: Path, report: Path, repo: Path) -> Path:
     """``snakemake --report`` from the outputs present (the DAG's upstream inputs may be missing),
     with the reviewer's own Snakefile run in the folder ``reviewer`` as its working directory: the
     workflow's ``configfile: "config.yaml"`` is then the built config there, alone (not merged over
-    the checkout's config.yaml), and Snakemake's own state goes to ``reviewer/.snakemake``."""
+    the checkout's config.yaml), no workflow profile is looked for, and Snakemake's own state goes
+    to ``reviewer/.snakemake``."""
     report = Path(report).resolve()
     command = ["snakemake", "--snakefile", str((Path(repo) / "Snakefile").resolve()), "--directory",
-               str(Path(reviewer).resolve()), "--report", str(report), "--cores", "1"]
+               str(Path(reviewer).resolve()), "--workflow-profile", "none", "--report", str(report), "--cores", "1"]
     try:
         done = subprocess.run(command, cwd=repo, capture_output=True, text=True)
     except FileNotFoundError:
