@@ -1,9 +1,9 @@
 # Set-up and the two entry points of the README:
 #   make pipeline   install into .venv, then run the default DAG (snakemake --cores all)
 #   make test       install into .venv (with the test extras), then run the test suite
-#   make share      after a run: share what tables and figures need (DVC remote; README "For reviewers")
-#   make reviewer   after `dvc pull shared-results.dvc`: every table, figure and the report, no data or GPU
-#   make plots      `dvc plots show` rendered offline into dvc_plots/index.html
+#   make share      after a run: share what tables and figures need (a DVC remote in .dvc/config; README "For reviewers")
+#   make reviewer   after `dvc pull shared-results.dvc`: every table, figure and the report into results/reviewer/, no data or GPU
+#   make plots      `dvc plots show` (the committed shared-summary/) rendered offline into dvc_plots/index.html
 # A GPU cluster installs its CUDA build of torch first, e.g.
 #   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 

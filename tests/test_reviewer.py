@@ -21,6 +21,7 @@ import yaml
 from conftest import copy_project, env_with_venv, tiny_config
 
 from medvisionllama.errors import InputError
+from medvisionllama.regenerate import REVIEWER_DIR
 from medvisionllama.share import MANIFEST, SHARE_DIR, SUMMARY_DIR, shareable_files
 
 pytestmark = pytest.mark.slow
@@ -50,6 +51,10 @@ def author(tmp_path_factory) -> dict:
     config["lineage"]["dvc"] = False
     (project / "config.yaml").write_text(yaml.safe_dump(config))
     sh(["snakemake", "--cores", "2"], project)
+    # the DVC views work right after the pipeline, before any share (its last rule writes the summary)
+    shown = json.loads(sh(["dvc", "metrics", "show", "--json"], project).stdout)
+    metrics = next(iter(shown.values()))["data"]
+    assert "shared-summary/metrics/main/vit.json" in metrics and all("error" not in v for v in metrics.values())
     # summary.json is optional (runs evaluated before it existed): only the first run keeps its
     # own, so both states must share
     run_dirs = sorted(p.parent for p in (project / "results/runs").rglob("run.json"))
@@ -59,6 +64,7 @@ def author(tmp_path_factory) -> dict:
     remote = root / "remote"
     sh(["dvc", "remote", "add", "-d", "local", str(remote)], project)
     shared = sh(["mvl", "share"], project)
+    assert ".dvc/config" in shared.stdout  # the author is told to commit the remote's address
     sh(["git", "add", "-A"], project)
     sh([*GIT, "commit", "-qm", "results of the tiny run"], project)
     return {"root": root, "project": project, "remote": remote, "runs": run_dirs, "share_stdout": shared.stdout,
@@ -72,7 +78,7 @@ def clone(author: dict, name: str) -> Path:
 
 
 def check_regenerated(author: dict, reviewer: Path) -> None:
-    original, again = author["project"] / "results", reviewer / "results"
+    original, again = author["project"] / "results", reviewer / REVIEWER_DIR
     assert tables_digest(again / "tables") == tables_digest(original / "tables")  # byte for byte
     figures = sorted(p.name for p in (original / "figures").iterdir())
     assert figures and sorted(p.name for p in (again / "figures").iterdir()) == figures
@@ -112,11 +118,13 @@ def test_a_reviewer_regenerates_everything_from_a_fresh_clone(author):
     seconds = time.monotonic() - start
     assert "every table equals the shared original" in done.stdout
     check_regenerated(author, reviewer)
-    report = reviewer / "report.html"
+    report = reviewer / REVIEWER_DIR / "report.html"
     assert report.stat().st_size > 100_000 and "main_comparison.html" in report.read_text(errors="replace")
     # no raw data, no training, nothing preprocessed, no checkpoint
     assert not (reviewer / "data").exists() and not (reviewer / "results/preprocessed").exists()
     assert not list((reviewer / "results").rglob("checkpoint*.pt"))
+    # everything regenerated lies in the reviewer's folder, which the pipeline's runs never read
+    assert [p.name for p in (reviewer / "results").iterdir()] == [REVIEWER_DIR.name]
     assert seconds < 120, f"regenerate took {seconds:.0f} s"
 
 
@@ -128,7 +136,7 @@ def test_regenerate_refuses_a_changed_shared_file(author, tmp_path):
     long.write_text(long.read_text().replace("0.", "0.9", 1))
     done = sh(["mvl", "regenerate", "--no-report"], reviewer, ok=False)
     assert done.returncode == 2 and "long.csv" in done.stderr and "sha256" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and not (reviewer / "results").exists()
+    assert len(done.stderr.strip().splitlines()) == 1 and not (reviewer / REVIEWER_DIR).exists()
 
 
 def test_a_reviewer_without_dvc_regenerates_from_an_archive(author):
@@ -140,7 +148,7 @@ def test_a_reviewer_without_dvc_regenerates_from_an_archive(author):
     done = sh(["mvl", "regenerate", "--archive", str(archive)], reviewer)
     assert "every table equals the shared original" in done.stdout
     check_regenerated(author, reviewer)
-    assert (reviewer / "report.html").stat().st_size > 100_000
+    assert (reviewer / REVIEWER_DIR / "report.html").stat().st_size > 100_000
 
 
 def test_a_damaged_archive_is_refused_in_one_line(author, tmp_path):
@@ -199,4 +207,4 @@ def test_regenerate_refuses_a_manifest_pointing_outside_the_shared_folder(tmp_pa
     (shared / MANIFEST).write_text(json.dumps({"format": 1, "results_dir": "results", "files": {"../secret.txt": digest}}))
     done = sh(["mvl", "regenerate", "--no-report"], tmp_path, ok=False)
     assert done.returncode == 2 and "outside the shared folder" in done.stderr
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / REVIEWER_DIR).exists()

@@ -232,8 +232,11 @@ def paper_outputs():
 LINEAGE_RECORD = f"{RESULTS}/lineage.json"
 
 
+SUMMARY = "shared-summary"  # the committed summary the DVC views read (rule summarise_results)
+
+
 def final_outputs(wildcards):
-    targets = data_outputs() + paper_outputs() + [f"{RESULTS}/metrics.json"]
+    targets = data_outputs() + paper_outputs() + [f"{RESULTS}/metrics.json", SUMMARY]
     if config["lineage"]["dvc"]:  # the record of `mvl lineage`, never the committed files it writes
         targets.append(LINEAGE_RECORD)
     return targets

@@ -82,3 +82,27 @@ rule make_figures:
         "mvl figures --long {input.long:q} --config {input.config:q} --outdir {params.outdir:q}"
         " --curves {input.curves:q} --samples {input.samples:q} --datasets {input.datasets:q}"
         " --claims {input.claims:q} > {log:q} 2>&1"
+
+
+# The committed summary that `dvc metrics show`, `dvc params diff` and `dvc plots` read (dvc.yaml):
+# written as soon as the results are, so the DVC views work right after the pipeline; `mvl share`
+# rewrites it from the shared copy (the same files, so the same bytes).
+localrules:
+    summarise_results,
+
+
+rule summarise_results:
+    input:
+        long=f"{RESULTS}/long.csv",
+        curves=f"{RESULTS}/plots/curves.csv",
+        config=f"{RESULTS}/config.yaml",
+    output:
+        directory(SUMMARY),
+    log:
+        "logs/summarise_results.log",
+    params:
+        results=lambda wildcards, input: os.path.dirname(input.long),
+    conda:
+        "../../envs/medvisionllama.yaml"
+    shell:
+        "mvl share --summary-only --results {params.results:q} --summary {output:q} > {log:q} 2>&1"
