@@ -45,6 +45,15 @@ rule all:
         final_outputs,
 
 
+# The SLURM plugin (2.8.0) waits forever for a job sacct calls `CANCELLED by <uid>`, and a retry
+# overwrites the failed attempt's log: the project carries fixes until a release has them
+# (medvisionllama.cluster.plugin_patch; docs/slurm.md).
+from medvisionllama.cluster.plugin_patch import patch_slurm_errors, patch_slurm_status
+
+patch_slurm_status()
+patch_slurm_errors()
+
+
 # On a SLURM submission (not inside a job, not a dry run: Snakemake skips onstart then), check
 # every job about to be submitted against the cluster's partitions before the first sbatch
 # (`mvl preflight` without the submission; docs/slurm.md).
