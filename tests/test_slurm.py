@@ -98,9 +98,12 @@ def _snakemake(args: list[str], cwd: Path, env: dict[str, str], timeout: int) ->
 
 
 def _site_env(**values: str) -> dict[str, str]:
+    """The environment of a user without site settings; the jobs may train on the CPU although
+    they hold the local cluster's fake GPU (medvisionllama.cluster.device)."""
     env = env_with_venv()
     for key in [k for k in env if k.startswith("MVL_SLURM_")]:
         del env[key]
+    env["MVL_GPU_JOB_ALLOW_CPU"] = "1"
     env.update(values)
     return env
 
@@ -602,3 +605,21 @@ def test_failed_attempts_keep_their_logs_and_the_last_error_shows_them_all(tmp_p
         "attempt 1 of train_run: InputError: first failure (log: logs/train_run/seed2.attempt1.log)",
         "attempt 2 of train_run: RuntimeError: CUDA out of memory (log: logs/train_run/seed2.attempt2.log)",
     ]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_gpu_job_whose_torch_cannot_use_cuda_fails_at_once(slurm_cluster, tmp_path):
+    """A job given the node's (fake) GPU, with this machine's CPU build of torch and no
+    MVL_GPU_JOB_ALLOW_CPU: `device: auto` must not fall back to the CPU; it fails in one line."""
+    env = _site_env()
+    del env["MVL_GPU_JOB_ALLOW_CPU"]
+    out = tmp_path / "job.out"
+    code = "from medvisionllama.runtime import resolve_device; resolve_device('auto')"
+    result = subprocess.run(["sbatch", "--wait", "--gpus=1", "-t", "5", "-o", str(out), "--parsable", "--wrap",
+                             f"mvl_python={shutil.which('python', path=env['PATH'])}; $mvl_python -c \"{code}\""],
+                            env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0, (result.stdout, result.stderr, out.read_text() if out.exists() else "")
+    error = out.read_text().strip().splitlines()[-1]
+    assert error.startswith("medvisionllama.errors.InputError: --device 'auto' needs CUDA here (SLURM job "), error
+    assert f"torch {__import__('torch').__version__}" in error and "NVIDIA driver: " in error, error
