@@ -61,7 +61,9 @@ onstart:
     if workflow.executor_plugin.name == "slurm" and not workflow.remote_exec:
         from medvisionllama.cluster.preflight import preflight_snakemake_jobs
 
+        settings = workflow.resource_settings  # the lists a pasted fix must repeat
         try:
-            print(preflight_snakemake_jobs(workflow.dag.needrun_jobs()))
+            print(preflight_snakemake_jobs(workflow.dag.needrun_jobs(), set_resources=settings.overwrite_resources,
+                                           set_threads=settings.overwrite_threads))
         except InputError as exc:
             raise WorkflowError(str(exc)) from None

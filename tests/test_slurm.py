@@ -392,7 +392,7 @@ def test_failed_jobs_retry_with_the_larger_request_and_name_their_logs(slurm_clu
     for attempt in (1, 2):
         kept = project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed2.attempt{attempt}.log"
         assert "injected failure: " in kept.read_text(), kept
-        assert re.search(rf"attempt {attempt} of train_run: injected failure: \S+ mvl train .*seed2 always fails"
+        assert re.search(rf"attempt {attempt} of train_run: injected failure: mvl train \S+/seed2 always fails"
                          rf" \(SLURM job {always[attempt - 1]['JobID']}\) \(log: \S+seed2\.attempt{attempt}\.log\)", out), out[-6000:]
     final = out[out.rindex("Error in group run_Task04_Hippocampus_vit_hybrid-sequential_16x16x8_seed2"):]
     assert "attempt 1 of train_run: injected failure" in final and "attempt 2 of train_run: injected failure" in final
@@ -574,7 +574,7 @@ def test_failed_attempts_keep_their_logs_and_the_last_error_shows_them_all(tmp_p
     stale.parent.mkdir(parents=True)
     stale.write_text("old evaluation\n")
     os.utime(stale, (1, 1))
-    reported = []
+    reported, printed = [], []
 
     class Executor:  # the plugin's Executor, as far as the patch sees it
         def report_job_submission(self, job_info):
@@ -583,11 +583,13 @@ def test_failed_attempts_keep_their_logs_and_the_last_error_shows_them_all(tmp_p
         def report_job_error(self, job_info, msg=None, **kwargs):
             reported.append((msg, kwargs))
 
+        logger = SimpleNamespace(error=lambda text: printed.append(text))
+
     plugin = SimpleNamespace(Executor=Executor)
     assert patch_slurm_errors(plugin) and patch_slurm_errors(plugin)
     train = SimpleNamespace(rule=SimpleNamespace(name="train_run"), log=[str(log)], attempt=1)
     evaluate = SimpleNamespace(rule=SimpleNamespace(name="evaluate_run"), log=[str(stale)], attempt=1)
-    group = SimpleNamespace(jobs=[evaluate, train], attempt=1)
+    group = SimpleNamespace(jobs=[evaluate, train], attempt=1, groupid="run_seed2")
     executor = Executor()
     for attempt, error in ((1, "InputError: first failure"), (2, "RuntimeError: CUDA out of memory")):
         group.attempt = attempt
@@ -598,6 +600,7 @@ def test_failed_attempts_keep_their_logs_and_the_last_error_shows_them_all(tmp_p
     assert Path("logs/train_run/seed2.attempt1.log").read_text().splitlines()[1] == "InputError: first failure"
     assert "CUDA out of memory" in Path("logs/train_run/seed2.attempt2.log").read_text()
     assert not Path("logs/evaluate_run/seed2.attempt1.log").exists()
+    assert printed[-1].startswith("Group job run_seed2 (SLURM job 42): SLURM-job failed\n    attempt 1 of train_run")
     last, kwargs = reported[-1]
     assert kwargs == {"aux_logs": ["slurm.log"]}
     assert last.splitlines() == [

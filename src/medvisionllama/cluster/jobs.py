@@ -169,14 +169,26 @@ def to_request(rule: str, label: str, attempt: int, threads: Value, resources: d
     )
 
 
+def _preprocessed(config: Mapping[str, Any], runs: list[Any]) -> dict[str, list[str]]:
+    """{task: [size, ...]} the runs read (``experiments.sizes_needed``, restricted to ``runs``):
+    the preprocess_task jobs of the plan, not every task x preprocess.sizes."""
+    order = list(_get(config, "preprocess", "sizes", default=[]) or [])
+    needed: dict[str, list[str]] = {}
+    for run in runs:
+        sizes = needed.setdefault(str(run.task), [])
+        if str(run.size) not in sizes:
+            sizes.append(str(run.size))
+    rank = {size: i for i, size in enumerate(order)}
+    return {task: sorted(sizes, key=lambda size: (rank.get(size, len(rank)), size)) for task, sizes in needed.items()}
+
+
 def cluster_jobs(config: Mapping[str, Any], runs: list[Any], profile: Profile, attempt: int = 1, *,
                  env: Mapping[str, str] | None = None, cores: int | None = None) -> list[JobRequest]:
     """Every cluster job of ``config`` (``runs``: its RunKeys) at ``attempt``, profile applied."""
     jobs = []
     workers = int(_get(config, "preprocess", "workers", default=1))
-    tasks = _get(config, "data", "tasks", default=[]) or []
-    for task in tasks:
-        for size in _get(config, "preprocess", "sizes", default=[]) or []:
+    for task, sizes in _preprocessed(config, runs).items():  # what the plan preprocesses, as the DAG
+        for size in sizes:
             threads, res = apply(PREPROCESS_RULE, workers, {}, profile, attempt, cores=cores)
             jobs.append(to_request(PREPROCESS_RULE, f"{task}/{size}", attempt, threads, res))
     training = _get(config, "training", default={}) or {}

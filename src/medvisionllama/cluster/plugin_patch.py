@@ -177,6 +177,11 @@ def patch_slurm_errors(plugin: Any = None) -> bool:
             lines = [f"(could not keep the attempt's log: {exc})"]
         if lines:
             msg = "\n".join([str(msg) if msg else "the job failed", *lines])
+        if msg and getattr(job_info.job, "jobs", None) is not None:
+            # Snakemake's report of a failed group job drops the executor's message (the SLURM
+            # state and reason): print it here, once
+            text = str(msg).replace("\n", "\n    ")
+            self.logger.error(f"Group job {getattr(job_info.job, 'groupid', '')} (SLURM job {job_info.external_jobid}): {text}")
         return report_error(self, job_info, msg, **kwargs)
 
     executor.report_job_submission = report_job_submission
