@@ -58,6 +58,12 @@ patch_slurm_errors()
 # every job about to be submitted against the cluster's partitions before the first sbatch
 # (`mvl preflight` without the submission; docs/slurm.md).
 onstart:
+    if not workflow.remote_exec:  # --cores lowering the config's threads is said, not silent
+        from medvisionllama.cluster.preflight import capped_threads
+
+        for line in capped_threads(config, workflow.resource_settings.cores,
+                                   slurm=workflow.executor_plugin.name == "slurm"):
+            print(line)
     if workflow.executor_plugin.name == "slurm" and not workflow.remote_exec:
         from medvisionllama.cluster.preflight import preflight_snakemake_jobs
 

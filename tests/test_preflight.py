@@ -551,3 +551,16 @@ def test_the_pasted_advice_fixes_the_plan_and_keeps_partition_gpu_model_and_memo
 
 def test_no_paste_advice_without_a_command_line_fix():
     assert paste_advice(["asks partition 'gpuq', which does not exist: set MVL_SLURM_GPU_PARTITION to one of debug"]) == []
+
+
+def test_cores_lowering_the_configs_threads_is_said():
+    from medvisionllama.cluster.preflight import capped_threads
+
+    config = {"training": {"threads": 4}, "preprocess": {"workers": 2}}
+    assert capped_threads(config, 1024, slurm=True) == [] and capped_threads(config, None) == []
+    assert capped_threads(config, 2) == ["note: --cores 2 lowers training.threads 4 to 2: every train_run and"
+                                         " evaluate_run job runs with 2 threads"]
+    (training, preprocess) = capped_threads(config, 1, slurm=True)
+    assert training.startswith("note: --cores 1 lowers training.threads 4 to 1: every train_run and evaluate_run"
+                               " job runs with and asks SLURM for 1 thread (with --profile slurm leave --cores out")
+    assert preprocess.startswith("note: --cores 1 lowers preprocess.workers 2 to 1: every preprocess_task job")

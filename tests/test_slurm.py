@@ -225,11 +225,15 @@ def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
     config = cluster_config()
     (project / "config.yaml").write_text(yaml.safe_dump(config))
     targets = cluster_targets(config)
+    # a second input size of the task: two preprocess_task jobs, submitted as one job array
+    task, other_size = config["data"]["tasks"][0], config["preprocess"]["sizes"][1]
+    array_target = f"{config['results_dir']}/preprocessed/{task}/{other_size}"
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     t0 = time.monotonic()
     result = _snakemake(
         ["--profile", "slurm", "--cores", "2", "--jobs", "2", "--configfile", "config.yaml",
-         "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs", *targets],
+         "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs",
+         "--slurm-array-jobs", "preprocess_task", *targets, array_target],
         project, _site_env(), timeout=SNAKEMAKE_TIMEOUT_S,
     )
     seconds = time.monotonic() - t0
@@ -265,6 +269,10 @@ def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
     assert CLUSTER_RULES <= submitted and not CLUSTER_RULES & local, (submitted, local)
     assert submitted == set(by_rule), f"submitted {sorted(submitted)}, sacct saw {sorted(by_rule)}\n{sacct}"
     assert all(j[1] == "COMPLETED" for j in ours), sacct
+    assert (project / array_target).is_dir()
+    preprocess = by_rule["preprocess_task"]
+    assert len(preprocess) == 2 and all(re.fullmatch(r"\d+_[01]", j[0]) for j in preprocess), sacct
+    assert len({j[0].split("_")[0] for j in preprocess}) == 1, sacct  # one array, two tasks
     for rule in GPU_RULES:
         assert all("gres/gpu=1" in j[2] for j in by_rule[rule]), (rule, by_rule[rule])
     for rule in submitted - GPU_RULES:

@@ -273,6 +273,26 @@ def paste_advice(messages: Iterable[str], set_resources: dict[str, dict[str, str
     return lines
 
 
+def capped_threads(config: dict, cores: int | None, *, slurm: bool = False) -> list[str]:
+    """A line for each config setting of threads that Snakemake's ``--cores`` lowers (it caps
+    every job's ``threads`` at ``--cores``; ``--cores all`` is the CPUs of the machine Snakemake
+    runs on, a cluster's login node), so that the change is said, not silent."""
+    if not cores:
+        return []
+    lines = []
+    for setting, keys, rules in (("training.threads", ("training", "threads"), "train_run and evaluate_run"),
+                                 ("preprocess.workers", ("preprocess", "workers"), "preprocess_task")):
+        value: Any = config
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int) and value > cores:
+            where = (" and asks SLURM for" if slurm else "")
+            lines.append(f"note: --cores {cores} lowers {setting} {value} to {cores}: every {rules} job runs with"
+                         f"{where} {cores} thread{'s' if cores != 1 else ''}"
+                         + (" (with --profile slurm leave --cores out: the profile sets 1024)" if slurm else ""))
+    return lines
+
+
 def _raw(value: Any) -> str:
     """A resource of Snakemake's settings (a ``Resource`` with the text it was given, or a plain
     value) as the expression text a command line would carry."""
