@@ -3,7 +3,7 @@ import json
 import os
 from pathlib import Path
 
-from medvisionllama.cluster.jobs import evaluate_resources, train_resources
+from medvisionllama.cluster.jobs import evaluate_resources, preprocess_resources, train_resources
 from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import figure_outputs
 from medvisionllama.experiments import experiment_specs, runs_of, sizes_needed
@@ -234,3 +234,11 @@ def evaluate_mem_mb(wildcards, attempt):
 
 def evaluate_runtime(wildcards, attempt):
     return evaluate_resources(config, wildcards, attempt).runtime_min
+
+
+def preprocess_mem_mb(wildcards, attempt):
+    return preprocess_resources(config, wildcards, attempt).mem_mb
+
+
+def preprocess_runtime(wildcards, attempt):
+    return preprocess_resources(config, wildcards, attempt).runtime_min

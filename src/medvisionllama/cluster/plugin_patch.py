@@ -133,8 +133,9 @@ def keep_attempt_logs(job: Any, since: float, history: dict[str, list[str]]) -> 
     for member in sorted(members, key=lambda m: m.rule.name != "train_run"):
         for log in getattr(member, "log", []) or []:
             path = Path(str(log))
-            try:
-                fresh = path.is_file() and path.stat().st_mtime >= since - 1
+            try:  # written by this job (an empty log is one Snakemake made for a rule that never ran)
+                stat = path.stat()
+                fresh = path.is_file() and stat.st_size > 0 and stat.st_mtime >= since - 1
             except OSError:
                 fresh = False
             earlier = history.get(str(path), [])
