@@ -231,7 +231,7 @@ def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     t0 = time.monotonic()
     result = _snakemake(
-        ["--profile", "slurm", "--cores", "2", "--jobs", "2", "--configfile", "config.yaml",
+        ["--profile", "slurm", "--cores", "2", "--configfile", "config.yaml",
          "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs",
          "--slurm-array-jobs", "preprocess_task", *targets, array_target],
         project, _site_env(), timeout=SNAKEMAKE_TIMEOUT_S,
@@ -271,7 +271,7 @@ def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
     assert all(j[1] == "COMPLETED" for j in ours), sacct
     assert (project / array_target).is_dir()
     preprocess = by_rule["preprocess_task"]
-    assert len(preprocess) == 2 and all(re.fullmatch(r"\d+_[01]", j[0]) for j in preprocess), sacct
+    assert len(preprocess) == 2 and all(re.fullmatch(r"\d+_\d+", j[0]) for j in preprocess), sacct
     assert len({j[0].split("_")[0] for j in preprocess}) == 1, sacct  # one array, two tasks
     for rule in GPU_RULES:
         assert all("gres/gpu=1" in j[2] for j in by_rule[rule]), (rule, by_rule[rule])
@@ -634,3 +634,31 @@ def test_a_gpu_job_whose_torch_cannot_use_cuda_fails_at_once(slurm_cluster, tmp_
     error = out.read_text().strip().splitlines()[-1]
     assert error.startswith("medvisionllama.errors.InputError: --device 'auto' needs CUDA here (SLURM job "), error
     assert f"torch {__import__('torch').__version__}" in error and "NVIDIA driver: " in error, error
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_start_cluster_applies_new_sizes_to_the_running_cluster(slurm_cluster):
+    """start-cluster.sh with another MVL_SLURM_MEM_MB on a running cluster restarts slurmctld and
+    slurmd so that the node has the new size (then the default again)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MVL_SLURM_")}
+
+    def start(**values: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(START)], env={**env, **values}, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=300)
+
+    def real_memory() -> str:
+        node = subprocess.run(["scontrol", "show", "node", "-o"], capture_output=True, text=True, check=True).stdout
+        return re.search(r"RealMemory=(\d+)", node).group(1)
+
+    try:
+        changed = start(MVL_SLURM_MEM_MB="64000")
+        assert changed.returncode == 0, changed.stdout + changed.stderr
+        assert "configuration changed (slurm.conf): restarting slurmctld and slurmd" in changed.stdout, changed.stdout
+        assert real_memory() == "64000"
+    finally:
+        restored = start()
+    assert restored.returncode == 0 and "restarting" in restored.stdout, restored.stdout + restored.stderr
+    assert real_memory() == "128000"
+    again = start()  # nothing changed: nothing restarts
+    assert again.returncode == 0 and "restarting" not in again.stdout, again.stdout
