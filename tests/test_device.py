@@ -71,3 +71,23 @@ def test_driver_version_without_a_driver(monkeypatch, tmp_path):
     monkeypatch.setattr(device, "DRIVER_FILE", tmp_path / "absent")
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi either
     assert device.driver_version().startswith("none found")
+
+
+def test_a_training_log_and_run_json_name_the_device(tmp_path, caplog, monkeypatch):
+    """A real (tiny) training run: its log's device line and run.json agree on the device."""
+    from data_helpers import tiny_settings
+    from test_train import make_tiny_task
+
+    from medvisionllama.training.train import train_run
+
+    for key in (*GPU_JOB, device.ALLOW_CPU_ENV):
+        monkeypatch.delenv(key, raising=False)
+    tiny = make_tiny_task(tmp_path / "tiny", cases=6)
+    with caplog.at_level("INFO", logger="medvisionllama.training.train"):
+        summary = train_run(preprocessed=tiny["preprocessed"], split=tiny["split"], run_dir=tmp_path / "run",
+                            model="vit", seed=0, settings=tiny_settings(epochs=1), progress=False)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("device: ")]
+    assert lines and lines[0].startswith(f"device: {expected}"), caplog.text[:2000]
+    assert summary["device"] == expected and summary["training"]["device"] == expected
+    assert f"torch {torch.__version__}" in lines[0]
