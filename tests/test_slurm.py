@@ -402,7 +402,7 @@ def test_failed_jobs_retry_with_the_larger_request_and_name_their_logs(slurm_clu
         assert "injected failure: " in kept.read_text(), kept
         assert re.search(rf"attempt {attempt} of train_run: injected failure: mvl train of \S+/seed2 always fails"
                          rf" \(SLURM job {always[attempt - 1]['JobID']}\) \(log: \S+seed2\.attempt{attempt}\.log\)", out), out[-6000:]
-    final = out[out.rindex("Error in group run_Task04_Hippocampus_vit_hybrid-sequential_16x16x8_seed2"):]
+    final = out[out.rindex(f"Group job run_Task04_Hippocampus_vit_hybrid-sequential_16x16x8_seed2 (SLURM job {always[1]['JobID']}):"):]
     assert "attempt 1 of train_run: injected failure" in final and "attempt 2 of train_run: injected failure" in final
     assert "finished " in (project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed1.log").read_text()
     retrained = (project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed3.log").read_text()
