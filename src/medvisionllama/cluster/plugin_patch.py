@@ -7,7 +7,7 @@ by the user, an admin or a limit), which matches none of them, so the plugin tak
 still running and Snakemake waits for it forever, printing nothing. The old Snakemake-Profiles/slurm
 status script had the same bug (fixed there in 2019:
 https://github.com/Snakemake-Profiles/slurm/pull/22); the plugin's own tracker has no issue for it
-yet (docs/slurm.md, "Cancelled jobs", has the text to file).
+yet (docs/slurm.md, section 4, has the text to file).
 
 The fix: the plugin's status query (``snakemake_executor_plugin_slurm.query_job_status``, a module
 global its ``check_active_jobs`` calls) is wrapped so that each state it returns is a
@@ -25,7 +25,9 @@ their log with ``> {log}``, so a retry overwrites attempt 1's log, and a SLURM j
 only Snakemake's report, not the program's error. When the plugin reports a failed job, each of
 its rule logs written by that job is copied to ``<log stem>.attempt<N><suffix>`` beside it, and
 the error message gains one line per attempt so far, with the log's last line (the error) and the
-copy's path: when attempt 2 fails, attempt 1's error is shown with it.
+copy's path: when attempt 2 fails, attempt 1's error is shown with it. For a group job (a
+run's train_run and evaluate_run), whose error report in Snakemake 9.27 drops the executor's
+message, the message (SLURM state, reason, attempts) is printed by the wrap itself.
 """
 
 from __future__ import annotations
