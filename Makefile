@@ -4,8 +4,10 @@
 #   make share      after a run: share what tables and figures need (a DVC remote in .dvc/config; README "For reviewers")
 #   make reviewer   after `dvc pull shared-results.dvc`: every table, figure and the report into results/reviewer/, no data or GPU
 #   make plots      `dvc plots show` (the committed shared-summary/) rendered offline into dvc_plots/index.html
-# A GPU cluster installs its CUDA build of torch first, e.g.
-#   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+# On a GPU cluster, TORCH_SPEC's torch==2.13.0 from PyPI is built for CUDA 13.0 (every PyPI
+# torch from 2.11 on is), which needs an NVIDIA driver 580 or newer (`nvidia-smi` prints it). For
+# an older driver take the last CUDA 12 build on PyPI (CUDA 12.8; docs/slurm.md, "CUDA build"):
+#   make install TORCH_SPEC="torch==2.10.0"
 
 PYTHON ?= python3
 VENV ?= .venv

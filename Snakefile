@@ -45,14 +45,31 @@ rule all:
         final_outputs,
 
 
+# The SLURM plugin (2.8.0) waits forever for a job sacct calls `CANCELLED by <uid>`, and a retry
+# overwrites the failed attempt's log: the project carries fixes until a release has them
+# (medvisionllama.cluster.plugin_patch; docs/slurm.md).
+from medvisionllama.cluster.plugin_patch import patch_slurm_errors, patch_slurm_status
+
+patch_slurm_status()
+patch_slurm_errors()
+
+
 # On a SLURM submission (not inside a job, not a dry run: Snakemake skips onstart then), check
 # every job about to be submitted against the cluster's partitions before the first sbatch
 # (`mvl preflight` without the submission; docs/slurm.md).
 onstart:
+    if not workflow.remote_exec:  # --cores lowering the config's threads is said, not silent
+        from medvisionllama.cluster.preflight import capped_threads
+
+        for line in capped_threads(config, workflow.resource_settings.cores,
+                                   slurm=workflow.executor_plugin.name == "slurm"):
+            print(line)
     if workflow.executor_plugin.name == "slurm" and not workflow.remote_exec:
         from medvisionllama.cluster.preflight import preflight_snakemake_jobs
 
+        settings = workflow.resource_settings  # the lists a pasted fix must repeat
         try:
-            print(preflight_snakemake_jobs(workflow.dag.needrun_jobs()))
+            print(preflight_snakemake_jobs(workflow.dag.needrun_jobs(), set_resources=settings.overwrite_resources,
+                                           set_threads=settings.overwrite_threads))
         except InputError as exc:
             raise WorkflowError(str(exc)) from None

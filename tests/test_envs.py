@@ -112,3 +112,45 @@ def test_pip_part_resolves_on_pypi(path: Path, tmp_path: Path):
         name = Requirement(line).name.lower().replace("_", "-")
         installs = result.stdout.lower().replace("_", "-")
         assert re.search(rf"\b{re.escape(name)}-\d", installs), f"{name} missing from: {result.stdout[-500:]}"
+
+
+def _stated_cuda(text: str) -> set[str]:
+    """The CUDA versions a text says the default torch build is for ("built for CUDA 13.0")."""
+    return set(re.findall(r"built for\s+(?:\*\*)?CUDA (\d+\.\d+)", text))
+
+
+def test_env_file_makefile_and_docs_name_the_same_cuda_build():
+    header = "\n".join(line.lstrip("# ") for line in (ENVS / "medvisionllama.yaml").read_text().splitlines()
+                       if line.startswith("#"))
+    docs = (ROOT / "docs" / "slurm.md").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    for text in (header, docs, makefile.replace("\n# ", " ")):
+        assert "13.0" in _stated_cuda(text) and _stated_cuda(text) <= {"13.0", "12.8"}, _stated_cuda(text)
+    for text in (header, docs, makefile):
+        assert "CUDA 12 build;" not in text and "whl/cu126" not in text  # the claims that were wrong
+        assert "580" in text  # the driver that CUDA 13.0 needs
+
+
+def test_the_env_files_torch_is_the_cuda_build_its_header_names(tmp_path):
+    """What pip would install for the env file's torch requirement, read from PyPI's metadata of
+    that wheel (no download of the wheel itself): its CUDA toolkit is the header's."""
+    if not _pypi_reachable():
+        pytest.skip(f"{INDEX} cannot be reached")
+    env = yaml.safe_load((ENVS / "medvisionllama.yaml").read_text())
+    torch_lines = [line for line in pip_section(env) if Requirement(line).name == "torch"]
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--no-deps", "--ignore-installed",
+         "--quiet", "--index-url", INDEX, "--report", str(report), *torch_lines],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    metadata = json.loads(report.read_text())["install"][0]["metadata"]
+    if not (sys.platform == "linux" and __import__("platform").machine() == "x86_64"):
+        pytest.skip("PyPI's CUDA builds of torch are the Linux x86_64 wheels")
+    toolkit = [d for d in metadata.get("requires_dist", []) if re.match(r"(cuda-toolkit|nvidia-cuda-runtime)", d)]
+    assert toolkit, metadata.get("requires_dist")
+    found = re.search(r"==(\d+)\.(\d+)", toolkit[0])
+    header = (ENVS / "medvisionllama.yaml").read_text()
+    assert found and f"CUDA {found.group(1)}.0" in header.replace("\n# ", " "), (metadata["version"], toolkit[0])

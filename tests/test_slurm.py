@@ -98,9 +98,12 @@ def _snakemake(args: list[str], cwd: Path, env: dict[str, str], timeout: int) ->
 
 
 def _site_env(**values: str) -> dict[str, str]:
+    """The environment of a user without site settings; the jobs may train on the CPU although
+    they hold the local cluster's fake GPU (medvisionllama.cluster.device)."""
     env = env_with_venv()
     for key in [k for k in env if k.startswith("MVL_SLURM_")]:
         del env[key]
+    env["MVL_GPU_JOB_ALLOW_CPU"] = "1"
     env.update(values)
     return env
 
@@ -222,11 +225,15 @@ def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
     config = cluster_config()
     (project / "config.yaml").write_text(yaml.safe_dump(config))
     targets = cluster_targets(config)
+    # a second input size of the task: two preprocess_task jobs, submitted as one job array
+    task, other_size = config["data"]["tasks"][0], config["preprocess"]["sizes"][1]
+    array_target = f"{config['results_dir']}/preprocessed/{task}/{other_size}"
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     t0 = time.monotonic()
     result = _snakemake(
-        ["--profile", "slurm", "--cores", "2", "--jobs", "2", "--configfile", "config.yaml",
-         "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs", *targets],
+        ["--profile", "slurm", "--cores", "2", "--configfile", "config.yaml",
+         "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs",
+         "--slurm-array-jobs", "preprocess_task", *targets, array_target],
         project, _site_env(), timeout=SNAKEMAKE_TIMEOUT_S,
     )
     seconds = time.monotonic() - t0
@@ -262,6 +269,10 @@ def test_dag_runs_through_sbatch_with_gpus(slurm_cluster, tmp_path):
     assert CLUSTER_RULES <= submitted and not CLUSTER_RULES & local, (submitted, local)
     assert submitted == set(by_rule), f"submitted {sorted(submitted)}, sacct saw {sorted(by_rule)}\n{sacct}"
     assert all(j[1] == "COMPLETED" for j in ours), sacct
+    assert (project / array_target).is_dir()
+    preprocess = by_rule["preprocess_task"]
+    assert len(preprocess) == 2 and all(re.fullmatch(r"\d+_\d+", j[0]) for j in preprocess), sacct
+    assert len({j[0].split("_")[0] for j in preprocess}) == 1, sacct  # one array, two tasks
     for rule in GPU_RULES:
         assert all("gres/gpu=1" in j[2] for j in by_rule[rule]), (rule, by_rule[rule])
     for rule in submitted - GPU_RULES:
@@ -385,6 +396,14 @@ def test_failed_jobs_retry_with_the_larger_request_and_name_their_logs(slurm_clu
     assert {int(i) for _, i in slurm_logs} == {int(j["JobID"]) for j in always}, slurm_logs
     for path, _ in slurm_logs:
         assert "Error in rule train_run" in Path(path).read_text()
+    # each attempt keeps its own log, and the final error shows attempt 1's error too
+    for attempt in (1, 2):
+        kept = project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed2.attempt{attempt}.log"
+        assert "injected failure: " in kept.read_text(), kept
+        assert re.search(rf"attempt {attempt} of train_run: injected failure: mvl train of \S+/seed2 always fails"
+                         rf" \(SLURM job {always[attempt - 1]['JobID']}\) \(log: \S+seed2\.attempt{attempt}\.log\)", out), out[-6000:]
+    final = out[out.rindex(f"Group job run_Task04_Hippocampus_vit_hybrid-sequential_16x16x8_seed2 (SLURM job {always[1]['JobID']}):"):]
+    assert "attempt 1 of train_run: injected failure" in final and "attempt 2 of train_run: injected failure" in final
     assert "finished " in (project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed1.log").read_text()
     retrained = (project / f"logs/train_run/{TASK}/vit/hybrid-sequential/{SIZE}/seed3.log").read_text()
     assert "from epoch 1 of 1" in retrained and (project / _run_dir(config, 3) / "history.csv").is_file()
@@ -468,3 +487,178 @@ def test_requeued_training_resumes_from_its_checkpoint_with_the_same_weights(slu
 
     assert rows(run / "history.csv") == rows(straight / "history.csv") and len(rows(straight / "history.csv")) == epochs + 1
     assert (project / f"{_run_dir(config, 0)}/metrics.csv").is_file()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_scancel_of_a_running_job_ends_it_in_snakemake_with_the_reason_and_log(slurm_cluster, tmp_path):
+    """sacct calls a cancelled job `CANCELLED by <uid>`; plugin 2.8.0 alone would wait for it
+    forever (medvisionllama.cluster.plugin_patch). With the patch Snakemake reports the job as
+    failed at its next status check, naming who cancelled it and the job's SLURM log."""
+    project, config = _prepared_project(tmp_path, epochs=5000)  # runs far longer than the test waits
+    log = (tmp_path / "snakemake.out").open("w")
+    command = ["timeout", "-k", "10", str(SNAKEMAKE_TIMEOUT_S), "snakemake", "--profile", "slurm", "--retries", "0",
+               "--slurm-init-seconds-before-status-checks", "1", f"{_run_dir(config, 0)}/metrics.csv"]
+    snakemake = subprocess.Popen(command, cwd=project, env=_site_env(), stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT)
+    try:
+        job_id = None
+        deadline = time.monotonic() + 300
+        while job_id is None and time.monotonic() < deadline and snakemake.poll() is None:
+            queue = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True).stdout
+            running = [line.split("|")[0] for line in queue.splitlines() if "|RUNNING|" in line and "_seed0_" in line]
+            if running:
+                job_id = running[0]
+            else:
+                time.sleep(0.5)
+        assert job_id, f"no running job within 300 s:\n{(tmp_path / 'snakemake.out').read_text()[-4000:]}"
+        subprocess.run(["scancel", job_id], check=True, capture_output=True, text=True)
+        try:
+            returncode = snakemake.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"Snakemake still waits 300 s after `scancel {job_id}`: the cancelled job was not "
+                        f"recognised\n{(tmp_path / 'snakemake.out').read_text()[-4000:]}")
+    finally:
+        if snakemake.poll() is None:
+            snakemake.kill()
+        log.close()
+    out = (tmp_path / "snakemake.out").read_text()
+    state = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert state.startswith("CANCELLED by "), state
+    assert returncode != 0, out[-4000:]
+    assert f"SLURM-job '{job_id}' failed, SLURM status is: '{state}" in out and "(root)" in out, out[-4000:]
+    slurm_log = re.search(rf"log: (\S+/logs/slurm/group_run_\S+_seed0_\S+/{job_id}\.log)", out)
+    assert slurm_log and Path(slurm_log.group(1)).is_file(), out[-4000:]
+    assert not (project / _run_dir(config, 0) / "run.json").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the plugin fixes, without a cluster (medvisionllama.cluster.plugin_patch)
+# --------------------------------------------------------------------------------------------
+def test_slurm_state_compares_by_its_first_word_and_prints_in_full():
+    from medvisionllama.cluster.plugin_patch import SlurmState
+
+    cancelled = SlurmState("CANCELLED by 0")
+    assert cancelled == "CANCELLED" and "CANCELLED" == cancelled and cancelled != "COMPLETED"
+    assert cancelled in ("BOOT_FAIL", "CANCELLED", "TIMEOUT") and cancelled not in ("COMPLETED", "RUNNING")
+    assert str(cancelled) == "CANCELLED by 0 (root)" and f"{cancelled}" == "CANCELLED by 0 (root)"
+    assert str(SlurmState("CANCELLED by 4294967000")) == "CANCELLED by 4294967000"  # no such user
+    for state in ("TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "COMPLETED", "RUNNING", "CANCELLED+"):
+        assert SlurmState(state) == state.rstrip("+") and str(SlurmState(state)) == state
+    assert SlurmState("RUNNING") != "RUN"
+
+
+def test_patched_status_query_lets_the_plugin_see_a_cancelled_job():
+    """The plugin's own comparisons (check_active_jobs: `status == "COMPLETED"`, `status in
+    fail_stati`) applied to what the patched query returns for recorded sacct states."""
+    import asyncio
+
+    from medvisionllama.cluster.plugin_patch import patch_slurm_status
+
+    recorded = {"11": "CANCELLED by 0", "12": "TIMEOUT", "13": "OUT_OF_MEMORY", "14": "NODE_FAIL",
+                "15": "COMPLETED", "16": "RUNNING", "17": "CANCELLED"}
+
+    async def query_job_status(command, logger):  # what plugin 2.8.0's parser returns for sacct's lines
+        return dict(recorded), 0.01
+
+    plugin = SimpleNamespace(query_job_status=query_job_status)
+    assert patch_slurm_status(plugin) and patch_slurm_status(plugin)  # idempotent
+    states, _ = asyncio.run(plugin.query_job_status("sacct ...", None))
+    fail_stati = ("BOOT_FAIL", "CANCELLED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "ERROR")
+    assert {j for j, s in states.items() if s in fail_stati} == {"11", "12", "13", "14", "17"}
+    assert [j for j, s in states.items() if s == "COMPLETED"] == ["15"]
+    assert "CANCELLED by 0" not in fail_stati  # the bug: unpatched, job 11 looks like it still runs
+    assert patch_slurm_status(SimpleNamespace()) is False
+
+
+def test_failed_attempts_keep_their_logs_and_the_last_error_shows_them_all(tmp_path, monkeypatch):
+    from medvisionllama.cluster.plugin_patch import patch_slurm_errors
+
+    monkeypatch.chdir(tmp_path)
+    log = Path("logs/train_run/seed2.log")
+    log.parent.mkdir(parents=True)
+    stale = Path("logs/evaluate_run/seed2.log")  # from an earlier invocation: not this job's
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old evaluation\n")
+    os.utime(stale, (1, 1))
+    reported, printed = [], []
+
+    class Executor:  # the plugin's Executor, as far as the patch sees it
+        def report_job_submission(self, job_info):
+            pass
+
+        def report_job_error(self, job_info, msg=None, **kwargs):
+            reported.append((msg, kwargs))
+
+        logger = SimpleNamespace(error=lambda text: printed.append(text))
+
+    plugin = SimpleNamespace(Executor=Executor)
+    assert patch_slurm_errors(plugin) and patch_slurm_errors(plugin)
+    train = SimpleNamespace(rule=SimpleNamespace(name="train_run"), log=[str(log)], attempt=1)
+    evaluate = SimpleNamespace(rule=SimpleNamespace(name="evaluate_run"), log=[str(stale)], attempt=1)
+    group = SimpleNamespace(jobs=[evaluate, train], attempt=1, groupid="run_seed2")
+    executor = Executor()
+    for attempt, error in ((1, "InputError: first failure"), (2, "RuntimeError: CUDA out of memory")):
+        group.attempt = attempt
+        info = SimpleNamespace(job=group, external_jobid=str(40 + attempt))
+        executor.report_job_submission(info)
+        log.write_text(f"epoch 1\n{error}\n\n")
+        executor.report_job_error(info, "SLURM-job failed", aux_logs=["slurm.log"])
+    assert Path("logs/train_run/seed2.attempt1.log").read_text().splitlines()[1] == "InputError: first failure"
+    assert "CUDA out of memory" in Path("logs/train_run/seed2.attempt2.log").read_text()
+    assert not Path("logs/evaluate_run/seed2.attempt1.log").exists()
+    assert printed[-1].startswith("Group job run_seed2 (SLURM job 42): SLURM-job failed\n    attempt 1 of train_run")
+    last, kwargs = reported[-1]
+    assert kwargs == {"aux_logs": ["slurm.log"]}
+    assert last.splitlines() == [
+        "SLURM-job failed",
+        "attempt 1 of train_run: InputError: first failure (log: logs/train_run/seed2.attempt1.log)",
+        "attempt 2 of train_run: RuntimeError: CUDA out of memory (log: logs/train_run/seed2.attempt2.log)",
+    ]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_gpu_job_whose_torch_cannot_use_cuda_fails_at_once(slurm_cluster, tmp_path):
+    """A job given the node's (fake) GPU, with this machine's CPU build of torch and no
+    MVL_GPU_JOB_ALLOW_CPU: `device: auto` must not fall back to the CPU; it fails in one line."""
+    env = _site_env()
+    del env["MVL_GPU_JOB_ALLOW_CPU"]
+    out = tmp_path / "job.out"
+    code = "from medvisionllama.runtime import resolve_device; resolve_device('auto')"
+    result = subprocess.run(["sbatch", "--wait", "--gpus=1", "-t", "5", "-o", str(out), "--parsable", "--wrap",
+                             f"mvl_python={shutil.which('python', path=env['PATH'])}; $mvl_python -c \"{code}\""],
+                            env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0, (result.stdout, result.stderr, out.read_text() if out.exists() else "")
+    error = out.read_text().strip().splitlines()[-1]
+    assert error.startswith("medvisionllama.errors.InputError: --device 'auto' needs CUDA here (SLURM job "), error
+    assert f"torch {__import__('torch').__version__}" in error and "NVIDIA driver: " in error, error
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_start_cluster_applies_new_sizes_to_the_running_cluster(slurm_cluster):
+    """start-cluster.sh with another MVL_SLURM_MEM_MB on a running cluster restarts slurmctld and
+    slurmd so that the node has the new size (then the default again)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MVL_SLURM_")}
+
+    def start(**values: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(START)], env={**env, **values}, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=300)
+
+    def real_memory() -> str:
+        node = subprocess.run(["scontrol", "show", "node", "-o"], capture_output=True, text=True, check=True).stdout
+        return re.search(r"RealMemory=(\d+)", node).group(1)
+
+    try:
+        changed = start(MVL_SLURM_MEM_MB="64000")
+        assert changed.returncode == 0, changed.stdout + changed.stderr
+        assert "configuration changed (slurm.conf): restarting slurmctld and slurmd" in changed.stdout, changed.stdout
+        assert real_memory() == "64000"
+    finally:
+        restored = start()
+    assert restored.returncode == 0 and "restarting" in restored.stdout, restored.stdout + restored.stderr
+    assert real_memory() == "128000"
+    again = start()  # nothing changed: nothing restarts
+    assert again.returncode == 0 and "restarting" not in again.stdout, again.stdout

@@ -50,7 +50,9 @@ def test_preflight_agrees_with_slurm_on_what_can_run(slurm_cluster, project, mon
 
     fits = preflight(project, env)
     assert fits.returncode == 0, fits.stdout + fits.stderr
-    assert fits.stdout.startswith("preflight: all ") and "debug*" in fits.stdout, fits.stdout
+    last = fits.stdout.splitlines()[-1]
+    assert last.startswith("preflight: all ") and "debug*" in last, fits.stdout
+    assert "  train_run: " in fits.stdout and "1 GPU (any model)" in fits.stdout  # one line per rule
 
     too_big = ["--set-threads", "train_run=64", "--set-resources", "evaluate_run:mem_mb=500000"]
     refused = preflight(project, env, *too_big)

@@ -2,7 +2,8 @@
 # Start a one-node SLURM cluster on this machine, with accounting and a fake GPU, for testing the
 # Snakemake profile in slurm/ (tests/test_slurm.py uses it; see docs/slurm.md).
 #
-#   sudo scripts/slurm/start-cluster.sh      # idempotent: running daemons are left alone
+#   sudo scripts/slurm/start-cluster.sh      # idempotent: running daemons are left alone, unless
+#                                            # the sizes changed: then slurmctld and slurmd restart
 #   scripts/slurm/stop-cluster.sh            # stops only what this script started
 #
 # What it does, as root: installs the Debian packages if a program is missing (munge, slurmctld,
@@ -82,9 +83,11 @@ if [[ -e $ETC/slurm.conf ]] && ! grep -qxF "$MARK" "$ETC/slurm.conf"; then
     die "$ETC/slurm.conf exists and was not written by this script: refusing to overwrite a real cluster's configuration"
 fi
 
-write_if_changed() {  # path mode content: rewrite only when different (running daemons keep theirs)
+CHANGED=()  # config files rewritten now: running daemons are restarted to read them
+write_if_changed() {  # path mode content: rewrite only when different
     local path=$1 mode=$2 content=$3
     if [[ ! -f $path ]] || [[ $(cat "$path") != "$content" ]]; then
+        [[ -f $path ]] && CHANGED+=("$(basename "$path")")
         printf '%s\n' "$content" >"$path.tmp.$$"
         chmod "$mode" "$path.tmp.$$"
         mv "$path.tmp.$$" "$path"
@@ -229,6 +232,22 @@ for user in $USERS; do
 done
 
 # ---------------------------------------------------------------- slurmctld, slurmd
+stop_daemon() {  # pidfile name: stop a daemon this script started, wait until it is gone
+    local pid
+    alive "$1" "$2" || return 0
+    pid=$(<"$1")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do [[ -d /proc/$pid ]] || return 0; sleep 0.1; done
+    die "$2 (pid $pid) did not stop within 10s"
+}
+if (( ${#CHANGED[@]} )) && { alive "$STATE/run/slurmctld.pid" slurmctld || alive "$STATE/run/slurmd.pid" slurmd; }; then
+    # new sizes (MVL_SLURM_CPUS, _MEM_MB, _GPUS): a node's definition is read when the daemons
+    # start (`scontrol reconfigure` does not change a node's CPUs or GRES), so restart them; the
+    # controller keeps its queue in StateSaveLocation, and running jobs go on
+    say "configuration changed (${CHANGED[*]}): restarting slurmctld and slurmd to apply it"
+    stop_daemon "$STATE/run/slurmd.pid" slurmd
+    stop_daemon "$STATE/run/slurmctld.pid" slurmctld
+fi
 if alive "$STATE/run/slurmctld.pid" slurmctld; then
     say "slurmctld already running"
 else

@@ -25,7 +25,12 @@ from medvisionllama.models import ModelConfig, build_model
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+    """``auto`` -> CUDA when available, else CPU; ``cpu``/``cuda``/``cuda:N`` as given. Inside a
+    SLURM job that holds a GPU, ``auto`` means ``cuda`` (medvisionllama.cluster.device)."""
+    from medvisionllama.cluster.device import required_device, unusable_cuda_message
+
+    requested = device
+    device, required_by = required_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -33,7 +38,7 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError as exc:
         raise InputError(f"--device {device!r}: {exc}") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device!r}: CUDA is not available on this machine")
+        raise InputError(unusable_cuda_message(requested, required_by))
     if dev.type not in {"cpu", "cuda"}:
         raise InputError(f"--device {device!r}: expected auto, cpu or cuda")
     return dev

@@ -4,7 +4,7 @@ import os
 import re
 from pathlib import Path
 
-from medvisionllama.cluster.jobs import evaluate_resources, train_resources
+from medvisionllama.cluster.jobs import evaluate_resources, preprocess_resources, train_resources
 from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import figure_outputs
 from medvisionllama.paper.outputs.figures import figure_files as paper_figure_files, paper_item, report_category
@@ -265,3 +265,11 @@ def evaluate_mem_mb(wildcards, attempt):
 
 def evaluate_runtime(wildcards, attempt):
     return evaluate_resources(config, wildcards, attempt).runtime_min
+
+
+def preprocess_mem_mb(wildcards, attempt):
+    return preprocess_resources(config, wildcards, attempt).mem_mb
+
+
+def preprocess_runtime(wildcards, attempt):
+    return preprocess_resources(config, wildcards, attempt).runtime_min

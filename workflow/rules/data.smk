@@ -81,6 +81,9 @@ rule preprocess_task:
     params:
         workers=config["preprocess"]["workers"],
     threads: config["preprocess"]["workers"]
+    resources:  # estimated from the task's volumes and workers (medvisionllama.cluster.resources)
+        mem_mb=preprocess_mem_mb,
+        runtime=preprocess_runtime,
     conda:
         "../../envs/medvisionllama.yaml"
     shell:

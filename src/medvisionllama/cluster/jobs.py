@@ -1,7 +1,8 @@
 """The cluster jobs of a pipeline config and what each asks SLURM for.
 
 The rules that go to the cluster (the others are ``localrules``): ``preprocess_task`` (one job a
-task and input size; ``threads: preprocess.workers``; memory and time from the profile),
+task and input size some run reads; ``threads: preprocess.workers``; memory and time from
+:func:`preprocess_resources`),
 ``train_run`` and ``evaluate_run`` (one job a run; ``threads: training.threads``; a GPU unless
 ``training.device: cpu``; memory and time from :mod:`medvisionllama.cluster.resources`). On a
 cluster the two jobs of a run form one job group (:func:`run_group`), submitted as one sbatch job
@@ -20,7 +21,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from medvisionllama.cluster.profile import Profile, Value, apply
-from medvisionllama.cluster.resources import JobResources, estimate_evaluation, estimate_training, for_attempt
+from medvisionllama.cluster.resources import (
+    JobResources,
+    estimate_evaluation,
+    estimate_preprocess,
+    estimate_training,
+    for_attempt,
+)
 from medvisionllama.errors import InputError
 from medvisionllama.tasks import task_info
 
@@ -90,16 +97,32 @@ def evaluate_resources(config: Mapping[str, Any], run: Any, attempt: int = 1,
     task, model, size = _run_fields(run)
     training = _get(config, "training", default={}) or {}
     info = task_info(task, _get(config, "data", "dir"))
-    native = _shape(info.shape)
-    if _get(config, "data", "source", default="synthetic") != "msd":  # synthetic volumes are small
-        side = int(_get(config, "data", "synthetic", "max_dim", default=48))
-        native = f"{side}x{side}x{side}"
+    native = _native_size(config, task)
     first = estimate_evaluation(
         _training_size(config, task, size)[0], model, test_cases=split_sizes(config, task)[2],
         native_size=native, device=str(training.get("device", "auto")), threads=int(training.get("threads", 1)),
         in_channels=info.num_channels, num_classes=info.num_classes,
         patch_size=int(_get(config, "model", "patch_size", default=8)),
     )
+    return for_attempt(first, attempt, env)
+
+
+def _native_size(config: Mapping[str, Any], task: str) -> str:
+    """A task's volume shape as read: the release's typical shape, or the synthetic side."""
+    if _get(config, "data", "source", default="synthetic") != "msd":  # synthetic volumes are small
+        side = int(_get(config, "data", "synthetic", "max_dim", default=48))
+        return f"{side}x{side}x{side}"
+    return _shape(task_info(task, _get(config, "data", "dir")).shape)
+
+
+def preprocess_resources(config: Mapping[str, Any], task: Any, attempt: int = 1,
+                         env: Mapping[str, str] | None = None) -> JobResources:
+    """What one ``preprocess_task`` job asks for (``task``: the task's name or the rule's wildcards)."""
+    name = str(getattr(task, "task", task))
+    first = estimate_preprocess(_native_size(config, name),
+                                channels=task_info(name, _get(config, "data", "dir")).num_channels,
+                                workers=int(_get(config, "preprocess", "workers", default=1)),
+                                real_data=_get(config, "data", "source", default="synthetic") == "msd")
     return for_attempt(first, attempt, env)
 
 
@@ -169,15 +192,30 @@ def to_request(rule: str, label: str, attempt: int, threads: Value, resources: d
     )
 
 
+def _preprocessed(config: Mapping[str, Any], runs: list[Any]) -> dict[str, list[str]]:
+    """{task: [size, ...]} the runs read (``experiments.sizes_needed``, restricted to ``runs``):
+    the preprocess_task jobs of the plan, not every task x preprocess.sizes."""
+    order = list(_get(config, "preprocess", "sizes", default=[]) or [])
+    needed: dict[str, list[str]] = {}
+    for run in runs:
+        sizes = needed.setdefault(str(run.task), [])
+        if str(run.size) not in sizes:
+            sizes.append(str(run.size))
+    rank = {size: i for i, size in enumerate(order)}
+    return {task: sorted(sizes, key=lambda size: (rank.get(size, len(rank)), size)) for task, sizes in needed.items()}
+
+
 def cluster_jobs(config: Mapping[str, Any], runs: list[Any], profile: Profile, attempt: int = 1, *,
                  env: Mapping[str, str] | None = None, cores: int | None = None) -> list[JobRequest]:
     """Every cluster job of ``config`` (``runs``: its RunKeys) at ``attempt``, profile applied."""
     jobs = []
     workers = int(_get(config, "preprocess", "workers", default=1))
-    tasks = _get(config, "data", "tasks", default=[]) or []
-    for task in tasks:
-        for size in _get(config, "preprocess", "sizes", default=[]) or []:
-            threads, res = apply(PREPROCESS_RULE, workers, {}, profile, attempt, cores=cores)
+    for task, sizes in _preprocessed(config, runs).items():  # what the plan preprocesses, as the DAG
+        for size in sizes:
+            estimate = preprocess_resources(config, task, attempt, env)
+            own = {"mem_mb": estimate.mem_mb, "runtime": estimate.runtime_min}
+            threads, res = apply(PREPROCESS_RULE, workers, own, profile, attempt, cores=cores,
+                                 estimated=frozenset(own))
             jobs.append(to_request(PREPROCESS_RULE, f"{task}/{size}", attempt, threads, res))
     training = _get(config, "training", default={}) or {}
     threads = int(training.get("threads", 1))

@@ -19,6 +19,8 @@ same check on the jobs of every SLURM submission (:func:`preflight_snakemake_job
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -195,13 +197,120 @@ def check(jobs: Iterable[JobRequest], cluster: Cluster) -> list[Problem]:
     return result
 
 
-def preflight_snakemake_jobs(jobs: Iterable[Any], cluster: Cluster | None = None) -> str:
+def _span(values: list[int], unit: str = "") -> str:
+    low, high = min(values), max(values)
+    return f"{low}{unit}" if low == high else f"{low}-{high}{unit}"
+
+
+def rule_summaries(jobs: Iterable[JobRequest], cluster: Cluster | None = None) -> list[str]:
+    """One line per rule: how many jobs of it the plan holds and everything they ask sbatch for
+    (partition, GPUs and their model, CPUs, memory, time; a range where the jobs differ)."""
+    by_rule: dict[str, list[JobRequest]] = {}
+    for job in jobs:
+        by_rule.setdefault(job.rule, []).append(job)
+    default = cluster.default.name if cluster is not None and cluster.default is not None else None
+    lines = []
+    for rule, group in by_rule.items():
+        partitions = sorted({j.partition or (f"{default} (the default)" if default else "the default") for j in group})
+        gpus = max(j.gpus for j in group)
+        models = sorted({j.gpu_model or "any model" for j in group if j.gpus})
+        parts = [f"{len(group)} job{'s' if len(group) != 1 else ''}", f"partition {', '.join(partitions)}",
+                 f"{gpus} GPU ({', '.join(models)})" if gpus else "no GPU", f"{_span([j.cpus.value for j in group])} CPU{'' if max(j.cpus.value for j in group) == 1 else 's'}"]
+        mems = [j.mem_mb.value for j in group if j.mem_mb is not None]
+        times = [j.runtime_min.value for j in group if j.runtime_min is not None]
+        parts.append(f"{_span(mems)} MB" if mems else "memory: the cluster's default")
+        parts.append(f"{_span(times)} min" if times else "time: the partition's default")
+        lines.append(f"{rule}: " + ", ".join(parts))
+    return lines
+
+
+_FIX_RESOURCES = re.compile(r"--set-resources((?: [\w.-]+:\w+=[^\s;,()]+)+)")
+_FIX_THREADS = re.compile(r"--set-threads ([\w.-]+)=(\d+)")
+
+
+def _pasteable(value: str) -> str:
+    """A profile value as a command-line value: ``'gpuq'`` -> ``gpuq`` (Snakemake keeps a word
+    it cannot evaluate as a string), expressions as they are."""
+    m = re.fullmatch(r"(['\"])([A-Za-z_][\w.,:-]*)\1", value.strip())
+    return m.group(2) if m else value
+
+
+def paste_advice(messages: Iterable[str], set_resources: dict[str, dict[str, str]] | None = None,
+                 set_threads: dict[str, str] | None = None) -> list[str]:
+    """The ``--set-resources``/``--set-threads`` fixes named in ``messages``, merged into the lists
+    they replace (``set_resources``/``set_threads``: the profile's or the command line's), as
+    lines to paste after ``snakemake``: one line per rule with every resource it sets. Empty when
+    no message names such a fix. A list given on the command line replaces the profile's whole
+    list, so a fix alone would drop the partition, the GPU model and preprocessing's memory."""
+    resources: dict[str, dict[str, str]] = {r: dict(v) for r, v in (set_resources or {}).items()}
+    threads = dict(set_threads or {})
+    fixed_resources = fixed_threads = False
+    for message in messages:
+        for found in _FIX_RESOURCES.finditer(message):
+            for item in found.group(1).split():
+                rule, assign = item.split(":", 1)
+                key, value = assign.split("=", 1)
+                resources.setdefault(rule, {})[key] = value
+                fixed_resources = True
+        for rule, value in _FIX_THREADS.findall(message):
+            threads[rule] = value
+            fixed_threads = True
+    if not (fixed_resources or fixed_threads):
+        return []
+    lines = ["paste after `snakemake --profile slurm` (each list replaces the profile's whole list,"
+             " so every entry of it is repeated here):"]
+    blocks = []
+    if fixed_threads and threads:
+        blocks.append(("--set-threads", [[f"{rule}={value}" for rule, value in threads.items()]]))
+    if fixed_resources:
+        blocks.append(("--set-resources", [[f"{rule}:{key}={_pasteable(value)}" for key, value in res.items()]
+                                           for rule, res in resources.items() if res]))
+    for b, (option, rows) in enumerate(blocks):
+        lines.append(f"    {option} \\")
+        for i, row in enumerate(rows):
+            last = b == len(blocks) - 1 and i == len(rows) - 1
+            lines.append("        " + " ".join(shlex.quote(item) for item in row) + ("" if last else " \\"))
+    return lines
+
+
+def capped_threads(config: dict, cores: int | None, *, slurm: bool = False) -> list[str]:
+    """A line for each config setting of threads that Snakemake's ``--cores`` lowers (it caps
+    every job's ``threads`` at ``--cores``; ``--cores all`` is the CPUs of the machine Snakemake
+    runs on, a cluster's login node), so that the change is said, not silent."""
+    if not cores:
+        return []
+    lines = []
+    for setting, keys, rules in (("training.threads", ("training", "threads"), "train_run and evaluate_run"),
+                                 ("preprocess.workers", ("preprocess", "workers"), "preprocess_task")):
+        value: Any = config
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int) and value > cores:
+            where = (" and asks SLURM for" if slurm else "")
+            lines.append(f"note: --cores {cores} lowers {setting} {value} to {cores}: every {rules} job runs with"
+                         f"{where} {cores} thread{'s' if cores != 1 else ''}"
+                         + (" (with --profile slurm leave --cores out: the profile sets 1024)" if slurm else ""))
+    return lines
+
+
+def _raw(value: Any) -> str:
+    """A resource of Snakemake's settings (a ``Resource`` with the text it was given, or a plain
+    value) as the expression text a command line would carry."""
+    raw = getattr(value, "raw", value)
+    return raw if isinstance(raw, str) else str(raw)
+
+
+def preflight_snakemake_jobs(jobs: Iterable[Any], cluster: Cluster | None = None, *,
+                             set_resources: Any = None, set_threads: Any = None) -> str:
     """Check the jobs Snakemake is about to submit (from a Snakefile ``onstart:`` hook:
     ``workflow.dag.needrun_jobs()``; each has ``rule.name``, ``wildcards_dict``, ``threads``,
     ``resources``, ``attempt``, ``is_local``, ``group``), with the resources Snakemake itself
     resolved; the jobs of a group are checked as one sbatch job too (:func:`group_request`).
-    Returns the summary line; raises ``InputError`` with one line per rule that cannot be
-    scheduled. ``cluster``: default, ask it (``sinfo``, ``scontrol``)."""
+    Returns one line per rule (what its jobs ask) and a summary line; raises ``InputError`` with
+    one line per rule that cannot be scheduled and the fixes to paste. ``cluster``: default, ask it
+    (``sinfo``, ``scontrol``). ``set_resources``/``set_threads``: Snakemake's
+    ``workflow.resource_settings.overwrite_resources``/``overwrite_threads`` (the lists a pasted
+    fix replaces)."""
     requests = []
     for job in jobs:
         if getattr(job, "is_local", False):
@@ -213,12 +322,17 @@ def preflight_snakemake_jobs(jobs: Iterable[Any], cluster: Cluster | None = None
                                    group=getattr(job, "group", None)))
     cluster = read_cluster() if cluster is None else cluster
     problems = check(requests, cluster)
+    summaries = [f"  {line}" for line in rule_summaries(requests, cluster)]
     if problems:
+        resources = {str(r): {str(k): _raw(v) for k, v in dict(res).items()} for r, res in dict(set_resources or {}).items()}
+        threads = {str(r): _raw(v) for r, v in dict(set_threads or {}).items()}
         lines = [f"cannot run: {p.message}" for p in problems]
+        lines += paste_advice([p.message for p in problems], resources, threads)
+        lines += summaries
         lines.append(f"preflight: {len(problems)} rule(s) can never be scheduled: nothing was submitted"
                      f" ({_summary(cluster)})")
         raise InputError("\n".join(lines))
-    return f"preflight: all {len(requests)} cluster jobs fit ({_summary(cluster)})"
+    return "\n".join(summaries + [f"preflight: all {len(requests)} cluster jobs fit ({_summary(cluster)})"])
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -340,8 +454,14 @@ def run_preflight(*, config_files: list[Path], schema: Path | None = None, profi
     problems, warnings, count = preflight(config, options, cluster, cores=cores)
     for problem in problems:
         print(f"cannot run: {problem.message}")
+    for line in paste_advice([p.message for p in problems], options.set_resources, options.set_threads):
+        print(line)
     for warning in warnings:
         print(f"warning: {warning.message}")
+    from medvisionllama.experiments import all_runs
+
+    for line in rule_summaries(cluster_jobs(config, all_runs(config), options, 1, cores=cores), cluster):
+        print(f"  {line}")
     if problems:
         print(f"preflight: {len(problems)} rule(s) can never be scheduled: fix them before submitting"
               f" ({_summary(cluster)})")

@@ -138,6 +138,8 @@ def evaluate(expression: str, *, attempt: int, threads: int | None = None, where
     try:
         return eval(compile(expression, "<resource>", "eval"), names)  # noqa: S307 - the user's own profile
     except NameError as exc:
+        if getattr(exc, "name", None) not in {"input", "wildcards", "rulename", "resources", "output"}:
+            return expression  # a bare word (gpuq, a100): Snakemake keeps it as a string
         raise InputError(f"{where}: cannot evaluate {expression!r} here ({exc}); preflight knows attempt and threads only") from None
     except SyntaxError:
         return expression  # a bare string, as Snakemake keeps it

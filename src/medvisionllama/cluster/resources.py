@@ -41,11 +41,32 @@ need ``MVL_SLURM_MAX_RUNTIME`` and a retry.
 
 Memory (host RAM, what SLURM's ``--mem`` limits)
 ------------------------------------------------
-``BASE`` (Python and torch: 1,000 MB; with the CUDA runtime 3,000 MB) + the LLM layer as loaded
-(6 bytes a parameter: benchmarks/results/layer_loading.md measured 1,253 MiB for the 218 M
-parameters of a Llama-3.1-8B layer in float32) + data loading (each DataLoader worker: 400 MB
-plus four copies of a batch of float32 volumes; the main process holds four more) + on a CPU the
-activations below; times ``SAFETY``, rounded up to 1,000 MB, at least ``MIN_MEM_MB = 2000``.
+Measured on the local cluster (sacct ``MaxRSS`` of the batch step and ``/usr/bin/time -v``, the
+larger of the two; docs/slurm.md, "Requests against measured use"), on the CPU, default model
+(hidden size 32), Task01 (4 channels), batch 4:
+
+- ``BASE_MB = 400``: Python, torch and the package (a ViT training at 32x32x16 used 453 MB);
+- ``CPU_BYTES_PER_VOXEL = 950``: a CPU training step's activations and workspaces per voxel of a
+  batch (64x64x40 used 1,002 MB: 549 MB more for 147,456 more voxels x 4 cases);
+- ``LLM_IMPORT_MB = 150`` for a model with an LLM block (transformers and the block's code:
+  SmolLM2 at 32x32x16 used 600 MB), plus the layer as loaded (6 bytes a parameter:
+  benchmarks/results/layer_loading.md measured 1,253 MiB for the 218 M parameters of a
+  Llama-3.1-8B layer) and on a CPU its activations in float32, ``batch * T * (6 * hidden + 3 *
+  intermediate) * 6`` bytes (SmolLM2 at 64x64x40, 2,560 tokens, used 1,651 MB);
+- evaluation: ``EVAL_BASE_MB = 320`` (a ViT evaluation at 32x32x16 used 336 MB), the same LLM
+  terms, a third of one case's activations, and one native volume of images, probabilities,
+  labels and distance maps (float32; unmeasured at real sizes: x 1.5).
+
+The measured sum is asked with a margin ``MEASURED_MARGIN = 1.25`` (sacct samples every 10 s);
+what was not measured keeps ``SAFETY = 1.5``: the CUDA runtime's host memory on a GPU node
+(``CUDA_HOST_MB = 2000``, no real GPU here), data-loader workers (400 MB each plus four copies of
+a batch), native volumes of real MSD sizes (measured only on small synthetic ones). Rounded up to
+250 MB, at least ``MIN_MEM_MB = 500``.
+
+Preprocessing (``preprocess_task``, :func:`estimate_preprocess`): each of the ``workers`` processes
+and the main one cost ``PRE_PROCESS_MB = 250`` (measured: 544 MB for two workers and the main
+process on synthetic volumes), plus per worker a native volume of every channel in four float32
+copies (read, resampled, normalised, cropped; unmeasured at real sizes: x 1.5).
 
 GPU memory (information only: SLURM allocates whole GPUs): 1,000 MB of CUDA context + the frozen
 layer in float32 plus its bfloat16 copy under autocast (6 bytes a parameter) + activations:
@@ -91,11 +112,20 @@ BETA = 0.25
 K_CPU = 18.0
 R_CPU = 30e9  #: FLOP/s of the frozen LLM layer on a CPU
 FIT_FACTOR = 1.06  #: every anchor is reproduced within this factor
-SAFETY = 1.5
+SAFETY = 1.5  #: on what is estimated, not measured
+MEASURED_MARGIN = 1.25  #: on what was measured (docs/slurm.md, "Requests against measured use")
 STARTUP_MIN = 10.0
 MIN_RUNTIME_MIN = 15
-MIN_MEM_MB = 2000
-BYTES_PER_VOXEL = 256  #: activations kept for backward at voxel resolution, per case
+MIN_MEM_MB = 500
+MEM_STEP_MB = 250
+BYTES_PER_VOXEL = 256  #: activations kept for backward at voxel resolution, per case (GPU, bf16)
+BASE_MB = 400.0  #: measured: Python, torch and the package (a training process)
+EVAL_BASE_MB = 320.0  #: measured: the same for an evaluation process
+CPU_BYTES_PER_VOXEL = 950.0  #: measured: a CPU training step per voxel of a batch
+LLM_IMPORT_MB = 150.0  #: measured: transformers and the LLM block's code
+CUDA_HOST_MB = 2000.0  #: not measured (no GPU here): the CUDA runtime's host memory
+PRE_PROCESS_MB = 250.0  #: measured: each preprocessing process
+PRE_COPIES = 4  #: not measured: float32 copies of a native volume while it is preprocessed
 REFERENCE_LLM = "llama3.1-8b"
 MAX_RUNTIME_ENV = "MVL_SLURM_MAX_RUNTIME"
 MAX_MEM_ENV = "MVL_SLURM_MAX_MEM_MB"
@@ -192,14 +222,36 @@ def _round_up(value: float, step: int) -> int:
 
 
 def _host_mem_mb(data_size: str, model: str, batch_size: int, in_channels: int, num_workers: int,
-                 gpus: int, activations: float) -> int:
+                 gpus: int, size: str | None = None, patch_size: int = 8, training: bool = True,
+                 volume_mb: float = 0.0) -> int:
+    """Host memory of a training (or, ``training=False``, an evaluation) process; see the module
+    docstring for what was measured and what was not."""
     llm = llm_of(model)
-    base = 3000.0 if gpus else 1000.0
-    weights = 0.0 if llm is None else layer_params(llm) * 6 / 1e6
+    measured = BASE_MB if training else EVAL_BASE_MB
+    if llm is not None:
+        measured += LLM_IMPORT_MB + layer_params(llm) * 6 / 1e6
+    if not gpus:  # activations live in host memory
+        v = voxels(size or data_size)
+        step = batch_size * v * CPU_BYTES_PER_VOXEL
+        if llm is not None:
+            hidden, inter, *_ = llm_layer_dims(llm)
+            step += batch_size * (v / patch_size**3) * (6 * hidden + 3 * inter) * 6
+        measured += step / 1e6 if training else step / 3e6
     batch = batch_size * in_channels * voxels(data_size) * 4 * 4 / 1e6  # four float32 copies
-    data = num_workers * (400 + batch) + batch
-    cpu_activations = 0.0 if gpus else activations
-    return max(MIN_MEM_MB, _round_up(SAFETY * (base + weights + data + cpu_activations), 1000))
+    unmeasured = num_workers * (400 + batch) + (CUDA_HOST_MB if gpus else 0.0) + volume_mb
+    return max(MIN_MEM_MB, _round_up(MEASURED_MARGIN * measured + SAFETY * unmeasured, MEM_STEP_MB))
+
+
+def estimate_preprocess(native_size: str, *, channels: int, workers: int, real_data: bool = True) -> JobResources:
+    """The request of one ``preprocess_task`` job: ``workers`` processes besides the main one,
+    each holding a native volume (``native_size``, all ``channels``) in ``PRE_COPIES`` float32
+    copies. Time: 2 h for the real MSD releases (unmeasured), 15 min for synthetic tasks."""
+    _positive("channels", channels)
+    _positive("workers", workers)
+    volume = voxels(native_size) * channels * 4 * PRE_COPIES / 1e6
+    mem = MEASURED_MARGIN * PRE_PROCESS_MB * (1 + workers) + SAFETY * workers * volume
+    return JobResources(mem_mb=max(MIN_MEM_MB, _round_up(mem, MEM_STEP_MB)),
+                        runtime_min=120 if real_data else MIN_RUNTIME_MIN, gpus=0, cpus=workers)
 
 
 # --- the estimates -----------------------------------------------------------------------------
@@ -234,7 +286,7 @@ def estimate_training(size: str, model: str, *, epochs: int, train_cases: int, b
     hours = epochs * train_cases * case_seconds(size, model, device, patch_size) / 3600
     runtime = max(MIN_RUNTIME_MIN, _round_up(SAFETY * (hours * 60 + STARTUP_MIN), 5))
     activations = activation_mb(size, model, batch_size, patch_size)
-    mem = _host_mem_mb(data_size or size, model, batch_size, in_channels, num_workers, gpus, activations)
+    mem = _host_mem_mb(data_size or size, model, batch_size, in_channels, num_workers, gpus, size, patch_size)
     return JobResources(mem_mb=mem, runtime_min=runtime, gpus=gpus, cpus=threads,
                         gpu_mem_mb=_gpu_mem_mb(model, gpus, activations))
 
@@ -260,8 +312,7 @@ def estimate_evaluation(size: str, model: str, *, test_cases: int, native_size: 
     # one native volume of images, probabilities per class, labels and distance maps, float32
     volume = native * (in_channels + 3 * num_classes + 4) * 4 / 1e6
     activations = activation_mb(size, model, 1, patch_size) / 3
-    mem = _host_mem_mb(size, model, 1, in_channels, 0, gpus, activations)
-    mem = _round_up(mem + SAFETY * volume, 1000)
+    mem = _host_mem_mb(size, model, 1, in_channels, 0, gpus, size, patch_size, training=False, volume_mb=volume)
     return JobResources(mem_mb=mem, runtime_min=runtime, gpus=gpus, cpus=threads,
                         gpu_mem_mb=_gpu_mem_mb(model, gpus, activations))
 

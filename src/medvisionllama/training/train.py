@@ -53,6 +53,7 @@ from medvisionllama.evaluation.metrics import foreground_dice
 from medvisionllama.experiments import load_config
 from medvisionllama.io_utils import write_json_atomic, write_text_atomic
 from medvisionllama.models import ModelConfig
+from medvisionllama.cluster.device import describe as describe_device
 from medvisionllama.runtime import autocast, build_run_model, predict_logits, resolve_device
 from medvisionllama.training.data import (
     CaseDataset,
@@ -315,6 +316,7 @@ def train_run(
     ts = settings.training
     run_dir = Path(run_dir)
     dev = resolve_device(ts.device)
+    log.info("device: %s", describe_device(dev))  # every run's log names it (run.json: "device")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     info: PreprocessedInfo = read_preprocessed(preprocessed)
