@@ -50,10 +50,11 @@ def _llm_layers(llm: str, default: int | None) -> tuple[int, int]:
 
 
 def expand_layers(models: Iterable[str], layers: Iterable[int], default_layer: int | None = None,
-                  where: str = "experiment") -> tuple[str, ...]:
+                  where: str = "experiment", used: dict[str, tuple[int, int]] | None = None) -> tuple[str, ...]:
     """The model names of an experiment with its LLM models once per layer of ``layers`` (empty:
     each LLM model as written), canonical (see the module docstring), duplicates dropped in order.
-    ``default_layer``: ``model.llm_layer`` of the config."""
+    ``default_layer``: ``model.llm_layer`` of the config. ``used``, when given, receives for each
+    LLM model name ``(layer index, number of layers)``: which layer the name stands for."""
     layers = list(layers)
     out: list[str] = []
     for model in models:
@@ -68,7 +69,10 @@ def expand_layers(models: Iterable[str], layers: Iterable[int], default_layer: i
             if not 0 <= index < count:
                 raise InputError(f"{where}: layer {layer} is out of range for {name.llm} ({count} layers: "
                                  f"0..{count - 1}, or -{count}..-1 from the end)")
-            out.append(with_layer(name.base, None if index == default else index))
+            canonical = with_layer(name.base, None if index == default else index)
+            out.append(canonical)
+            if used is not None:
+                used[canonical] = (index, count)
     return tuple(dict.fromkeys(out))
 
 
@@ -102,6 +106,7 @@ def experiment_specs(config: dict, names: Iterable[str] | None = None) -> list[E
         spec.setdefault("sizes", [sizes[0]])
         spec.setdefault("seeds", seeds)
         spec.setdefault("llm_for_paper", {m: stand_ins[m] for m in spec.get("models", []) if m in stand_ins})
+        used: dict[str, tuple[int, int]] = {}
         if "models" in spec:
             models = spec["models"] if isinstance(spec["models"], list) else [spec["models"]]
             layers = spec.get("llm_layers") or []
@@ -109,12 +114,12 @@ def experiment_specs(config: dict, names: Iterable[str] | None = None) -> list[E
                 spec["models"] = list(expand_layers([str(m) for m in models],
                                                     [v for v in (layers if isinstance(layers, list) else [layers])
                                                      if isinstance(v, int) and not isinstance(v, bool)],
-                                                    default_layer, f"config: experiment {name!r}"))
+                                                    default_layer, f"config: experiment {name!r}", used))
             except InputError as exc:
                 message = str(exc)
                 raise InputError(message if message.startswith("config:") else f"config: experiment {name!r}: {message}") from None
             spec["llm_for_paper"] = {k: v for k, v in spec["llm_for_paper"].items() if k in spec["models"]}
-        parsed = dataclasses.replace(ExperimentSpec.from_dict(name, spec), folds=folds)
+        parsed = dataclasses.replace(ExperimentSpec.from_dict(name, spec), folds=folds, model_layers=used)
         outside = [t for t in parsed.tasks if t not in data_tasks]
         if outside:
             raise InputError(f"config: experiment {name!r} uses tasks {outside} that are not in data.tasks")

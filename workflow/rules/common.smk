@@ -5,7 +5,7 @@ from pathlib import Path
 
 from medvisionllama.cluster.jobs import evaluate_resources, train_resources
 from medvisionllama.errors import InputError
-from medvisionllama.paper.outputs import figure_outputs
+from medvisionllama.paper.outputs import figure_outputs, layer_sweep
 from medvisionllama.experiments import experiment_specs, runs_of, sizes_needed
 from medvisionllama.lineage import lineage_params
 from medvisionllama.vocabulary import (
@@ -197,7 +197,10 @@ def table_files():
     the report, captioned by workflow/report/{table,comparison,claims}.rst."""
     files = []
     for spec in SPECS:
-        for content, names in spec.table.files(spec.name).items():
+        contents = dict(spec.table.files(spec.name))
+        if layer_sweep.wanted(spec):  # beyond the paper: Dice per LLM layer
+            contents["layers"] = layer_sweep.files(spec.name)
+        for content, names in contents.items():
             for name in names:
                 path = f"{TABLES}/{name}"
                 if name.endswith(".html"):

@@ -465,7 +465,7 @@ def load_samples(paths: list[str | Path]) -> dict[RunKey, dict[str, np.ndarray]]
 
 
 def _pick(samples: dict[RunKey, dict[str, np.ndarray]], spec: ExperimentSpec, task: str, model: str) -> dict[str, np.ndarray]:
-    key = RunKey(task, model, spec.attention[0], spec.sizes[0], min(spec.seeds))
+    key = RunKey(task, model, spec.attention[0], spec.sizes[0], min(spec.seeds), 0 if spec.folds else None)
     if key not in samples:
         raise InputError(f"no samples.npz given for run {key.path()}")
     return samples[key]
@@ -547,6 +547,12 @@ def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path,
         if stamp:
             stamp += " Published numbers are shown for reference, not as the target of this run."
         written += figure_published_vs_reproduced(values, tmp / PUBLISHED_VS_REPRODUCED.stem, stamp).paths
+        sweeps = [spec for spec in specs if spec.llm_layers]  # beyond the paper: Dice per LLM layer
+        if sweeps:
+            from medvisionllama.paper.layer_sweep_figure import write_layer_sweep_figure
+
+            written += write_layer_sweep_figure([scored[s.name] for s in sweeps], tmp,
+                                                configuration_stamp(sweeps, scored, provenance))
     return [outdir / p.name for p in written]
 
 

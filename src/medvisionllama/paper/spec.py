@@ -57,6 +57,9 @@ class ExperimentSpec:
     llm_layers: tuple[int, ...] = ()
     #: ``split.folds``: K folds per run (None: the single train/val/test split)
     folds: int | None = None
+    #: LLM model name -> (decoder layer index, number of layers), for the models of a layer sweep
+    #: or named with ``@<layer>`` (filled by ``experiments.experiment_specs``)
+    model_layers: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"experiment {self.name!r}"

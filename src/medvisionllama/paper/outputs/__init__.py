@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from medvisionllama.errors import InputError
-from medvisionllama.paper.outputs import appendix_table1, appendix_table2, appendix_table3, table2, table3, table4
+from medvisionllama.paper.outputs import (
+    appendix_table1, appendix_table2, appendix_table3, layer_sweep, table2, table3, table4,
+)
 from medvisionllama.paper.outputs.base import PaperFigure, PaperTable
 from medvisionllama.paper.outputs.figures import FIGURES
 
@@ -35,5 +37,6 @@ def table_of_kind(kind: str, where: str = "experiment") -> PaperTable:
 
 
 def figure_outputs(specs: list["ExperimentSpec"]) -> list[str]:
-    """File names ``mvl figures`` writes for these experiments (for Snakemake ``output:``)."""
-    return [name for figure in FIGURES if figure.wanted(specs) for name in figure.files()]
+    """File names ``mvl figures`` writes for these experiments (for Snakemake ``output:``): the
+    paper's figures, then the layer-sweep figure when an experiment sweeps layers (:mod:`.layer_sweep`)."""
+    return [name for figure in FIGURES if figure.wanted(specs) for name in figure.files()] + layer_sweep.figure_files(specs)
