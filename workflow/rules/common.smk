@@ -72,7 +72,7 @@ wildcard_constraints:
     replicate=REPLICATE_PATTERN,
     llm=r"[A-Za-z0-9._-]+(@[0-9]+)?",
     attention="|".join(ATTENTIONS),
-    model="[A-Za-z0-9._-]+",
+    model=r"[A-Za-z0-9._-]+(@[0-9]+)?",
     part="train|evaluate|lineage",
 
 
