@@ -157,3 +157,35 @@ def test_a_cross_validation_config_with_dvc_lineage_is_refused_before_any_job(tm
     assert result.returncode != 0
     said = result.stdout + result.stderr
     assert "split.folds 5" in said and "lineage.dvc: false" in said
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_fold_run_trains_on_its_fold_and_evaluation_refuses_another_folds_test_cases(tmp_path):
+    """Train on fold 1 of 3 (tiny, 1 epoch): it is scored on fold 1's test cases only; scoring it on
+    fold 0 or on the single split (whose test cases it may have trained on) is refused."""
+    from data_helpers import make_task, tiny_settings
+
+    from medvisionllama.data.preprocess import preprocess_task
+    from medvisionllama.data.split import read_split, split_task
+    from medvisionllama.evaluation.evaluate import evaluate_run
+    from medvisionllama.training.train import train_run
+
+    task = make_task(tmp_path, "Task02_Heart", cases=9, max_dim=12)
+    split = tmp_path / "split.json"
+    split_task(task, split, seed=0, folds=3)
+    pre = tmp_path / "pre"
+    preprocess_task(task, "8x8x8", pre)
+    run = tmp_path / "runs" / "Task02_Heart" / "vit" / "hybrid-sequential" / "8x8x8" / "seed0-fold1"
+    summary = train_run(preprocessed=pre, split=split, run_dir=run, model="vit", seed=0, fold=1,
+                        settings=tiny_settings(epochs=1), progress=False)
+    assert summary["training"]["fold"] == 1
+    fold1 = read_split(split, 1)
+    table = evaluate_run(run_dir=run, preprocessed=pre, split=split, data_dir=task, fold=1, device="cpu", progress=False)
+    assert sorted(table["case_id"].unique()) == fold1["test"]
+    assert json.loads((run / "summary.json").read_text())["run"]["fold"] == 1
+    for other, said in ((0, "trained on fold 1, but fold 0"), (None, "trained on fold 1, but the single split")):
+        with pytest.raises(InputError, match=said):
+            evaluate_run(run_dir=run, preprocessed=pre, split=split, data_dir=task, fold=other, device="cpu",
+                         progress=False)
+    long = aggregate([tmp_path / "runs"], tmp_path / "long.csv")
+    assert set(long["fold"]) == {1} and set(long["run"]) == {"Task02_Heart/vit/hybrid-sequential/8x8x8/seed0-fold1"}

@@ -1,4 +1,5 @@
-# One run = task x model x attention x input size x replicate (seed{s}, or seed{s}-fold{k} with split.folds). A GPU job on a cluster; resumes from
+# One run = task x model x attention x input size x replicate (seed{s}, or seed{s}-fold{k} with
+# split.folds: --fold k trains on that fold's cases). A GPU job on a cluster; resumes from
 # its run folder's checkpoint_last.pt when restarted (which is therefore not a declared output:
 # Snakemake deletes declared outputs before it re-runs a job).
 # `mvl train` reads the model and training settings from results/config/train.yaml, which changes
