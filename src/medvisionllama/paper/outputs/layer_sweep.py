@@ -126,8 +126,7 @@ def _cell(row: pd.Series) -> str:
 
 def pivot(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows tasks (short names) and ``all tasks``, columns the models labelled with their layer."""
-    labels = {m: column_label(r) for m, r in rows.drop_duplicates("model").set_index("model").assign(
-        model=lambda d: d.index).iterrows()}
+    labels = {row["model"]: column_label(row) for _, row in rows.drop_duplicates("model").iterrows()}
     table = rows.assign(label=rows["model"].map(labels), cell=rows.apply(_cell, axis=1),
                         Task=rows["task"].map(lambda t: t if t == ALL_TASKS else t.split("_", 1)[0]))
     order = list(dict.fromkeys(table["label"]))
