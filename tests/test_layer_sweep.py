@@ -123,6 +123,8 @@ def test_layer_table_names_each_layer_and_its_intervals_match_a_t_interval(tmp_p
     assert overall.loc["smollm2-135m", "dice"] - overall.loc["smollm2-135m@0", "dice"] == pytest.approx(0.05, abs=1e-9)
     assert overall.loc["smollm2-135m", "depth"] == 1.0 and overall.loc["smollm2-135m@0", "depth"] == 0.0
     assert np.isnan(overall.loc["vit", "depth"]) and overall.loc["vit", "n"] == 2
+    wide = layer_sweep._clipped(*layer_sweep.t_interval(np.array([0.1, 0.9])))  # n = 2: t reaches past [0, 1]
+    assert wide == (pytest.approx(0.5), 0.0, 1.0)
     table = layer_sweep.pivot(rows)
     assert list(table.columns) == ["ViT", "ViT + SmolLM2-135M, layer 0 of 30", "ViT + SmolLM2-135M, layer 29 of 30"]
     assert list(table.index) == ["Task02", "Task05", "all tasks"]

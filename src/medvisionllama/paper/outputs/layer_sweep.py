@@ -11,7 +11,8 @@ when the runs have one seed (with cross-validation, the out-of-fold cases of the
 pooled: every case once), else the seeds' means (seeds are the replicates; cases within one
 trained network are not independent evidence about the architecture). The row "all tasks" is the
 mean of the task means with a t-interval over tasks. An interval needs two units; with one it is
-left empty (``n`` says why).
+left empty (``n`` says why). Intervals are clipped to Dice's range [0, 1] (a t-interval over few
+units can reach past it).
 
 The CSV is tidy (one row per task and model: ``task, model, llm, control, layer, num_layers,
 depth, dice, ci_low, ci_high, n, unit``; ``depth = layer / (num_layers - 1)``, empty for models
@@ -42,7 +43,7 @@ FIGURE_STEM = "layer_sweep"
 FIGURE_TITLE = "Dice against layer depth per LLM, with 95 % intervals"
 ALL_TASKS = "all tasks"
 COLUMNS = ["task", "model", "llm", "control", "layer", "num_layers", "depth", "dice", "ci_low", "ci_high", "n", "unit"]
-CAPTION = ("Beyond the paper: Dice per LLM decoder layer (mean [95 % t-interval]; units: test cases with one seed, "
+CAPTION = ("Beyond the paper: Dice per LLM decoder layer (mean [95 % t-interval, clipped to [0, 1]]; units: test cases with one seed, "
            "out-of-fold cases pooled with cross-validation, seed means with several seeds; all tasks: over task means)")
 
 
@@ -73,6 +74,11 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, f
     return mean, mean - half, mean + half
 
 
+def _clipped(mean: float, low: float, high: float) -> tuple[float, float, float]:
+    """The interval clipped to Dice's range [0, 1] (NaN stays NaN)."""
+    return mean, (low if math.isnan(low) else max(low, 0.0)), (high if math.isnan(high) else min(high, 1.0))
+
+
 def _units(rows: pd.DataFrame) -> tuple[np.ndarray, str]:
     """The replicate units of one cell: its cases (one seed) or its seeds' means (several)."""
     if rows["seed"].nunique() > 1:
@@ -97,10 +103,10 @@ def layer_rows(scored: "ExperimentScores") -> pd.DataFrame:
         for task in spec.tasks:
             rows = scores[(scores["task"] == task) & (scores["model"] == model)]
             units, unit = _units(rows)
-            mean, low, high = t_interval(units)
+            mean, low, high = _clipped(*t_interval(units))
             task_means.append(mean)
             out.append({"task": task, **info, "dice": mean, "ci_low": low, "ci_high": high, "n": len(units), "unit": unit})
-        mean, low, high = t_interval(np.array(task_means))
+        mean, low, high = _clipped(*t_interval(np.array(task_means)))
         out.append({"task": ALL_TASKS, **info, "dice": mean, "ci_low": low, "ci_high": high, "n": len(task_means),
                     "unit": "tasks"})
     table = pd.DataFrame(out, columns=COLUMNS)
