@@ -189,3 +189,42 @@ def test_a_fold_run_trains_on_its_fold_and_evaluation_refuses_another_folds_test
                          progress=False)
     long = aggregate([tmp_path / "runs"], tmp_path / "long.csv")
     assert set(long["fold"]) == {1} and set(long["run"]) == {"Task02_Heart/vit/hybrid-sequential/8x8x8/seed0-fold1"}
+
+
+@pytest.mark.slow
+def test_real_dag_of_a_cross_validated_layer_sweep(project):
+    """The real DAG on one tiny task: 3 folds x (ViT + the Gaussian control at two layers): every
+    case tested once per model, the tables pool them, the layer table names each layer, and the
+    split exports to nnU-Net's splits_final.json."""
+    from conftest import tiny_config
+
+    config = tiny_config()
+    config["data"]["tasks"] = ["Task02_Heart"]
+    config["data"]["synthetic"].update(cases=9, max_dim=16)
+    config["preprocess"]["sizes"] = ["16x16x8"]
+    config["training"]["epochs"] = 1
+    config["split"]["folds"] = 3
+    config["lineage"]["dvc"] = False
+    config["experiments"] = {"main": {"tasks": "all", "models": ["vit", "smollm2-135m-random"], "llm_layers": [0, -1]}}
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(["snakemake", "--cores", "2"], cwd=project, env=env_with_venv(), capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = project / "results"
+    runs = sorted(p.relative_to(results / "runs").as_posix() for p in (results / "runs").glob("*/*/*/*/*"))
+    assert len(runs) == 3 * 3 and all(re.search(r"/seed0-fold[0-2]$", r) for r in runs)
+    assert {r.split("/")[1] for r in runs} == {"vit", "smollm2-135m-random@0", "smollm2-135m-random"}
+    long = read_long(results / "long.csv")
+    cases = long[long["class_name"] == "mean"]
+    for model, part in cases.groupby("model"):
+        assert sorted(part["case_id"]) == sorted(set(part["case_id"])) and len(part) == 9  # each case once
+        assert sorted(part["fold"].unique()) == [0, 1, 2]
+    comparison = pd.read_csv(results / "tables" / "main_comparison.csv", comment="#")
+    assert set(comparison["n"].astype(int)) == {9}
+    layers = (results / "tables" / "main_layers.md").read_text()
+    assert "layer 0 of 30" in layers and "layer 29 of 30" in layers
+    assert (results / "figures" / "layer_sweep.png").stat().st_size > 0
+    subprocess.run(["mvl", "split", "--from", str(results / "splits" / "Task02_Heart.json"), "--nnunet",
+                    str(project / "splits_final.json")], cwd=project, env=env_with_venv(), check=True)
+    exported = json.loads((project / "splits_final.json").read_text())
+    assert sorted(c for entry in exported for c in entry["val"]) == sorted(set(cases["case_id"]))
