@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,11 @@ import pytest
 from medvisionllama.errors import InputError
 from medvisionllama.vocabulary import (
     LLM_NAMES,
+    REPLICATE_PATTERN,
     RunKey,
+    parse_replicate,
+    replicate_name,
+    with_layer,
     known_model_names,
     parse_model_name,
     parse_size,
@@ -45,6 +50,43 @@ def test_run_key_path_round_trip_and_bad_paths():
     for bad in ("a/b/c/samples.npz", "T/m/a/s/seedX/samples.npz"):
         with pytest.raises(InputError, match="expected"):
             RunKey.from_path(bad)
+
+
+def test_run_key_with_fold_round_trips_and_keeps_the_single_split_path():
+    single = RunKey("Task02_Heart", "vit", "hybrid-sequential", "64x64x40", 0)
+    assert single.fold is None and single.replicate == "seed0" and single.path().endswith("/64x64x40/seed0")
+    folded = single._replace(fold=3)
+    assert folded.replicate == "seed0-fold3" and folded.path() == "Task02_Heart/vit/hybrid-sequential/64x64x40/seed0-fold3"
+    assert folded.group() == single.group() == "Task02_Heart/vit/hybrid-sequential/64x64x40"
+    assert folded != single and RunKey.from_path(f"r/runs/{folded.path()}/metrics.csv") == folded
+    assert RunKey.from_path(f"r/runs/{single.path()}") == single
+    layered = RunKey("Task02_Heart", "smollm2-135m-shuffled@15", "spatial", "full", 2, 0)
+    assert RunKey.from_path(layered.path()) == layered
+    for bad in ("T/m/a/s/seed0-fold", "T/m/a/s/seed0-foldx/x.npz", "T/m/a/s/seed0fold1"):
+        with pytest.raises(InputError, match="expected"):
+            RunKey.from_path(bad)
+    assert parse_replicate("seed12-fold4") == (12, 4) and parse_replicate("seed1") == (1, None)
+    assert replicate_name(1) == "seed1" and replicate_name(1, 0) == "seed1-fold0"
+    assert re.fullmatch(REPLICATE_PATTERN, "seed0-fold2") and not re.fullmatch(REPLICATE_PATTERN, "seed0-2")
+
+
+def test_model_name_layer_suffix():
+    plain = parse_model_name("smollm2-135m")
+    assert plain.layer is None and plain.layer_llm == "smollm2-135m" and plain.base == "smollm2-135m"
+    at0 = parse_model_name("smollm2-135m@0")
+    assert (at0.llm, at0.control, at0.layer, at0.pretrained, at0.layer_llm) == ("smollm2-135m", None, 0, True, "smollm2-135m@0")
+    shuf = parse_model_name("llama3.1-8b-shuffled@15")  # the shuffled control permutes that layer's tensors
+    assert (shuf.llm, shuf.control, shuf.layer, shuf.layer_llm, shuf.base) == (
+        "llama3.1-8b", "shuffled", 15, "llama3.1-8b@15", "llama3.1-8b-shuffled")
+    rnd = parse_model_name("qwen2-7b-random@3")
+    assert (rnd.control, rnd.layer, rnd.layer_llm) == ("random", 3, None)
+    for bad in ("smollm2-135m@-1", "smollm2-135m@01", "smollm2-135m@", "smollm2-135m@x", "smollm2-135m@1@2"):
+        with pytest.raises(InputError, match="non-negative integer"):
+            parse_model_name(bad)
+    for bad in ("vit@0", "mlp@3", "llama2-7b@0"):
+        with pytest.raises(InputError):
+            parse_model_name(bad)
+    assert with_layer("smollm2-135m", 4) == "smollm2-135m@4" and with_layer("smollm2-135m", None) == "smollm2-135m"
 
 
 def test_size_grammar():

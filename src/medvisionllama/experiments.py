@@ -9,11 +9,21 @@ runs belong to which experiment, so both read the config the same way.
 
 Defaults an experiment takes from the rest of the config: ``tasks: all`` means ``data.tasks``;
 no ``sizes`` means the first of ``preprocess.sizes``; no ``seeds`` means ``training.seeds``; no
-``llm_for_paper`` means the top-level ``stand_ins`` entries of its models.
+``llm_for_paper`` means the top-level ``stand_ins`` entries of its models; ``split.folds`` K makes
+every run K runs, one per cross-validation fold.
+
+Layer sweeps: an experiment's ``llm_layers: [0, 15, -1]`` turns each LLM model (``<llm>``,
+``<llm>-random``, ``<llm>-shuffled``) into one model per layer, ``<llm>[-control]@<layer>``
+(negative layers count from the end of the LLM's ``num_hidden_layers``). The name at the LLM's
+default layer (``model.llm_layer`` when set, else the registry's: the last layer) is written
+without ``@``, so it names the same run as an experiment without a sweep; ``vit`` and ``mlp`` are
+not multiplied, so a baseline is trained once. Model names written with ``@<layer>`` are brought
+to the same canonical form.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,11 +33,48 @@ from medvisionllama.errors import InputError
 from medvisionllama.paper.spec import ExperimentSpec
 from medvisionllama.llm.registry import register_llms
 from medvisionllama.tasks import TASKS, check_task_folders, task_info
-from medvisionllama.vocabulary import RunKey, parse_model_name
+from medvisionllama.vocabulary import RunKey, parse_model_name, with_layer
 
 __all__ = [
-    "active_experiments", "all_runs", "experiment_specs", "load_config", "load_experiments", "runs_of", "sizes_needed",
+    "active_experiments", "all_runs", "experiment_specs", "expand_layers", "load_config", "load_experiments",
+    "runs_of", "sizes_needed",
 ]
+
+
+def _llm_layers(llm: str, default: int | None) -> tuple[int, int]:
+    """``(num_hidden_layers, default layer index)`` of registry LLM ``llm`` (the registry builds its
+    transformers config: only configs that name layers pay for that import)."""
+    from medvisionllama.llm.registry import get_spec
+
+    spec = get_spec(llm)
+    return spec.num_layers, spec.resolve_layer(default)
+
+
+def expand_layers(models: Iterable[str], layers: Iterable[int], default_layer: int | None = None,
+                  where: str = "experiment", used: dict[str, tuple[int, int]] | None = None) -> tuple[str, ...]:
+    """The model names of an experiment with its LLM models once per layer of ``layers`` (empty:
+    each LLM model as written), canonical (see the module docstring), duplicates dropped in order.
+    ``default_layer``: ``model.llm_layer`` of the config. ``used``, when given, receives for each
+    LLM model name ``(layer index, number of layers)``: which layer the name stands for."""
+    layers = list(layers)
+    out: list[str] = []
+    for model in models:
+        name = parse_model_name(model)
+        if name.kind != "llm" or (not layers and name.layer is None):
+            out.append(model)
+            continue
+        count, default = _llm_layers(name.llm, default_layer)
+        wanted = [name.layer] if name.layer is not None else layers
+        for layer in wanted:
+            index = layer + count if layer < 0 else layer
+            if not 0 <= index < count:
+                raise InputError(f"{where}: layer {layer} is out of range for {name.llm} ({count} layers: "
+                                 f"0..{count - 1}, or -{count}..-1 from the end)")
+            canonical = with_layer(name.base, None if index == default else index)
+            out.append(canonical)
+            if used is not None:
+                used[canonical] = (index, count)
+    return tuple(dict.fromkeys(out))
 
 
 def active_experiments(config: dict) -> dict[str, dict]:
@@ -55,6 +102,8 @@ def experiment_specs(config: dict, names: Iterable[str] | None = None, *,
     sizes = known_sizes or ["64x64x40"]
     seeds = config.get("training", {}).get("seeds", [0])
     stand_ins = config.get("stand_ins") or {}
+    folds = (config.get("split") or {}).get("folds")
+    default_layer = (config.get("model") or {}).get("llm_layer")
     specs = []
     for name, raw in experiments.items():
         spec: dict[str, Any] = {k: v for k, v in raw.items() if k != "description"}
@@ -63,12 +112,20 @@ def experiment_specs(config: dict, names: Iterable[str] | None = None, *,
         spec.setdefault("sizes", [sizes[0]])
         spec.setdefault("seeds", seeds)
         spec.setdefault("llm_for_paper", {m: stand_ins[m] for m in spec.get("models", []) if m in stand_ins})
-        parsed = ExperimentSpec.from_dict(name, spec)
-        for model in parsed.models:
+        used: dict[str, tuple[int, int]] = {}
+        if "models" in spec:
+            models = spec["models"] if isinstance(spec["models"], list) else [spec["models"]]
+            layers = spec.get("llm_layers") or []
             try:
-                parse_model_name(model)
+                spec["models"] = list(expand_layers([str(m) for m in models],
+                                                    [v for v in (layers if isinstance(layers, list) else [layers])
+                                                     if isinstance(v, int) and not isinstance(v, bool)],
+                                                    default_layer, f"config: experiment {name!r}", used))
             except InputError as exc:
-                raise InputError(f"config: experiment {name!r}: {exc}") from None
+                message = str(exc)
+                raise InputError(message if message.startswith("config:") else f"config: experiment {name!r}: {message}") from None
+            spec["llm_for_paper"] = {k: v for k, v in spec["llm_for_paper"].items() if k in spec["models"]}
+        parsed = dataclasses.replace(ExperimentSpec.from_dict(name, spec), folds=folds, model_layers=used)
         outside = [t for t in parsed.tasks if t not in data_tasks]
         if outside:
             raise InputError(f"config: experiment {name!r} uses tasks {outside} that are not in data.tasks")

@@ -14,7 +14,14 @@ Model names (``ModelConfig.model``, the ``{model}`` of a run path):
 * ``<llm>-random``: the same layer with Gaussian weights (needs no weights file);
 * ``<llm>-shuffled``: the scale-matched control: the pretrained layer's tensors with their values
   permuted (keeps each tensor's value distribution, not its arrangement), so it needs the
-  pretrained layer file.
+  pretrained layer file;
+* any LLM name above followed by ``@<layer>`` (``smollm2-135m@0``, ``smollm2-135m-shuffled@15``):
+  the same block taken from decoder layer ``<layer>`` (absolute, non-negative). Without ``@`` the
+  LLM's default layer is meant; the experiments write a name without ``@`` when the layer is that
+  default (:func:`medvisionllama.experiments.experiment_specs`), so a default run keeps its path.
+
+Run keys (:class:`RunKey`): ``{task}/{model}/{attention}/{size}/{replicate}`` where the replicate is
+``seed{seed}`` (the single split) or ``seed{seed}-fold{fold}`` (k-fold cross-validation).
 """
 
 from __future__ import annotations
@@ -86,6 +93,8 @@ LLM_NAMES: tuple[str, ...] = tuple(LLM_REGISTRY)
 NON_LLM_MODELS: tuple[str, ...] = ("vit", "mlp")
 #: the controls of an LLM block, spelled as a name suffix ``<llm>-<control>``
 CONTROLS: tuple[str, ...] = ("random", "shuffled")
+#: separates an LLM model name from its decoder-layer index (``smollm2-135m@0``)
+LAYER_MARK = "@"
 
 ModelKind = Literal["vit", "mlp", "llm"]
 Control = Literal["random", "shuffled"]
@@ -99,6 +108,12 @@ class ModelName:
     kind: ModelKind
     llm: str | None = None  #: the registry name of the LLM block (``kind == "llm"``)
     control: Control | None = None  #: None: the pretrained block
+    layer: int | None = None  #: the decoder layer after ``@``; None: the LLM's default layer
+
+    @property
+    def base(self) -> str:
+        """The name without its ``@<layer>`` (``smollm2-135m-shuffled@3`` -> ``smollm2-135m-shuffled``)."""
+        return self.name.split(LAYER_MARK, 1)[0]
 
     @property
     def bridge(self) -> str:
@@ -112,9 +127,12 @@ class ModelName:
 
     @property
     def layer_llm(self) -> str | None:
-        """The LLM whose extracted layer file this model needs: the pretrained block and the
+        """The key of the extracted layer file this model needs (``results/llm/{key}.safetensors``):
+        ``<llm>`` for the default layer, ``<llm>@<layer>`` otherwise. The pretrained block and the
         shuffled control (it permutes the pretrained tensors) need one; the others none."""
-        return self.llm if self.kind == "llm" and self.control != "random" else None
+        if self.kind != "llm" or self.control == "random":
+            return None
+        return self.llm if self.layer is None else f"{self.llm}{LAYER_MARK}{self.layer}"
 
 
 def known_model_names() -> list[str]:
@@ -131,40 +149,86 @@ def split_control(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+def split_layer(name: str) -> tuple[str, int | None]:
+    """``"smollm2-135m@3"`` -> ``("smollm2-135m", 3)``; no ``@`` -> ``(name, None)``. An
+    ``InputError`` when what follows ``@`` is not a non-negative integer written plainly."""
+    if LAYER_MARK not in name:
+        return name, None
+    base, _, layer = name.partition(LAYER_MARK)
+    if not re.fullmatch(r"0|[1-9][0-9]*", layer):
+        raise InputError(f"model {name!r}: the layer after {LAYER_MARK!r} must be a non-negative integer "
+                         f"without sign or leading zeros (e.g. {base}{LAYER_MARK}0)")
+    return base, int(layer)
+
+
+def with_layer(name: str, layer: int | None) -> str:
+    """``name`` (without ``@``) with ``@<layer>`` appended, or ``name`` when ``layer`` is None."""
+    return name if layer is None else f"{name}{LAYER_MARK}{int(layer)}"
+
+
 def parse_model_name(name: str) -> ModelName:
     """Read a model name; an ``InputError`` naming the known models when it is none of them."""
     if not isinstance(name, str):
         raise InputError(f"model name must be a string, got {name!r}")
     if name in NON_LLM_MODELS:
         return ModelName(name, name)  # type: ignore[arg-type]
-    base, control = split_control(name)
+    without_layer, layer = split_layer(name)
+    base, control = split_control(without_layer)
     if base not in LLM_REGISTRY:
-        raise InputError(f"unknown model {name!r}; known: {', '.join(known_model_names())}")
-    return ModelName(name, "llm", base, control)  # type: ignore[arg-type]
+        raise InputError(f"unknown model {name!r}; known: {', '.join(known_model_names())}"
+                         f" (an LLM name may end in {LAYER_MARK}<layer>)")
+    return ModelName(name, "llm", base, control, layer)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------ run keys
 #: where a run's files live, relative to ``{results_dir}/runs`` (a Snakemake wildcard pattern)
-RUN_PATH = "{task}/{model}/{attention}/{size}/seed{seed}"
-_RUN_PATH_RE = re.compile(r"(?P<task>[^/]+)/(?P<model>[^/]+)/(?P<attention>[^/]+)/(?P<size>[^/]+)/seed(?P<seed>[0-9]+)")
+RUN_PATH = "{task}/{model}/{attention}/{size}/{replicate}"
+#: the last segment of a run path: ``seed{seed}`` or ``seed{seed}-fold{fold}`` (Snakemake's constraint)
+REPLICATE_PATTERN = r"seed[0-9]+(-fold[0-9]+)?"
+_REPLICATE_RE = re.compile(r"seed(?P<seed>0|[1-9][0-9]*)(?:-fold(?P<fold>0|[1-9][0-9]*))?")
+_RUN_PATH_RE = re.compile(r"(?P<task>[^/]+)/(?P<model>[^/]+)/(?P<attention>[^/]+)/(?P<size>[^/]+)/(?P<replicate>seed[^/]+)")
+
+
+def replicate_name(seed: int, fold: int | None = None) -> str:
+    """``seed0`` (the single split) or ``seed0-fold2`` (fold 2 of a cross-validation)."""
+    return f"seed{int(seed)}" if fold is None else f"seed{int(seed)}-fold{int(fold)}"
+
+
+def parse_replicate(replicate: str) -> tuple[int, int | None]:
+    """``"seed0-fold2"`` -> ``(0, 2)``; ``"seed3"`` -> ``(3, None)``; an ``InputError`` otherwise."""
+    match = _REPLICATE_RE.fullmatch(str(replicate))
+    if match is None:
+        raise InputError(f"replicate {replicate!r}: expected seed<N> or seed<N>-fold<K>")
+    fold = match.group("fold")
+    return int(match.group("seed")), None if fold is None else int(fold)
 
 
 class RunKey(NamedTuple):
-    """One run: task x model x attention x input size x seed (a run's folder is :meth:`path`)."""
+    """One run: task x model x attention x input size x seed [x fold] (its folder is :meth:`path`).
+
+    ``fold`` is None for the single train/val/test split, else the cross-validation fold whose
+    ``test`` cases the run is evaluated on."""
 
     task: str
     model: str
     attention: str
     size: str
     seed: int
+    fold: int | None = None
+
+    @property
+    def replicate(self) -> str:
+        """The last path segment: ``seed0`` or ``seed0-fold2`` (:func:`replicate_name`)."""
+        return replicate_name(self.seed, self.fold)
 
     def path(self) -> str:
-        """``Task01_BrainTumour/vit/hybrid-sequential/64x64x40/seed0``."""
-        return RUN_PATH.format(**self._asdict())
+        """``Task01_BrainTumour/vit/hybrid-sequential/64x64x40/seed0`` (``.../seed0-fold2`` with folds)."""
+        return f"{self.group()}/{self.replicate}"
 
     def group(self) -> str:
-        """The run's path without the seed: the group a table cell averages over seeds."""
-        return self.path().rsplit("/", 1)[0]
+        """The run's path without the replicate: what a table cell pools over (seeds, and the folds
+        whose out-of-fold test cases together test every case once)."""
+        return f"{self.task}/{self.model}/{self.attention}/{self.size}"
 
     @classmethod
     def from_path(cls, path: str | Path) -> "RunKey":
@@ -173,7 +237,9 @@ class RunKey(NamedTuple):
         if parts and not parts[-1].startswith("seed"):
             parts = parts[:-1]
         match = _RUN_PATH_RE.fullmatch("/".join(parts[-5:]))
-        if match is None:
-            raise InputError(f"{path}: expected .../{RUN_PATH}[/file]")
+        replicate = _REPLICATE_RE.fullmatch(match.group("replicate")) if match else None
+        if match is None or replicate is None:
+            raise InputError(f"{path}: expected .../{RUN_PATH}[/file] with replicate seed<N>[-fold<K>]")
         values = match.groupdict()
-        return cls(values["task"], values["model"], values["attention"], values["size"], int(values["seed"]))
+        seed, fold = parse_replicate(values["replicate"])
+        return cls(values["task"], values["model"], values["attention"], values["size"], seed, fold)

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from medvisionllama.cluster.jobs import evaluate_resources, preprocess_resources, train_resources
 from medvisionllama.errors import InputError
-from medvisionllama.paper.outputs import figure_outputs
+from medvisionllama.paper.outputs import figure_outputs, layer_sweep
 from medvisionllama.paper.outputs.figures import figure_files as paper_figure_files, paper_item, report_category
 from medvisionllama.experiments import experiment_specs, runs_of, sizes_needed
 from medvisionllama.lineage import lineage_params
 from medvisionllama.tasks import task_info
-from medvisionllama.vocabulary import ATTENTIONS, RUN_PATH, SIZE_PATTERN, parse_model_name
+from medvisionllama.vocabulary import (
+    ATTENTIONS, LAYER_MARK, REPLICATE_PATTERN, RUN_PATH, SIZE_PATTERN, parse_model_name, parse_replicate,
+)
 
 def task_problems(config):
     """A task of your own is a folder you bring (none is synthesised or downloaded): each line
@@ -66,6 +68,9 @@ def config_problems(config, runs):
         if any(int(d) % patch for d in size.split("x")):
             key = "model.full_img_size" if size == model.get("full_img_size") else "input size"
             problems.append(f"{key} {size} is not divisible by model.patch_size {patch}")
+    if config["split"].get("folds") is not None and config["lineage"]["dvc"]:
+        problems.append(f"split.folds {config['split']['folds']}: dvc.yaml's split stage does not carry the folds; "
+                        "set lineage.dvc: false for a cross-validation config")
     if config["lineage"]["dvc"]:  # dvc.yaml single-quotes these; a quote inside cannot be carried
         for key, value in (("results_dir", config["results_dir"]), ("data.dir", config["data"]["dir"])):
             if "'" in value:
@@ -86,8 +91,10 @@ wildcard_constraints:
     task="|".join(re.escape(t) for t in TASKS),  # the config's task folders (any names)
     size=SIZE_PATTERN,
     seed="[0-9]+",
+    replicate=REPLICATE_PATTERN,
+    llm=r"[A-Za-z0-9._-]+(@[0-9]+)?",
     attention="|".join(ATTENTIONS),
-    model="[A-Za-z0-9._-]+",
+    model=r"[A-Za-z0-9._-]+(@[0-9]+)?",
     part="train|evaluate|lineage",
 
 
@@ -160,8 +167,20 @@ def llm_weights_option(wildcards):
 
 
 def layer_file(llm):
-    """Where extract_llm_layer saves the decoder layer of ``llm``."""
+    """Where extract_llm_layer saves the decoder layer of ``llm`` (``<llm>`` at its default layer,
+    ``<llm>@<layer>`` otherwise: ``vocabulary.ModelName.layer_llm``)."""
     return f"{RESULTS}/llm/{llm}.safetensors"
+
+
+def run_seed(wildcards):
+    """The seed of a run's ``{replicate}`` (``seed0`` or ``seed0-fold2``)."""
+    return parse_replicate(wildcards.replicate)[0]
+
+
+def fold_option(wildcards):
+    """`--fold K` for a cross-validation run (replicate ``seed{s}-fold{K}``), else nothing."""
+    fold = parse_replicate(wildcards.replicate)[1]
+    return [] if fold is None else ["--fold", str(fold)]
 
 
 def run_llm_layer(wildcards):
@@ -171,16 +190,24 @@ def run_llm_layer(wildcards):
     return [layer_file(llm)] if llm else []
 
 
+def extract_llm(wildcards):
+    """The registry name of a layer file's ``{llm}`` (``smollm2-135m@3`` -> ``smollm2-135m``)."""
+    return wildcards.llm.split(LAYER_MARK, 1)[0]
+
+
 def extract_options(wildcards):
-    """`mvl extract-layer` options from the config: the layer index and the weights' source, as a
-    list of arguments (the rule quotes each one)."""
+    """`mvl extract-layer` options: the layer index (the ``@<layer>`` of ``{llm}``, else the
+    config's model.llm_layer) and the weights' source, as a list of arguments (the rule quotes
+    each one)."""
     opts = []
-    layer = config["model"]["llm_layer"]
-    if layer is None:  # a folder LLM's own default layer (llms: {name: {layer: N}})
-        layer = config["llms"].get(wildcards.llm, {}).get("layer")
-    if layer is not None:
+    llm, _, layer = wildcards.llm.partition(LAYER_MARK)
+    if not layer and config["model"]["llm_layer"] is not None:
+        layer = str(config["model"]["llm_layer"])
+    if not layer:  # a folder LLM's own default layer (llms: {name: {layer: N}})
+        layer = config["llms"].get(llm, {}).get("layer")
+    if layer is not None and layer != "":
         opts += ["--layer", str(layer)]
-    weights = config["llm_weights"].get(wildcards.llm) or config["llms"].get(wildcards.llm, {}).get("path")
+    weights = config["llm_weights"].get(llm) or config["llms"].get(llm, {}).get("path")
     if weights:
         opts += ["--weights", str(weights)]
     return opts
@@ -195,7 +222,10 @@ def table_files():
     the report, captioned by workflow/report/{table,comparison,claims}.rst."""
     files = []
     for spec in SPECS:
-        for content, names in spec.table.files(spec.name).items():
+        contents = dict(spec.table.files(spec.name))
+        if layer_sweep.wanted(spec):  # beyond the paper: Dice per LLM layer
+            contents["layers"] = layer_sweep.files(spec.name)
+        for content, names in contents.items():
             for name in names:
                 path = f"{TABLES}/{name}"
                 if name.endswith(".html"):
@@ -245,7 +275,7 @@ def final_outputs(wildcards):
 # On a cluster, a run's train_run and evaluate_run form one job group, i.e. one sbatch job (one
 # queue wait, one GPU allocation): memory and GPUs the larger of the two, runtime their sum.
 # Snakemake ignores groups when it runs jobs itself (no executor plugin).
-RUN_GROUP = "run_{task}_{model}_{attention}_{size}_seed{seed}"
+RUN_GROUP = "run_{task}_{model}_{attention}_{size}_{replicate}"
 
 
 # Cluster requests of a run's jobs, estimated from the run (input size, model, LLM width, epochs,

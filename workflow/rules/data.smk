@@ -62,11 +62,12 @@ rule split_task:
     params:
         seed=config["split"]["seed"],
         fractions=[str(f) for f in config["split"]["fractions"]],
+        folds=[] if config["split"].get("folds") is None else ["--folds", str(config["split"]["folds"])],
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
         "mvl split --task-dir {input:q} --output {output:q} --seed {params.seed:q}"
-        " --fractions {params.fractions:q} > {log:q} 2>&1"
+        " --fractions {params.fractions:q} {params.folds:q} > {log:q} 2>&1"
 
 
 rule preprocess_task:

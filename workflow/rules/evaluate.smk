@@ -16,11 +16,12 @@ rule evaluate_run:
         summary=f"{RUN_DIR}/summary.json",
         predictions=directory(f"{RUN_DIR}/predictions"),
     log:
-        "logs/evaluate_run/{task}/{model}/{attention}/{size}/seed{seed}.log",
+        "logs/evaluate_run/{task}/{model}/{attention}/{size}/{replicate}.log",
     benchmark:
-        "benchmarks/logs/evaluate_run/{task}/{model}/{attention}/{size}/seed{seed}.tsv"
+        "benchmarks/logs/evaluate_run/{task}/{model}/{attention}/{size}/{replicate}.tsv"
     params:
         run_dir=lambda wildcards, input: os.path.dirname(input.run),
+        fold=fold_option,
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
@@ -33,4 +34,4 @@ rule evaluate_run:
         "../../envs/medvisionllama.yaml"
     shell:
         "mvl evaluate --config {input.config:q} --run-dir {params.run_dir:q} --preprocessed {input.preprocessed:q}"
-        " --split {input.split:q} --data-dir {input.data:q} --threads {threads} --no-progress > {log:q} 2>&1"
+        " --split {input.split:q} {params.fold:q} --data-dir {input.data:q} --threads {threads} --no-progress > {log:q} 2>&1"

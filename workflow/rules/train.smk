@@ -1,4 +1,5 @@
-# One run = task x model x attention x input size x seed. A GPU job on a cluster; resumes from
+# One run = task x model x attention x input size x replicate (seed{s}, or seed{s}-fold{k} with
+# split.folds: --fold k trains on that fold's cases). A GPU job on a cluster; resumes from
 # its run folder's checkpoint_last.pt when restarted (which is therefore not a declared output:
 # Snakemake deletes declared outputs before it re-runs a job).
 # `mvl train` reads the model and training settings from results/config/train.yaml, which changes
@@ -15,12 +16,14 @@ rule train_run:
         run=f"{RUN_DIR}/run.json",
         history=f"{RUN_DIR}/history.csv",  # drawn in the report as {experiment}_curves (paper.smk)
     log:
-        "logs/train_run/{task}/{model}/{attention}/{size}/seed{seed}.log",
+        "logs/train_run/{task}/{model}/{attention}/{size}/{replicate}.log",
     benchmark:
-        "benchmarks/logs/train_run/{task}/{model}/{attention}/{size}/seed{seed}.tsv"
+        "benchmarks/logs/train_run/{task}/{model}/{attention}/{size}/{replicate}.tsv"
     params:
         run_dir=lambda wildcards, output: os.path.dirname(output.run),
         llm_weights=llm_weights_option,
+        seed=run_seed,
+        fold=fold_option,
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
@@ -34,4 +37,4 @@ rule train_run:
     shell:
         "mvl train --config {input.config:q} --preprocessed {input.preprocessed:q} --split {input.split:q}"
         " --run-dir {params.run_dir:q} --model {wildcards.model:q} --attention {wildcards.attention:q}"
-        " --seed {wildcards.seed:q} {params.llm_weights:q} --threads {threads} --no-progress > {log:q} 2>&1"
+        " --seed {params.seed:q} {params.fold:q} {params.llm_weights:q} --threads {threads} --no-progress > {log:q} 2>&1"

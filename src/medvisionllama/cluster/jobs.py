@@ -144,7 +144,8 @@ class JobRequest:
 
 def run_group(run: Any) -> str:
     """The job group of a run's train_run and evaluate_run (workflow/rules/common.smk RUN_GROUP)."""
-    return f"run_{run.task}_{run.model}_{run.attention}_{run.size}_seed{run.seed}"
+    replicate = getattr(run, "replicate", None) or f"seed{run.seed}"  # a RunKey, or the rule's wildcards
+    return f"run_{run.task}_{run.model}_{run.attention}_{run.size}_{replicate}"
 
 
 def _minutes(value: Any, where: str) -> int:

@@ -165,8 +165,12 @@ def evaluate_run(
     checkpoint: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    fold: int | None = None,
 ) -> pd.DataFrame:
-    """Evaluate a run; returns the ``metrics.csv`` table (also written into ``run_dir``)."""
+    """Evaluate a run; returns the ``metrics.csv`` table (also written into ``run_dir``).
+
+    ``fold``: score that cross-validation fold's ``test`` cases (the run must have been trained on
+    the same fold: another fold's test cases were its training cases)."""
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     ckpt_path = Path(checkpoint) if checkpoint else run_dir / "checkpoint_best.pt"
     ckpt = load_checkpoint(ckpt_path)
@@ -178,7 +182,12 @@ def evaluate_run(
             f"{trained['num_classes']} classes, but {preprocessed} has size {info.size}, {info.num_channels} "
             f"channel(s), {info.num_classes} classes"
         )
-    test_ids = read_split(split)["test"]
+    trained_fold = (ckpt.get("training") or {}).get("fold")
+    if trained_fold != fold:
+        raise InputError(f"{ckpt_path}: trained on {'the single split' if trained_fold is None else f'fold {trained_fold}'}"
+                         f", but {'the single split' if fold is None else f'fold {fold}'} was asked for: its test cases "
+                         "would include training cases")
+    test_ids = read_split(split, fold)["test"]
     if not test_ids:
         raise InputError(f"{split}: the test split is empty")
     dev = resolve_device(device)
@@ -227,6 +236,8 @@ def evaluate_run(
     for key, value in run.items():
         table[key] = value
     table = table[list(METRICS_COLUMNS)]
+    if fold is not None:  # the replicate's fold (a long table takes it from the run folder, seed{s}-fold{k})
+        run["fold"] = int(fold)
 
     write_json_atomic(run_dir / "summary.json", run_summary(scorer, run, confusion=confusion, files=files))
     with atomic_path(run_dir / "samples.npz", suffix=".npz") as tmp:
@@ -247,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", required=True, help="run folder (holds checkpoint_best.pt); outputs go here")
     p.add_argument("--preprocessed", required=True, help="preprocessed task folder the run was trained on")
     p.add_argument("--split", required=True, help="split JSON (its 'test' cases are scored)")
+    p.add_argument("--fold", type=int, default=None,
+                   help="cross-validation fold whose 'test' cases are scored (default: the single split)")
     p.add_argument("--data-dir", required=True, help="raw MSD task folder (original labels, data/{task})")
     p.add_argument("--checkpoint", default=None, help="checkpoint to score (default: RUN_DIR/checkpoint_best.pt)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -258,5 +271,5 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config) if args.config else {}
     evaluate_run(run_dir=args.run_dir, preprocessed=args.preprocessed, split=args.split, data_dir=args.data_dir,
                  checkpoint=args.checkpoint, device=str((config.get("training") or {}).get("device", "auto")),
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, fold=args.fold)
     return 0

@@ -67,5 +67,12 @@ def main(argv: list[str] | None = None) -> int:
              "(default: the registry's source)",
     )
     args = parser.parse_args(argv)
+    if "@" in args.llm:  # the layer-file key of the pipeline, <llm>@<layer> (vocabulary.ModelName.layer_llm)
+        llm, _, layer = args.llm.partition("@")
+        if args.layer is not None and str(args.layer) != layer:
+            parser.error(f"--llm {args.llm} names layer {layer}, --layer {args.layer} another")
+        if not layer.isdigit():
+            parser.error(f"--llm {args.llm}: the layer after @ must be a non-negative integer")
+        args.llm, args.layer = llm, int(layer)
     print(extract_layer(llm=args.llm, output=args.output, layer=args.layer, weights=args.weights))
     return 0

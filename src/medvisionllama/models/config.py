@@ -87,6 +87,15 @@ class ModelConfig:
                 raise InputError(f"model setting llm_layer={self.llm_layer!r} must be an integer or null")
             if name.llm is not None:
                 get_spec(name.llm).resolve_layer(self.llm_layer)
+        if name.layer is not None:
+            get_spec(name.llm).resolve_layer(name.layer)
+
+    @property
+    def block_layer(self) -> int | None:
+        """The LLM decoder layer V_LLM is taken from: the model name's ``@<layer>`` (a layer sweep),
+        else ``llm_layer`` (None: the LLM's default, the last layer)."""
+        layer = parse_model_name(self.model).layer
+        return self.llm_layer if layer is None else layer
 
     @property
     def bridge(self) -> str:

@@ -147,7 +147,7 @@ def build_model(
         block = build_frozen_block(
             config.llm_name,
             control=config.control,
-            layer=config.llm_layer,
+            layer=config.block_layer,
             weights=config.llm_weights,
             device=device,
             dtype=llm_dtype or default_dtype(device),

@@ -1,12 +1,14 @@
 """``mvl aggregate``: collect many runs' outputs into one long table (and training curves).
 
-Reads, per run folder (``results/runs/{task}/{model}/{attention}/{size}/seed{seed}/``):
+Reads, per run folder (``results/runs/{task}/{model}/{attention}/{size}/{replicate}/``, the
+replicate ``seed{seed}`` or, with k-fold cross-validation, ``seed{seed}-fold{fold}``):
 ``metrics.csv`` (per case and class, each metric with its status, see docs/contracts.md),
 ``run.json`` (parameter counts, training seconds, device) and ``history.csv`` (one row per epoch).
 A ``metrics.csv`` written before the statuses existed is refused: its NaN values were dropped from
 means, which rewarded a miss; re-evaluate the run.
 
-The long table has the columns of ``metrics.csv`` plus ``params_total, params_trainable,
+The long table has the columns of ``metrics.csv`` plus ``fold`` (the cross-validation fold of the
+run, from its folder name; empty for the single split), ``params_total, params_trainable,
 train_seconds, device, epochs`` (``device`` = ``run.json``'s ``device_name``, else its ``device``;
 ``epochs`` = rows of ``history.csv``) and ``run`` (the run's key path). Besides each case's
 per-class rows it holds one **per-case summary row** with ``class_index = -1`` and ``class_name =
@@ -16,6 +18,10 @@ background row, if present, is ignored), and its status: ``penalised`` when any 
 ``defined``. A NaN is only allowed where the metric was not computed (status ``skipped``); any
 other NaN is an error, never silently dropped. Per-class rows of ``metrics.csv`` that already say
 ``mean`` are recomputed. Tables and figures use the summary rows: one score per test case.
+
+Out-of-fold predictions: the K fold runs of one run group and seed together test every case once,
+so a table cell pools their test cases (``paper.summary``); a case tested by two folds of the same
+group and seed (folds of different splits mixed) is refused.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from medvisionllama.vocabulary import (
     METRICS_COLUMNS as _METRICS_COLUMNS,
     RUN_KEY_COLUMNS,
     RunKey,
+    parse_replicate,
 )
 
 METRICS_COLUMNS = list(_METRICS_COLUMNS)
@@ -46,8 +53,10 @@ HISTORY_COLUMNS = list(_HISTORY)
 RUN_COLUMNS = ["params_total", "params_trainable", "train_seconds", "device", "epochs", "run"]
 #: the statuses a metrics.csv may hold (``evaluation/metrics.py``; repeated here, which imports no torch)
 STATUSES = ("defined", "penalised", "empty", "skipped")
-LONG_COLUMNS = METRICS_COLUMNS + RUN_COLUMNS
-CURVE_COLUMNS = ["run", *RUN_KEY_COLUMNS] + HISTORY_COLUMNS
+#: the cross-validation fold of a run (nullable integer; empty for the single split)
+FOLD = "fold"
+LONG_COLUMNS = METRICS_COLUMNS + [FOLD] + RUN_COLUMNS
+CURVE_COLUMNS = ["run", *RUN_KEY_COLUMNS, FOLD] + HISTORY_COLUMNS
 
 
 def read_run_json(path: Path) -> dict[str, float | str]:
@@ -145,17 +154,40 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     run_info = read_run_json(run_dir / "run.json")
     history = read_history(run_dir / "history.csv")
     key = keys.iloc[0]
-    run = RunKey(key["task"], key["model"], key["attention"], str(key["size"]), int(key["seed"])).path()
+    fold = run_fold(run_dir, int(key["seed"]))
+    run = RunKey(key["task"], key["model"], key["attention"], str(key["size"]), int(key["seed"]), fold).path()
     long = pd.concat([metrics, per_case_means(metrics)], ignore_index=True)[METRICS_COLUMNS]
     long = long.sort_values(["case_id", "class_index"], kind="stable").reset_index(drop=True)
     for name, value in run_info.items():
         long[name] = value
     long["epochs"] = len(history)
     long["run"] = run
+    long[FOLD] = pd.array([fold] * len(long), dtype="Int64")
     curves = history.copy()
     for name in ["run", *RUN_KEY_COLUMNS]:
         curves[name] = run if name == "run" else key[name]
+    curves[FOLD] = pd.array([fold] * len(curves), dtype="Int64")
     return long[LONG_COLUMNS], curves[CURVE_COLUMNS]
+
+
+def run_fold(run_dir: Path, seed: int) -> int | None:
+    """The cross-validation fold of a run folder: its name's ``-fold{k}`` (``seed0-fold2``), else
+    ``summary.json``'s ``run.fold`` (a folder copied under another name), else None (single split).
+    A folder name whose seed differs from ``metrics.csv``'s is refused."""
+    try:
+        name_seed, fold = parse_replicate(run_dir.name)
+    except InputError:
+        name_seed, fold = seed, None
+        summary = run_dir / "summary.json"
+        if summary.is_file():
+            try:
+                recorded = (json.loads(summary.read_text()).get("run") or {}).get(FOLD)
+            except (OSError, json.JSONDecodeError, AttributeError):
+                recorded = None
+            fold = int(recorded) if isinstance(recorded, int) else None
+    if name_seed != seed:
+        raise InputError(f"{run_dir}: the folder name says seed {name_seed}, metrics.csv seed {seed}")
+    return fold
 
 
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
@@ -190,7 +222,21 @@ def aggregate_runs(runs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFra
     if dup.any():
         runs_dup = sorted(long.loc[dup[dup].index, "run"].unique())
         raise InputError(f"aggregate: runs given twice (same task/model/attention/size/seed): {runs_dup}")
+    check_out_of_fold(long)
     return long, curves
+
+
+def check_out_of_fold(long: pd.DataFrame) -> None:
+    """Refuse a case that two folds of one run group and seed both tested: out-of-fold predictions
+    test each case once (the folds of one split); two splits' folds mixed would count it twice."""
+    rows = long[(long["class_index"] == -1) & long[FOLD].notna()]
+    keys = [*RUN_KEY_COLUMNS, "case_id"]
+    twice = rows[rows.duplicated(keys, keep=False)]
+    if not twice.empty:
+        first = twice.iloc[0]
+        runs = sorted(twice[twice["case_id"] == first["case_id"]]["run"].unique())
+        raise InputError(f"aggregate: case {first['case_id']} is a test case of several folds ({', '.join(runs)}): "
+                         "the folds come from different splits; re-run the split and these runs")
 
 
 def read_long(path: str | Path) -> pd.DataFrame:
@@ -199,9 +245,12 @@ def read_long(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"{path}: long table not found (run `mvl aggregate` first)")
     df = pd.read_csv(path, dtype={"size": str, "case_id": str, "class_name": str, "run": str, "device": str})
+    if FOLD not in df.columns:  # written before cross-validation: every run used the single split
+        df.insert(len(METRICS_COLUMNS), FOLD, pd.NA)
     missing = [c for c in LONG_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{path}: not a long table of this version; lacks columns {missing} (re-run `mvl aggregate`)")
+    df[FOLD] = df[FOLD].astype("Int64")
     check_metrics(df, path)
     return df
 

@@ -86,12 +86,15 @@ CONTROL_LABELS: dict[str, str] = {"random": "Gaussian control", "shuffled": "shu
 def model_label(model: str) -> str:
     """``vit`` -> ``ViT``; ``llama3.1-8b`` -> ``ViT + Llama``; ``smollm2-135m-random`` ->
     ``ViT + SmolLM2-135M (Gaussian control)``, ``smollm2-135m-shuffled`` -> ``ViT + SmolLM2-135M
-    (shuffled control)`` (:data:`CONTROL_LABELS`); an unknown key is shown as ``ViT + <key>``."""
+    (shuffled control)`` (:data:`CONTROL_LABELS`); an unknown key is shown as ``ViT + <key>``. A
+    layer suffix is spelled out: ``smollm2-135m@3`` -> ``ViT + SmolLM2-135M, layer 3``."""
     if model in PAPER_MODELS:
         return PAPER_MODELS[model]
+    model, _, layer = model.partition("@")
     base, control = split_control(model)
     name = PAPER_MODELS.get(base, "").removeprefix("ViT + ") or OTHER_LLMS.get(base, base)
-    return f"ViT + {name}" + (f" ({CONTROL_LABELS[control]})" if control else "")
+    return (f"ViT + {name}" + (f" ({CONTROL_LABELS[control]})" if control else "")
+            + (f", layer {layer}" if layer else ""))
 
 
 # One colour and marker per model, the same in every figure, keyed by the model's name (never by
@@ -120,7 +123,7 @@ def model_style(model: str) -> tuple[str, str]:
     down-triangles, its ``-shuffled`` control darker with diamonds. Depends on the name only."""
     if model in _KIND_STYLES:
         return _KIND_STYLES[model]
-    base, control = split_control(model)
+    base, control = split_control(model.partition("@")[0])  # every layer of an LLM in its colour
     color = _LLM_COLORS.get(base) or _SPARE_COLORS[zlib.crc32(base.encode()) % len(_SPARE_COLORS)]
     amount, marker = _CONTROL_STYLES[control]
     return (_shade(color, amount) if amount else color), marker

@@ -13,6 +13,14 @@ An experiment is one table of the paper, rebuilt from a grid of runs. The config
         seeds: [0]
         llm_for_paper: {smollm2-135m: llama3.1-8b}   # reproduced model -> paper model it stands in for
         size_for_paper: {32x32x16: 64x64x40}         # only input_size compares sizes with the paper
+        llm_layers: [0, 15, -1]         # optional: every LLM model once per decoder layer (a sweep)
+
+``llm_layers`` (negative counts from the end) is expanded by
+:func:`medvisionllama.experiments.experiment_specs`: each LLM model name becomes one name per layer,
+``<llm>@<layer>``, written without ``@<layer>`` at the LLM's default layer; ``vit`` and ``mlp`` are
+not multiplied. ``folds`` is not an experiment key: it is ``split.folds`` of the config, and with
+K folds every run of the grid is K runs (``seed{s}-fold{k}``), whose out-of-fold test cases a table
+cell pools.
 
 Kinds (the paper table each rebuilds; one object each in :mod:`medvisionllama.paper.outputs`):
 ``main`` (``table2``), ``llm_comparison`` (``table4``), ``capacity`` (``table3``),
@@ -45,6 +53,13 @@ class ExperimentSpec:
     seeds: tuple[int, ...] = (0,)
     llm_for_paper: dict[str, str] = field(default_factory=dict)
     size_for_paper: dict[str, str] = field(default_factory=dict)
+    #: the layers the LLM models were swept over, as written (empty: no sweep); ``models`` is expanded
+    llm_layers: tuple[int, ...] = ()
+    #: ``split.folds``: K folds per run (None: the single train/val/test split)
+    folds: int | None = None
+    #: LLM model name -> (decoder layer index, number of layers), for the models of a layer sweep
+    #: or named with ``@<layer>`` (filled by ``experiments.experiment_specs``)
+    model_layers: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"experiment {self.name!r}"
@@ -60,6 +75,10 @@ class ExperimentSpec:
                 raise InputError(f"{where}: unknown attention {attention!r}: expected one of {', '.join(ATTENTIONS)}")
         for size in self.sizes:
             parse_size(size)
+        if len(set(self.llm_layers)) != len(self.llm_layers):
+            raise InputError(f"{where}: llm_layers has duplicates: {list(self.llm_layers)}")
+        if self.folds is not None and (isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2):
+            raise InputError(f"{where}: folds must be an integer >= 2 or null, got {self.folds!r}")
         for key in self.llm_for_paper:
             if key not in self.models:
                 raise InputError(f"{where}: llm_for_paper names {key!r}, which is not in models {list(self.models)}")
@@ -95,7 +114,7 @@ class ExperimentSpec:
     def from_dict(cls, name: str, spec: dict[str, Any]) -> "ExperimentSpec":
         if not isinstance(spec, dict):
             raise InputError(f"experiment {name!r}: expected a mapping, got {type(spec).__name__}")
-        known = {"kind", "tasks", "models", "attention", "sizes", "seeds", "llm_for_paper", "size_for_paper"}
+        known = {"kind", "tasks", "models", "attention", "sizes", "seeds", "llm_for_paper", "size_for_paper", "llm_layers"}
         unknown = set(spec) - known
         if unknown:
             raise InputError(f"experiment {name!r}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
@@ -117,7 +136,14 @@ class ExperimentSpec:
             seeds=tuple(int(s) for s in seq("seeds", (0,))),
             llm_for_paper={str(k): str(v) for k, v in (spec.get("llm_for_paper") or {}).items()},
             size_for_paper={str(k): str(v) for k, v in (spec.get("size_for_paper") or {}).items()},
+            llm_layers=tuple(_layer(name, v) for v in seq("llm_layers", ())),
         )
+
+
+def _layer(experiment: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"experiment {experiment!r}: llm_layers takes integers (negative: from the end), got {value!r}")
+    return value
 
 
 def parse_experiments(experiments: Any) -> list[ExperimentSpec]:

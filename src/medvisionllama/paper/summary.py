@@ -30,7 +30,9 @@ UNDEFINED = ("empty", "skipped")
 
 
 def case_scores(long: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
-    """The per-case summary rows (``class_name == "mean"``) of the runs ``spec`` needs.
+    """The per-case summary rows (``class_name == "mean"``) of the runs ``spec`` needs. With
+    cross-validation these are the out-of-fold rows of each group's K fold runs: every case once
+    per seed, so a cell's mean and its paired tests pool them.
 
     Raises :class:`InputError` naming every missing run.
     """
@@ -38,15 +40,15 @@ def case_scores(long: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
     rows["size"] = rows["size"].astype(str)
     rows["seed"] = rows["seed"].astype(int)
     required = spec.required_runs()
-    have = set(map(tuple, rows[RUN_KEYS].drop_duplicates().itertuples(index=False, name=None)))
-    missing = [r for r in required if tuple(r) not in have]
+    have = set(rows["run"].astype(str))  # the run path: with split.folds, one run per fold (seed{s}-fold{k})
+    missing = [r for r in required if r.path() not in have]
     if missing:
         shown = ", ".join(r.path() for r in missing[:12])
         more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
         raise InputError(f"experiment {spec.name!r} ({spec.kind}): {len(missing)} of {len(required)} runs "
                          f"missing from the long table: {shown}{more}")
-    wanted = pd.DataFrame(required, columns=RUN_KEYS)
-    return rows.merge(wanted, on=RUN_KEYS, how="inner").reset_index(drop=True)
+    wanted = {r.path() for r in required}
+    return rows[rows["run"].astype(str).isin(wanted)].reset_index(drop=True)
 
 
 def summarize(scores: pd.DataFrame, metrics: list[str] | tuple[str, ...]) -> pd.DataFrame:

@@ -38,6 +38,7 @@ from medvisionllama.io_utils import atomic_dir, write_text_atomic
 from medvisionllama.paper.aggregate import read_long
 from medvisionllama.paper.compare import UNITS_NOTE, claims, comparison_values, paper_claims, provenance_header
 from medvisionllama.paper.metrics_json import write_metrics_json
+from medvisionllama.paper.outputs import layer_sweep
 from medvisionllama.paper.outputs.base import marker_notes, short_task
 from medvisionllama.paper.published import METRIC_LABELS, model_label
 from medvisionllama.paper.render import fmt, to_html, to_markdown, write_all, write_csv
@@ -173,6 +174,8 @@ def write_experiment(scored: ExperimentScores, outdir: Path, provenance: dict[st
     write_csv(c, claims_csv, claims_header, index=False)
     write_text_atomic(claims_md, f"**{title}**\n\n" + to_markdown(claims_table(c), claims_header))
     write_text_atomic(claims_html, to_html(claims_table(c), title, claims_header))
+    if layer_sweep.wanted(spec):  # beyond the paper: Dice per LLM layer
+        paths += layer_sweep.write_layer_table(scored, outdir, header)
     return paths + [claims_csv, claims_md, claims_html]
 
 

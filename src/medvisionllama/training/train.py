@@ -67,7 +67,7 @@ from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, FULL_SIZE, 
 log = logging.getLogger(__name__)
 
 #: training settings that must match a checkpoint to resume from it (``epochs`` may grow)
-RESUME_KEYS = ("lr", "batch_size", "augment", "seed", "img_size")
+RESUME_KEYS = ("lr", "batch_size", "augment", "seed", "img_size", "fold")
 
 
 class NonFiniteLossError(InputError):
@@ -302,8 +302,12 @@ def train_run(
     settings: RunSettings | None = None,
     llm_weights: str | None = None,
     progress: bool = True,
+    fold: int | None = None,
 ) -> dict[str, Any]:
     """Train one run into ``run_dir`` (resuming from ``checkpoint_last.pt``); returns ``run.json``'s content.
+
+    ``fold``: train on that cross-validation fold's ``train``/``val`` cases of the split (None: the
+    single split); recorded with the run, so evaluation refuses another fold's test cases.
 
     ``settings``: the model and training settings (default: the paper's); ``llm_weights``: where the
     frozen LLM layer is read from (the pipeline passes the layer file of ``mvl extract-layer``).
@@ -320,7 +324,7 @@ def train_run(
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     info: PreprocessedInfo = read_preprocessed(preprocessed)
-    splits = read_split(split)
+    splits = read_split(split, fold)
     unknown = sorted(set(splits["train"] + splits["val"]) - set(info.case_ids))
     if unknown:
         raise InputError(f"{split}: case(s) {unknown[:5]} are not in the preprocessed folder {preprocessed}")
@@ -348,7 +352,7 @@ def train_run(
         "loss": "cross_entropy", "augment": bool(do_augment), "augment_requested": str(ts.augment),
         "seed": int(seed), "img_size": list(roi), "device": dev.type,
         "precision": "bf16-autocast" if dev.type == "cuda" else "float32",
-        "preprocessed": str(preprocessed), "split": str(split),
+        "preprocessed": str(preprocessed), "split": str(split), "fold": None if fold is None else int(fold),
     }
     data_meta = info.to_checkpoint()
 
@@ -433,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="vit", help="vit | mlp | <llm> | <llm>-random | <llm>-shuffled")
     run.add_argument("--attention", default=DEFAULT_ATTENTION, help=" | ".join(ATTENTIONS))
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--fold", type=int, default=None,
+                     help="cross-validation fold of the split (its 'folds'); default: the single split")
     how = p.add_argument_group("execution")
     how.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     how.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
@@ -449,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = train_run(
         preprocessed=args.preprocessed, split=args.split, run_dir=args.run_dir, model=args.model,
         attention=args.attention, seed=args.seed, settings=settings, llm_weights=args.llm_weights,
-        progress=not args.no_progress,
+        progress=not args.no_progress, fold=args.fold,
     )
     log.info("finished %s: best val Dice %.4f at epoch %d, %.1fs", args.run_dir, summary["best_val_dice"] or float("nan"),
              summary["best_epoch"], summary["train_seconds"])

@@ -19,6 +19,7 @@ from medvisionllama.paper.figures.activations import figure_activation_maps
 from medvisionllama.paper.figures.cases import figure_attention_strategies, figure_case_scores
 from medvisionllama.paper.figures.curves import figure_experiment_curves, figure_training_curves
 from medvisionllama.paper.figures.forest import figure_forest, read_claims
+from medvisionllama.paper.figures.layers import write_layer_sweep_figure
 from medvisionllama.paper.figures.metrics import figure_metric_dots, figure_radar
 from medvisionllama.paper.figures.reproduced import figure_published_vs_reproduced
 from medvisionllama.paper.figures.segmentation import figure_segmentations
@@ -165,6 +166,9 @@ def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path,
             if stamp:
                 stamp += " Published numbers are shown for reference, not as the target of this run."
             written += figure_published_vs_reproduced(values, tmp / PUBLISHED_VS_REPRODUCED.stem, stamp).paths
+        sweeps = [spec for spec in specs if spec.llm_layers]  # beyond the paper: Dice per LLM layer
+        if sweeps:
+            written += write_layer_sweep_figure([scored[s.name] for s in sweeps], tmp, stamp_of(*sweeps))
     return [outdir / p.name for p in written]
 
 

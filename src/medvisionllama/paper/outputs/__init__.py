@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from medvisionllama.errors import InputError
 from medvisionllama.paper.outputs import (
-    appendix_table1, appendix_table2, appendix_table3, custom, table2, table3, table4,
+    appendix_table1, appendix_table2, appendix_table3, custom, layer_sweep, table2, table3, table4,
 )
 from medvisionllama.paper.outputs.base import PaperFigure, PaperTable
 from medvisionllama.paper.outputs.figures import FIGURES, figure_files

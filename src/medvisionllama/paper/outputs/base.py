@@ -144,8 +144,9 @@ class PaperTable:
 
     def required_runs(self, spec: "ExperimentSpec") -> list[RunKey]:
         """The runs of ``spec`` this table needs, in a stable order (the grid tasks x models x
-        attention x sizes x seeds, less those ``keep_run`` leaves out)."""
-        grid = itertools.product(spec.tasks, spec.models, spec.attention, spec.sizes, spec.seeds)
+        attention x sizes x seeds [x folds], less those ``keep_run`` leaves out)."""
+        folds = range(spec.folds) if spec.folds else [None]
+        grid = itertools.product(spec.tasks, spec.models, spec.attention, spec.sizes, spec.seeds, folds)
         runs = [RunKey(*k) for k in grid]
         return [r for r in runs if self.keep_run(r)] if self.keep_run else runs
 

@@ -96,4 +96,9 @@ def figure_files(specs: list["ExperimentSpec"]) -> list[FigureFile]:
                 out.append(FigureFile(f"{figure.stem(spec.name)}.{ext}", f"experiment_{figure.suffix}", category,
                                       spec.name, (("experiment", spec.name), ("kind", spec.kind),
                                                   ("content", figure.content))))
+    from medvisionllama.paper.outputs import layer_sweep  # beyond the paper: Dice per LLM layer
+
+    for name in layer_sweep.figure_files(specs):
+        out.append(FigureFile(name, layer_sweep.FIGURE_STEM, report_category("Layer sweep"), "layer_sweep",
+                              (("figure", layer_sweep.FIGURE_STEM),)))
     return out
