@@ -158,9 +158,15 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return long[LONG_COLUMNS], curves[CURVE_COLUMNS]
 
 
+#: the folder inside a run where ``mvl train`` sets aside a superseded run (training.train.SUPERSEDED;
+#: not imported from there: that module imports torch)
+SUPERSEDED = "superseded"
+
+
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Run folders from the given paths: a ``metrics.csv`` file names its folder; a folder holding
-    ``metrics.csv`` is a run; any other folder is searched recursively for ``metrics.csv``."""
+    ``metrics.csv`` is a run; any other folder is searched recursively for ``metrics.csv``, skipping
+    the ``superseded/`` folders where ``mvl train`` sets aside a run it retrains (old results)."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -169,7 +175,8 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         elif path.is_dir() and (path / "metrics.csv").is_file():
             found.append(path)
         elif path.is_dir():
-            hits = sorted(p.parent for p in path.rglob("metrics.csv"))
+            hits = sorted(p.parent for p in path.rglob("metrics.csv")
+                          if SUPERSEDED not in p.relative_to(path).parts)
             if not hits:
                 raise InputError(f"{path}: no metrics.csv below this folder")
             found.extend(hits)
