@@ -104,6 +104,42 @@ def tasks_to_download():
     return absent
 
 
+# An edit inside a task folder (a label fixed in place) does not change the folder's time, which
+# is all Snakemake compares. Each time Snakemake reads the workflow, the content hashes of every
+# existing task folder are refreshed into results/fingerprints/{task}.json, rewritten only when
+# one changes (medvisionllama.data.fingerprint); the task's split and preprocessing read that
+# file, so exactly the edited task re-runs. A folder made in this run (synthesised, downloaded)
+# has none yet: its rules read the folder itself, and the next invocation writes the fingerprint
+# with the data's own time (re-running nothing). Cluster jobs only read it.
+def fingerprint_file(task):
+    return f"{RESULTS}/fingerprints/{task}.json"
+
+
+def refresh_fingerprints():
+    from medvisionllama.data.fingerprint import update_fingerprint
+
+    found = {}
+    for task in TASKS:
+        folder = os.path.join(DATA, task)
+        if os.path.isdir(folder) and (os.path.isfile(fingerprint_file(task)) or not workflow.remote_exec):
+            if not workflow.remote_exec:
+                try:
+                    update_fingerprint(folder, fingerprint_file(task))
+                except (InputError, OSError) as exc:
+                    raise WorkflowError(f"fingerprint of {folder}: {exc}") from None
+            found[task] = fingerprint_file(task)
+    return found
+
+
+FINGERPRINTS = refresh_fingerprints()  # {task: fingerprint file} for the task folders that exist
+
+
+def task_data(wildcards):
+    """What a task's data rules read: its folder, and its content fingerprint when there is one."""
+    fingerprint = FINGERPRINTS.get(wildcards.task)
+    return {"data": f"{DATA}/{wildcards.task}", **({"fingerprint": fingerprint} if fingerprint else {})}
+
+
 def run_files(name):
     """One file of every run, e.g. run_files("metrics.csv")."""
     return [f"{RESULTS}/runs/{run.path()}/{name}" for run in RUNS]
@@ -115,14 +151,23 @@ def run_files(name):
 # trigger on the rule that writes it), so editing an unrelated key retrains nothing.
 def config_part(part):
     """The sections of the resolved config that stage ``part`` reads."""
-    if part == "train":  # a run's seeds are the runs themselves; threads are the scheduler's
+    if part == "train":  # a run's seeds are the runs themselves; the runtime settings below cannot change a result
         return {"model": config["model"],
-                "training": {k: v for k, v in config["training"].items() if k not in ("seeds", "threads")}}
+                "training": {k: v for k, v in config["training"].items() if k not in ("seeds", *RUNTIME_KEYS)}}
     if part == "evaluate":
-        return {"evaluation": config["evaluation"], "training": {"device": config["training"]["device"]}}
+        return {"evaluation": config["evaluation"]}
     if part == "lineage":  # what params.yaml holds, the (task, size) pairs to preprocess included
         return lineage_params(config)
     raise WorkflowError(f"no config part {part!r}")
+
+
+# Settings that cannot change a result (where it runs, how many threads and loader workers) are
+# not in any config part nor in any rule's params, so changing them re-runs nothing: the rules pass
+# them as command-line options read from these globals (Snakemake formats globals into a shell
+# command without recording them, unlike params).
+RUNTIME_KEYS = ("threads", "device", "num_workers")
+DEVICE = config["training"]["device"]
+LOADER_WORKERS = config["training"]["num_workers"]
 
 
 def config_file(part):

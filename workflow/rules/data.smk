@@ -50,7 +50,7 @@ else:
 
 rule split_task:
     input:
-        f"{DATA}/{{task}}",
+        unpack(task_data),  # the folder, and its content fingerprint (common.smk)
     output:
         f"{RESULTS}/splits/{{task}}.json",
     log:
@@ -61,24 +61,22 @@ rule split_task:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl split --task-dir {input:q} --output {output:q} --seed {params.seed:q}"
+        "mvl split --task-dir {input.data:q} --output {output:q} --seed {params.seed:q}"
         " --fractions {params.fractions:q} > {log:q} 2>&1"
 
 
 rule preprocess_task:
     input:
-        f"{DATA}/{{task}}",
+        unpack(task_data),
     output:
         directory(f"{RESULTS}/preprocessed/{{task}}/{{size}}"),
     log:
         "logs/preprocess_task/{task}/{size}.log",
     benchmark:
         "benchmarks/logs/preprocess_task/{task}/{size}.tsv"
-    params:
-        workers=config["preprocess"]["workers"],
-    threads: config["preprocess"]["workers"]
+    threads: config["preprocess"]["workers"]  # speed only: not a param, so changing it re-runs nothing
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl preprocess --task-dir {input:q} --size {wildcards.size:q} --output {output:q}"
-        " --workers {params.workers:q} > {log:q} 2>&1"
+        "mvl preprocess --task-dir {input.data:q} --size {wildcards.size:q} --output {output:q}"
+        " --workers {threads} > {log:q} 2>&1"

@@ -33,4 +33,4 @@ rule evaluate_run:
         "../../envs/medvisionllama.yaml"
     shell:
         "mvl evaluate --config {input.config:q} --run-dir {params.run_dir:q} --preprocessed {input.preprocessed:q}"
-        " --split {input.split:q} --data-dir {input.data:q} --threads {threads} --no-progress > {log:q} 2>&1"
+        " --split {input.split:q} --data-dir {input.data:q} --device {DEVICE:q} --threads {threads} --no-progress > {log:q} 2>&1"

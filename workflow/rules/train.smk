@@ -39,4 +39,5 @@ rule train_run:
     shell:
         "mvl train --config {input.config:q} --preprocessed {input.preprocessed:q} --split {input.split:q}"
         " --run-dir {params.run_dir:q} --model {wildcards.model:q} --attention {wildcards.attention:q}"
-        " --seed {wildcards.seed:q} {params.llm_weights:q} --threads {threads} --no-progress > {log:q} 2>&1"
+        " --seed {wildcards.seed:q} {params.llm_weights:q} --device {DEVICE:q} --num-workers {LOADER_WORKERS}"
+        " --threads {threads} --no-progress > {log:q} 2>&1"

@@ -14,6 +14,7 @@ cases 3/1/1.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 from medvisionllama.data.io import list_labelled_cases
 from medvisionllama.errors import InputError
-from medvisionllama.io_utils import read_json, write_json_atomic
+from medvisionllama.io_utils import read_json, write_text_atomic
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 
@@ -86,8 +87,24 @@ def split_task(
         "fractions": dict(zip(SPLITS, fractions)),
         **splits,
     }
-    write_json_atomic(output, result)
+    write_json_if_changed(output, result)
     return result
+
+
+def write_json_if_changed(target: Path, data: Any) -> bool:
+    """Write ``data`` as stable JSON to ``target`` atomically, unless ``target`` already holds these
+    exact bytes: then it is left alone, modification time included, so a re-run that makes the same
+    split (``dvc repro``, a forced Snakemake job) leaves Snakemake nothing to re-run downstream.
+    Returns whether the file was written."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    target = Path(target)
+    try:
+        if target.is_file() and target.read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_text_atomic(target, text)
+    return True
 
 
 def read_split(path: str | Path) -> dict[str, list[str]]:

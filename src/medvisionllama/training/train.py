@@ -547,6 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--attention", default=DEFAULT_ATTENTION, help=" | ".join(ATTENTIONS))
     run.add_argument("--seed", type=int, default=0)
     how = p.add_argument_group("execution")
+    how.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                     help="where to train (default: the config's training.device); not part of the run's identity")
+    how.add_argument("--num-workers", type=int, default=None,
+                     help="data-loader worker processes (default: the config's training.num_workers)")
     how.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     how.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return p
@@ -558,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.config) if args.config else {}
+    runtime = {k: v for k, v in (("device", args.device), ("num_workers", args.num_workers)) if v is not None}
+    if runtime:  # the pipeline passes these beside the settings file: they cannot change a result
+        config = {**config, "training": {**(config.get("training") or {}), **runtime}}
     settings = RunSettings.from_config(config, read_preprocessed(args.preprocessed).size, where=args.config or "settings")
     summary = train_run(
         preprocessed=args.preprocessed, split=args.split, run_dir=args.run_dir, model=args.model,
