@@ -268,12 +268,13 @@ def check_outputs_made_by_pipeline(
             if isinstance(change, dict) and set(change) == {"changed outs"}:
                 outs.update(change["changed outs"])
                 continue
+            if change == "changed command" and current and stage in locked and \
+                    result_command(locked[stage].get("cmd", "")) == result_command(current["cmd"]):
+                continue  # only a speed option (--workers) changed: not an input of the outputs
             inputs_changed = True
             if isinstance(change, dict):
                 deps.update(change.get("changed deps", {}))
-            elif change == "changed command" and not (
-                current and stage in locked and result_command(locked[stage].get("cmd", "")) == result_command(current["cmd"])
-            ):
+            elif change == "changed command":
                 settings_changed = True
         settings_changed |= any(isinstance(state, dict) for state in deps.values())  # params.yaml keys
         if settings_changed and stage in locked and current and remake is not None:

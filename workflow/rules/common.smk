@@ -55,6 +55,12 @@ def config_problems(config, runs):
 if config_problems(config, RUNS):
     raise WorkflowError("config: " + "; ".join(config_problems(config, RUNS)))
 
+if config["lineage"]["dvc"]:  # a hand-edited params.yaml (perhaps already run by `dvc repro`): stop before any job
+    from medvisionllama.lineage import params_file_problem
+
+    if problem := params_file_problem(lineage_params(config), Path("params.yaml")):
+        raise WorkflowError(problem)
+
 DATA = config["data"]["dir"]
 RESULTS = config["results_dir"]
 TASKS = config["data"]["tasks"]
