@@ -257,6 +257,9 @@ LINEAGE_RECORD = f"{RESULTS}/lineage.json"
 
 def final_outputs(wildcards):
     targets = data_outputs() + paper_outputs() + [f"{RESULTS}/metrics.json"]
+    # every run's own outputs too: Snakemake skips a missing file whose consumers are up to date (as
+    # if it were temporary), so a deleted metrics.csv or history.csv would go unnoticed otherwise
+    targets += run_files("metrics.csv") + run_files("history.csv") + run_files("run.json")
     if config["lineage"]["dvc"]:  # the record of `mvl lineage`, never the committed files it writes
         targets.append(LINEAGE_RECORD)
     return targets
