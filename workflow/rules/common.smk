@@ -168,12 +168,15 @@ def config_part(part):
 
 
 # Settings that cannot change a result (where it runs, how many threads and loader workers) are
-# not in any config part nor in any rule's params, so changing them re-runs nothing: the rules pass
-# them as command-line options read from these globals (Snakemake formats globals into a shell
-# command without recording them, unlike params).
+# in no config part, so changing them re-runs nothing; the rules pass them as command-line options.
 RUNTIME_KEYS = ("threads", "device", "num_workers")
-DEVICE = config["training"]["device"]
-LOADER_WORKERS = config["training"]["num_workers"]
+
+
+def runtime_param(key):
+    """A rule param holding ``training.<key>``, a setting that cannot change a result. Snakemake
+    re-runs a job when a param changes, except params computed from the job's input, output, threads
+    or resources (it records only the others); so this one is a function of ``threads`` (unused)."""
+    return lambda wildcards, threads: config["training"][key]
 
 
 def config_file(part):

@@ -21,6 +21,7 @@ rule evaluate_run:
         "benchmarks/logs/evaluate_run/{task}/{model}/{attention}/{size}/seed{seed}.tsv"
     params:
         run_dir=lambda wildcards, input: os.path.dirname(input.run),
+        device=runtime_param("device"),
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
@@ -33,4 +34,4 @@ rule evaluate_run:
         "../../envs/medvisionllama.yaml"
     shell:
         "mvl evaluate --config {input.config:q} --run-dir {params.run_dir:q} --preprocessed {input.preprocessed:q}"
-        " --split {input.split:q} --data-dir {input.data:q} --device {DEVICE:q} --threads {threads} --no-progress > {log:q} 2>&1"
+        " --split {input.split:q} --data-dir {input.data:q} --device {params.device:q} --threads {threads} --no-progress > {log:q} 2>&1"

@@ -26,6 +26,8 @@ rule train_run:
     params:
         run_dir=lambda wildcards, output: os.path.dirname(output.run),
         llm_weights=llm_weights_option,
+        device=runtime_param("device"),
+        num_workers=runtime_param("num_workers"),
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
@@ -39,5 +41,5 @@ rule train_run:
     shell:
         "mvl train --config {input.config:q} --preprocessed {input.preprocessed:q} --split {input.split:q}"
         " --run-dir {params.run_dir:q} --model {wildcards.model:q} --attention {wildcards.attention:q}"
-        " --seed {wildcards.seed:q} {params.llm_weights:q} --device {DEVICE:q} --num-workers {LOADER_WORKERS}"
+        " --seed {wildcards.seed:q} {params.llm_weights:q} --device {params.device:q} --num-workers {params.num_workers:q}"
         " --threads {threads} --no-progress > {log:q} 2>&1"
