@@ -114,9 +114,8 @@ def tasks_to_download():
 # is all Snakemake compares. Each time Snakemake reads the workflow, the content hashes of every
 # existing task folder are refreshed into results/fingerprints/{task}.json, rewritten only when
 # one changes (medvisionllama.data.fingerprint); the task's split and preprocessing read that
-# file, so exactly the edited task re-runs. A folder made in this run (synthesised, downloaded)
-# has none yet: its rules read the folder itself, and the next invocation writes the fingerprint
-# with the data's own time (re-running nothing). Cluster jobs only read it.
+# file, so exactly the edited task re-runs. fingerprint_task (data.smk) makes it the first time,
+# e.g. after synthesize_task or download_task; cluster jobs only read it.
 def fingerprint_file(task):
     return f"{RESULTS}/fingerprints/{task}.json"
 
@@ -124,26 +123,18 @@ def fingerprint_file(task):
 def refresh_fingerprints():
     from medvisionllama.data.fingerprint import update_fingerprint
 
-    found = {}
+    if workflow.remote_exec:
+        return
     for task in TASKS:
         folder = os.path.join(DATA, task)
-        if os.path.isdir(folder) and (os.path.isfile(fingerprint_file(task)) or not workflow.remote_exec):
-            if not workflow.remote_exec:
-                try:
-                    update_fingerprint(folder, fingerprint_file(task))
-                except (InputError, OSError) as exc:
-                    raise WorkflowError(f"fingerprint of {folder}: {exc}") from None
-            found[task] = fingerprint_file(task)
-    return found
+        if os.path.isdir(folder):
+            try:
+                update_fingerprint(folder, fingerprint_file(task))
+            except (InputError, OSError) as exc:
+                raise WorkflowError(f"fingerprint of {folder}: {exc}") from None
 
 
-FINGERPRINTS = refresh_fingerprints()  # {task: fingerprint file} for the task folders that exist
-
-
-def task_data(wildcards):
-    """What a task's data rules read: its folder, and its content fingerprint when there is one."""
-    fingerprint = FINGERPRINTS.get(wildcards.task)
-    return {"data": f"{DATA}/{wildcards.task}", **({"fingerprint": fingerprint} if fingerprint else {})}
+refresh_fingerprints()
 
 
 def run_files(name):

@@ -48,9 +48,26 @@ else:
                 "mvl download --task {wildcards.task:q} --data-dir {params.data_dir:q} > {log:q} 2>&1"
 
 
+# The content hashes of a task folder (see refresh_fingerprints in common.smk, which keeps them
+# current each time Snakemake reads the workflow); this rule makes them the first time.
+rule fingerprint_task:
+    localrule: True
+    input:
+        f"{DATA}/{{task}}",
+    output:
+        f"{RESULTS}/fingerprints/{{task}}.json",
+    log:
+        "logs/fingerprint_task/{task}.log",
+    conda:
+        "../../envs/medvisionllama.yaml"
+    shell:
+        "mvl fingerprint --task-dir {input:q} --output {output:q} > {log:q} 2>&1"
+
+
 rule split_task:
     input:
-        unpack(task_data),  # the folder, and its content fingerprint (common.smk)
+        data=f"{DATA}/{{task}}",
+        fingerprint=f"{RESULTS}/fingerprints/{{task}}.json",  # what is in the folder (common.smk)
     output:
         f"{RESULTS}/splits/{{task}}.json",
     log:
@@ -67,7 +84,8 @@ rule split_task:
 
 rule preprocess_task:
     input:
-        unpack(task_data),
+        data=f"{DATA}/{{task}}",
+        fingerprint=f"{RESULTS}/fingerprints/{{task}}.json",
     output:
         directory(f"{RESULTS}/preprocessed/{{task}}/{{size}}"),
     log:

@@ -17,6 +17,7 @@ modification time (ns) with its hash, and only files whose size or time changed 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -101,6 +102,25 @@ def update_fingerprint(task_dir: str | Path, output: str | Path) -> bool:
         pass
     write_text_atomic(output, text)
     if not existed:
-        times = [p.stat().st_mtime_ns for _, p in _visible_files(Path(task_dir))] or [Path(task_dir).stat().st_mtime_ns]
-        os.utime(output, ns=(max(times), max(times)))
+        newest = _newest_time_ns(Path(task_dir))
+        os.utime(output, ns=(newest, newest))
     return True
+
+
+def _newest_time_ns(folder: Path) -> int:
+    """The newest time Snakemake could compare for ``folder``: its files', its own, its
+    ``.snakemake_timestamp``'s (a folder made by a rule)."""
+    times = [p.stat().st_mtime_ns for _, p in _visible_files(folder)] + [folder.stat().st_mtime_ns]
+    stamp = folder / ".snakemake_timestamp"
+    if stamp.exists():
+        times.append(stamp.stat().st_mtime_ns)
+    return max(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mvl fingerprint", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task-dir", required=True, type=Path, help="MSD task folder")
+    parser.add_argument("--output", required=True, type=Path, help="fingerprint JSON (results/fingerprints/{task}.json)")
+    args = parser.parse_args(argv)
+    update_fingerprint(args.task_dir, args.output)
+    return 0
