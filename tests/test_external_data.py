@@ -5,6 +5,11 @@ absolute path elsewhere. The tasks are written by the test (multi-channel MR, an
 LPS frame), bind-mounted read-only (root ignores chmod), and the real `snakemake` runs to tables
 and figures: nothing is downloaded, nothing is written into the data, dvc.lock hashes the task
 folders in place, and `dvc status` tells when one of their files changes.
+
+Then what a user does next, each followed by what Snakemake and DVC say (issue 19): `dvc repro`
+rewriting byte-identical outputs, speed-only settings, deleted run outputs, a hand-edited
+params.yaml, and one label fixed in place inside the read-only data: exactly that task is split,
+preprocessed, retrained and tabulated again (the old runs set aside whole), and nothing else.
 """
 
 from __future__ import annotations
@@ -91,18 +96,90 @@ def test_the_dag_runs_on_read_only_msd_data_outside_the_repository(tmp_path: Pat
     again = run(["snakemake", "-n", "--cores", "2"], project)
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # someone changes one file of the shared data: dvc status says which task's stages are stale
-    image = first_case(source / "Task09_Spleen")[0]
+    runs = results / "runs"
+    checkpoints = {p: p.read_bytes() for p in runs.rglob("checkpoint_last.pt")}
+    assert len(checkpoints) == 4
+
+    # DVC re-runs every data stage; the outputs are byte-identical, so Snakemake has nothing to do
+    run(["dvc", "repro", "--force", "dvc.yaml"], project)
+    assert "Nothing to be done" in planned(project)
+    # settings that cannot change a result re-run no split, preprocessing, training or evaluation
+    for key, value in (("preprocess", {"workers": 1}), ("training", {"device": "cpu", "num_workers": 1, "threads": 2})):
+        changed = yaml.safe_load((project / "config.yaml").read_text())
+        changed[key].update(value)
+        (project / "config.yaml").write_text(yaml.safe_dump(changed))
+        assert not {"split_task", "preprocess_task", "train_run", "evaluate_run"} & jobs(planned(project)).keys(), key
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    # a deleted run output is seen
+    vit = runs / "Task05_Prostate" / "vit"
+    metrics = next(vit.rglob("metrics.csv"))
+    metrics.unlink()
+    assert "evaluate_run" in jobs(planned(project)) and "train_run" not in jobs(planned(project))
+    next(vit.rglob("history.csv")).unlink()
+    assert "train_run" in jobs(planned(project))
+    # params.yaml is written from config.yaml: a hand edit stops Snakemake before any job
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("\n  seed: 0\n", "\n  seed: 1\n"))  # split.seed
+    refused = subprocess.run(["snakemake", "-n"], cwd=project, env=env_with_venv(), capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "params.yaml was edited by hand (split.seed is 1, config.yaml says 0)" in refused.stdout + refused.stderr
+    (project / "params.yaml").write_text(params)
+    run(["snakemake", "--cores", "2"], project)  # puts back the deleted outputs (same inputs: no retraining)
+    assert {p: p.read_bytes() for p in runs.rglob("checkpoint_last.pt") if "superseded" not in p.parts} == checkpoints
+
+    # an annotator fixes one training label in place inside the shared data
+    label = first_case(source / "Task09_Spleen")[1]
     assert mount("-o", "remount,rw,bind", str(point)).returncode == 0
     try:
-        array = np.asanyarray(nib.load(point / image.relative_to(source)).dataobj).copy()
-        array[0, 0, 0] += 100
-        rewrite_nifti(point / image.relative_to(source), array)
+        array = np.asanyarray(nib.load(point / label.relative_to(source)).dataobj).copy()
+        foreground = np.argwhere(array > 0)
+        array[tuple(foreground[: len(foreground) // 2].T)] = 0  # half of the foreground removed
+        rewrite_nifti(point / label.relative_to(source), array)
     finally:
         assert mount("-o", "remount,ro,bind", str(point)).returncode == 0
+    # dvc status says which task's stages are stale
     status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], project).stdout)
     changed = {str(point / "Task09_Spleen"): "modified"}
     assert status == {
         "split_task@Task09_Spleen": [{"changed deps": changed}],
         "preprocess_task@Task09_Spleen-16x16x8": [{"changed deps": changed}],
     }
+    # and so does Snakemake, with no option: exactly that task's split, preprocessing, runs and the tables
+    plan = planned(project)
+    assert "task=Task05_Prostate" not in plan and "task=Task09_Spleen" in plan  # the jobs' wildcards
+    assert {"split_task": 1, "preprocess_task": 1, "train_run": 2, "evaluate_run": 2}.items() <= jobs(plan).items()
+    result = run(["snakemake", "--cores", "2"], project)
+    for path, old in checkpoints.items():
+        if "Task09_Spleen" in path.parts:  # retrained, the old run kept whole beside it
+            assert path.read_bytes() != old
+            aside = path.parent / "superseded"
+            assert (aside / "checkpoint_last.pt").read_bytes() == old
+            assert {"run.json", "history.csv", "metrics.csv", "predictions"} <= {p.name for p in aside.iterdir()}
+            new_inputs = json.loads((path.parent / "run.json").read_text())["inputs"]
+            assert new_inputs["preprocessed"] != json.loads((aside / "run.json").read_text())["inputs"]["preprocessed"]
+        else:
+            assert path.read_bytes() == old
+    log = "".join(p.read_text() for p in (project / "logs" / "train_run" / "Task09_Spleen").rglob("*.log"))
+    assert "the preprocessed arrays" in log and "changed" in log
+    long = (results / "long.csv").read_text()
+    assert "superseded" not in long
+    assert "Data and pipelines are up to date" in run(["dvc", "status", "dvc.yaml"], project).stdout
+    assert "Nothing to be done" in planned(project)
+
+
+def planned(project: Path) -> str:
+    """What `snakemake -n` prints (stdout and stderr)."""
+    result = run(["snakemake", "-n", "--cores", "2"], project)
+    return result.stdout + result.stderr
+
+
+def jobs(plan: str) -> dict[str, int]:
+    """The job counts of a dry run's "Job stats" table."""
+    counts = {}
+    if "Job stats:" in plan:
+        for line in plan.split("Job stats:", 1)[1].splitlines()[3:]:
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
+                break
+            counts[parts[0]] = int(parts[1])
+    return counts

@@ -34,6 +34,8 @@ _spec = importlib.util.spec_from_file_location("hostile", Path(__file__).parent 
 hostile = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hostile)
 
+from medvisionllama.tasks import get_task  # noqa: E402
+
 TASKS = ["Task04_Hippocampus", "Task09_Spleen"]
 SIZE = "16x16x8"
 
@@ -48,7 +50,8 @@ def good(tmp_path_factory) -> Path:
     aggregate([results / "runs"], results / "long.csv", results / "plots" / "curves.csv")
     for task in TASKS:
         (data / task).mkdir(parents=True)
-        (data / task / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "a", "2": "b"}}))
+        msd = get_task(task)  # an MSD-named folder must hold that task's labels and modalities
+        (data / task / "dataset.json").write_text(json.dumps({"labels": msd.labels, "modality": msd.modality}))
     config = tiny_config()
     config["data"].update(tasks=TASKS, dir=str(data))
     config["preprocess"]["sizes"] = [SIZE]

@@ -72,13 +72,13 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def run_data_stages(repo: Path, params: dict) -> None:
     """What Snakemake's split_task and preprocess_task jobs do, on dvc.yaml's paths."""
-    data = Path(params["data"]["dir"])
+    data, results = Path(params["data"]["dir"]), repo / params["results_dir"]
     for task in params["data"]["tasks"]:
-        split_task(data / task, repo / "results" / "splits" / f"{task}.json",
+        split_task(data / task, results / "splits" / f"{task}.json",
                    seed=params["split"]["seed"], fractions=tuple(params["split"]["fractions"]))
     for stage in params["preprocessed"].values():
         task, size = stage["task"], stage["size"]
-        preprocess_task(data / task, size, repo / "results" / "preprocessed" / task / size, workers=1)
+        preprocess_task(data / task, size, results / "preprocessed" / task / size, workers=1)
 
 
 def snapshot(repo: Path) -> dict[str, bytes | None]:
@@ -198,7 +198,7 @@ def test_data_outside_the_repository_and_read_only(repo: Path, read_only_data: t
     # the shared data changes (here through its writable source): dvc status says which task
     image = source / TASK / "imagesTr" / "synthetic_spleen_1.nii.gz"
     data = np.asanyarray(load_nifti(image).dataobj).copy()
-    data[0, 0, 0] += 1
+    data[:4] = data.max()  # a change the preprocessed arrays show (a one-voxel nudge may vanish in the resize)
     rewrite_nifti(image, data)
     status = json.loads(dvc(repo, "status", "--json").stdout)
     assert status[f"split_task@{TASK}"][0]["changed deps"] == {str(mount / TASK): "modified"}
@@ -206,7 +206,9 @@ def test_data_outside_the_repository_and_read_only(repo: Path, read_only_data: t
 
     # the pipeline did not re-run: recording now would claim the old outputs came from new data
     before = snapshot(repo)
-    with pytest.raises(InputError, match=rf"results/\S+ is older than {mount / TASK}, which changed since dvc.lock"):
+    # (the split, older than the data too, is what its command makes from it: outputs are rewritten
+    # only when their content changes, so an old time alone is not staleness; the arrays are not)
+    with pytest.raises(InputError, match=rf"results/preprocessed/\S+ is older than {mount / TASK}, which changed since dvc.lock"):
         record_lineage(mount, params)
     assert snapshot(repo) == before
 
@@ -381,3 +383,84 @@ def test_stages_dvc_yaml_no_longer_has_leave_dvc_lock(repo: Path) -> None:
     stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(stages) == {f"split_task@{TASK}", f"preprocess_task@{TASK}-{other}"}
     assert_up_to_date(repo)
+
+
+# --- nothing stale is certified (issue 19) ------------------------------------------------------
+
+
+def test_a_params_yaml_edit_run_by_dvc_repro_is_refused_not_rewritten(repo: Path) -> None:
+    """`sed seed: 0 -> 1 params.yaml && dvc repro`, then the pipeline's lineage step with config.yaml
+    still at seed 0: rewriting params.yaml would pair `--seed '0'` with the seed-1 split."""
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    text = (repo / "params.yaml").read_text()
+    assert "\n  seed: 0\n" in text.split("split:")[1]
+    (repo / "params.yaml").write_text(text.replace("split:\n  fractions:\n  - 0.6\n  - 0.2\n  - 0.2\n  seed: 0",
+                                                   "split:\n  fractions:\n  - 0.6\n  - 0.2\n  - 0.2\n  seed: 1"))
+    dvc(repo, "repro", "dvc.yaml")
+    split_after_repro = (repo / "results" / "splits" / f"{TASK}.json").read_bytes()
+    assert json.loads(split_after_repro)["seed"] == 1
+    before = snapshot(repo)
+
+    with pytest.raises(InputError) as info:
+        record_lineage(Path("data"), params)
+
+    message = str(info.value)
+    assert message.startswith("params.yaml was edited by hand (split.seed is 1, config.yaml says 0)")
+    assert "put the change into config.yaml" in message and "\n" not in message
+    assert snapshot(repo) == before  # the user's params.yaml (seed 1) and dvc.lock are left as they were
+    # the way the message says: the change goes into the config, the pipeline makes the split again
+    params["split"]["seed"] = 1
+    run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    assert_up_to_date(repo)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][f"split_task@{TASK}"]
+    assert "--seed '1'" in lock["cmd"] and lock["params"]["params.yaml"]["split.seed"] == 1
+
+
+def test_a_hand_edited_split_beside_a_hand_edited_dvc_lock_command_is_refused(repo: Path) -> None:
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    split_file = repo / "results" / "splits" / f"{TASK}.json"
+    split = json.loads(split_file.read_text())
+    split["train"].append(split["test"].pop())  # a test case moved into training by hand
+    split_file.write_text(json.dumps(split))
+    lock_text = (repo / "dvc.lock").read_text()
+    (repo / "dvc.lock").write_text(lock_text.replace("--seed '0'", "--seed '3'"))  # "made by" another command
+    before = snapshot(repo)
+
+    with pytest.raises(InputError, match=rf"results/splits/{TASK}.json is not what stage split_task@{TASK}'s command makes now"):
+        record_lineage(Path("data"), params)
+    assert snapshot(repo) == before
+
+
+def test_lineage_follows_results_dir_on_a_fresh_clone_and_refuses_a_second_results_folder(repo: Path) -> None:
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    run_data_stages(repo, params)
+    written = record_lineage(Path("data"), params)
+    lineage.write_record(repo / "results" / "lineage.json", Path("data"), written)
+
+    # a second configuration in the same checkout, writing elsewhere: refused while results/ is certified
+    other = dict(params, results_dir="other")
+    run_data_stages(repo, other)
+    before = snapshot(repo)
+    with pytest.raises(InputError, match=r"results_dir other: this checkout's dvc.lock describes results "
+                                         r"\(results/lineage.json certifies it\)"):
+        record_lineage(Path("data"), other)
+    assert snapshot(repo) == before
+
+    # a fresh clone: the committed params.yaml and dvc.lock name results/, which does not exist; the
+    # data is newer than everything dvc.lock names. Only results_dir changed: the lineage follows it.
+    shutil.rmtree(repo / "results")
+    for path in files_below(repo / "data"):
+        os.utime(path)
+    run_data_stages(repo, other)
+    record_lineage(Path("data"), other)
+    assert_up_to_date(repo)
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert stages[f"split_task@{TASK}"]["outs"][0]["path"] == f"other/splits/{TASK}.json"

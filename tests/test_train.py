@@ -115,6 +115,73 @@ def test_changed_settings_retrain_from_scratch_and_set_the_old_files_aside(tiny,
     assert len(_history(run)) == 1
 
 
+def test_a_run_whose_training_label_changed_retrains_and_sets_the_whole_old_run_aside(tiny, tmp_path, caplog):
+    """The run's identity is what it was made from: one edited label in the preprocessed arrays
+    (the same path, the same settings) retrains; the old run (run.json, history, metrics,
+    predictions, checkpoints) is kept whole in superseded/, and the log says which input changed."""
+    pre = tmp_path / "preprocessed"
+    shutil.copytree(tiny["preprocessed"], pre)
+    run = tmp_path / "run"
+    old = train_run(preprocessed=pre, split=tiny["split"], run_dir=run, model="vit", seed=0,
+                    settings=tiny_settings(epochs=2), progress=False)
+    assert set(old["inputs"]) == {"preprocessed", "split", "llm_layer", "settings"}
+    (run / "metrics.csv").write_text("case_id,dice\nx,0.5\n")
+    (run / "predictions").mkdir()
+    (run / "predictions" / "case.nii.gz").write_bytes(b"prediction")
+    before = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    train_case = json.loads(tiny["split"].read_text())["train"][0]
+    label = np.load(pre / "cases" / f"{train_case}_label.npy")
+    label[label > 0] = 0  # the annotator removed this case's foreground
+    np.save(pre / "cases" / f"{train_case}_label.npy", label)
+    for name in ("run.json", "history.csv"):  # what Snakemake deletes before it re-runs the job
+        (run / name).unlink()
+    with caplog.at_level("WARNING"):
+        new = train_run(preprocessed=pre, split=tiny["split"], run_dir=run, model="vit", seed=0,
+                        settings=tiny_settings(epochs=2), progress=False)
+    assert f"the preprocessed arrays ({pre}) changed" in caplog.text and "retraining from scratch" in caplog.text
+    aside = run / "superseded"
+    kept = {p.relative_to(aside).as_posix(): p.read_bytes() for p in aside.rglob("*") if p.is_file()}
+    assert {k: v for k, v in kept.items() if k not in ("run.json", "history.csv")} == \
+        {k: v for k, v in before.items() if k not in ("run.json", "history.csv")}
+    restored = json.loads(kept["run.json"])  # written back from the checkpoint: the old run stays whole
+    assert restored["inputs"] == old["inputs"] and restored["restored_from"] == "checkpoint_last.pt"
+    assert kept["history.csv"].splitlines()[0] == before["history.csv"].splitlines()[0]
+    assert len(kept["history.csv"].splitlines()) == 3
+    assert new["inputs"]["preprocessed"] != old["inputs"]["preprocessed"]
+    assert new["inputs"]["split"] == old["inputs"]["split"] and new["inputs"]["settings"] == old["inputs"]["settings"]
+    assert not (run / "metrics.csv").exists() and not (run / "predictions").exists()
+    assert json.loads((run / "run.json").read_text())["inputs"] == new["inputs"]
+    new_state = torch.load(run / "checkpoint_last.pt", weights_only=True)["model_state"]
+    old_state = torch.load(aside / "checkpoint_last.pt", weights_only=True)["model_state"]
+    assert any(not torch.equal(new_state[k], old_state[k]) for k in new_state)  # retrained, not resumed
+
+
+def test_an_edited_split_retrains_and_runtime_settings_do_not(tiny, tmp_path, caplog):
+    run = tmp_path / "run"
+    _train(tiny, run, epochs=2)
+    checkpoint = (run / "checkpoint_last.pt").read_bytes()
+    # byte-identical inputs elsewhere, another device spelling, data-loader workers: the same run
+    pre = tmp_path / "copy"
+    shutil.copytree(tiny["preprocessed"], pre)
+    (pre / ".snakemake_timestamp").write_text("")
+    for kw in ({"num_workers": 2}, {"device": "auto"}):
+        with caplog.at_level("INFO"):
+            train_run(preprocessed=pre, split=tiny["split"], run_dir=run, model="vit", seed=0,
+                      settings=tiny_settings(epochs=2, **kw), progress=False)
+        assert (run / "checkpoint_last.pt").read_bytes() == checkpoint, kw
+        assert not (run / "superseded").exists()
+    # a hand-edited split: one validation case moved into training
+    split = json.loads(tiny["split"].read_text())
+    split["train"].append(split["val"].pop())
+    edited = tmp_path / "split.json"
+    edited.write_text(json.dumps(split))
+    with caplog.at_level("WARNING"):
+        train_run(preprocessed=pre, split=edited, run_dir=run, model="vit", seed=0,
+                  settings=tiny_settings(epochs=2), progress=False)
+    assert f"the split ({edited}) changed" in caplog.text
+    assert (run / "superseded" / "checkpoint_last.pt").read_bytes() == checkpoint
+
+
 def test_a_finished_run_rewrites_deleted_outputs_from_its_checkpoint(tiny, tmp_path):
     """`snakemake -f` deletes history.csv and run.json of a finished run; the rerun restores them."""
     run = tmp_path / "run"
@@ -154,10 +221,12 @@ def test_nan_loss_names_epoch_and_step_and_keeps_checkpoints(tiny, tmp_path):
         image = np.load(path)
         image[:] = np.nan
         np.save(path, image)
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 2, step 1 \(cases "):
+    # other arrays are another input: the epoch-1 run is set aside whole, training restarts on them
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 1, step 1 \(cases "):
         _train(tiny, run, epochs=2, preprocessed=poisoned)
-    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    after = {p.name: p.read_bytes() for p in (run / "superseded").iterdir() if p.is_file()}
     assert after == before  # checkpoints, history and run.json of epoch 1 untouched
+    assert not list(run.glob("checkpoint_*.pt"))  # nothing of the failed epoch looks finished
 
 
 def test_cli_train(tiny, tmp_path):

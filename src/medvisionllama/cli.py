@@ -23,6 +23,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "download": ("medvisionllama.data.download", "download and verify MSD tasks"),
     "split": ("medvisionllama.data.split", "split a task's cases 70/20/10 (seeded)"),
     "preprocess": ("medvisionllama.data.preprocess", "reorient, resize and normalise a task"),
+    "fingerprint": ("medvisionllama.data.fingerprint", "content hashes of a task folder (written when they change)"),
     "config": ("medvisionllama.config", "write the resolved pipeline configuration"),
     "lineage": ("medvisionllama.lineage", "record data lineage with DVC (dvc add / dvc commit)"),
     "extract-layer": ("medvisionllama.llm.extract", "save one LLM decoder layer as a small safetensors file"),

@@ -3,6 +3,10 @@
 ``mvl lineage --data data --config results/config/lineage.yaml`` runs once at the end of the
 pipeline's data stages; it reads their settings from that part of the resolved config:
 
+0. refuses, before writing anything, a ``params.yaml`` edited by hand to other values than the
+   config's (:func:`params_file_problem`: it carries the hash of what `mvl lineage` wrote; the
+   change belongs in ``config.yaml``, and rewriting the file would hide it) and a second results
+   folder while another one's lineage record exists (:func:`other_results_problem`);
 1. writes ``params.yaml``: the validated settings of the data stages and the (task, size) pairs
    the experiments read (:func:`lineage_params`), which ``dvc.yaml`` interpolates (DVC reads
    this file for every command, so it comes first);
@@ -11,7 +15,8 @@ pipeline's data stages; it reads their settings from that part of the resolved c
    from ``dvc.lock`` while its stage's dependencies, parameters and command did not change is
    made again in a scratch folder (:func:`remade_identically`); if the stage's command does not
    make exactly it (the pipeline's code changed: it does), it was edited by hand and is refused.
-   An output older than a changed dependency is stale and refused too;
+   An output older than a changed dependency is stale and refused too; an output of a stage whose
+   command or parameters changed is recorded only when the current command makes it exactly;
 3. the raw data folder: **inside the repository** ``dvc add DIR`` writes ``DIR.dvc`` (and fills
    the DVC cache, so a team can ``dvc push`` / ``dvc pull`` it); **outside** (a shared,
    possibly read-only folder) nothing is added or copied: the split and preprocess stages of
@@ -41,6 +46,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,16 +134,67 @@ def lineage_params(config: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def write_params(params: dict[str, Any], params_file: Path = Path("params.yaml")) -> Path:
-    """Write ``params_file`` from ``params`` (a validated config, or the lineage part of one): the
-    data stages' sections and the (task, size) pairs to preprocess (:func:`lineage_params`)."""
+#: the line of params.yaml holding the SHA-256 of the lines below it, as `mvl lineage` wrote them
+CONTENT_LINE = "# content sha256: "
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    body = yaml.safe_dump(lineage_params(params), sort_keys=True, default_flow_style=False)
     header = (
         "# Written by `mvl lineage` from the validated Snakemake config: the settings the data\n"
         "# stages last ran with. dvc.yaml reads them. Edit config.yaml, not this file.\n"
+        f"{CONTENT_LINE}{hashlib.sha256(body.encode()).hexdigest()}\n"
     )
-    body = yaml.safe_dump(lineage_params(params), sort_keys=True, default_flow_style=False)
-    write_text_atomic(params_file, header + body)
+    return header + body
+
+
+def write_params(params: dict[str, Any], params_file: Path = Path("params.yaml")) -> Path:
+    """Write ``params_file`` from ``params`` (a validated config, or the lineage part of one): the
+    data stages' sections and the (task, size) pairs to preprocess (:func:`lineage_params`), under
+    a line holding the hash of that content, so a hand edit is recognised (:func:`params_file_problem`).
+    The file is left untouched (its time too) when it already holds these bytes."""
+    text = _params_text(params)
+    if not (params_file.is_file() and params_file.read_text() == text):
+        write_text_atomic(params_file, text)
     return params_file
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def params_file_problem(params: dict[str, Any], params_file: Path = Path("params.yaml")) -> str | None:
+    """One line when ``params_file`` was edited by hand to other values than ``params`` (the config)
+    say, else None. ``params.yaml`` is written from ``config.yaml``: rewriting it would hide the
+    edit (``dvc repro`` may already have made outputs from it), so the change must go into the
+    config. A file whose content still matches its hash line (written by `mvl lineage`, perhaps
+    for an older config), or without one (an earlier version), is not an edit."""
+    if not params_file.is_file():
+        return None
+    text = params_file.read_text()
+    lines = text.splitlines(keepends=True)
+    recorded = next((line[len(CONTENT_LINE):].strip() for line in lines if line.startswith(CONTENT_LINE)), None)
+    if recorded is None:
+        return None
+    body = "".join(line for line in lines if not line.startswith("#"))
+    if hashlib.sha256(body.encode()).hexdigest() == recorded:
+        return None
+    try:
+        edited = _flat(yaml.safe_load(text) or {})
+    except yaml.YAMLError as exc:
+        return f"{params_file}: edited by hand and no longer valid YAML ({' '.join(str(exc).split())}); restore it (`git checkout {params_file}`)"
+    wanted = _flat(lineage_params(params))
+    changed = [key for key in sorted(set(edited) | set(wanted)) if edited.get(key) != wanted.get(key)]
+    if not changed:
+        return None
+    shown = "; ".join(f"{key} is {edited.get(key)!r}, config.yaml says {wanted.get(key)!r}" for key in changed[:3])
+    return (f"{params_file} was edited by hand ({shown}{' ...' if len(changed) > 3 else ''}): it is written from "
+            f"config.yaml, so put the change into config.yaml and run snakemake, or restore it (`git checkout {params_file}`)")
 
 
 # --------------------------------------------------------------------------- checks
@@ -164,11 +221,21 @@ def _rule_name(stage: str) -> str:
     return stage.split("@", 1)[0]
 
 
+#: command-line options of the data stages that cannot change an output (speed only)
+RUNTIME_OPTIONS = re.compile(r"\s+--workers\s+('[^']*'|\S+)")
+
+
+def result_command(command: str) -> str:
+    """``command`` without its speed-only options (``--workers``): what decides the outputs."""
+    return " ".join(RUNTIME_OPTIONS.sub("", str(command)).split())
+
+
 def check_outputs_made_by_pipeline(
     status: dict[str, list[Any]],
     lock: dict[str, Any],
     params_file: Path = Path("params.yaml"),
     remake: Callable[[str, Path], bool] | None = None,
+    stages: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Refuse to certify outputs the pipeline did not make.
 
@@ -178,7 +245,12 @@ def check_outputs_made_by_pipeline(
     written from the config) counts as parameters, not as data, for the age check. ``remake``
     (stage command, output) says whether the command makes exactly that output again (see
     :func:`remade_identically`): an output that changed while its inputs did not is accepted
-    when it does (the pipeline's code changed), refused otherwise.
+    when it does (the pipeline's code changed), refused otherwise. ``stages`` (stage name ->
+    ``{"cmd", "outs"}`` as ``dvc.yaml`` now renders them): a stage whose command or parameters
+    changed is recorded only when its current command makes its outputs exactly (so ``dvc.lock``
+    never pairs a command with an output it does not make: a split made by ``dvc repro`` from a
+    hand-edited ``params.yaml``, or a hand-edited split beside a hand-edited ``dvc.lock``); the age
+    check looks at the outputs the stage has now (another ``results_dir`` than ``dvc.lock``'s).
 
     Raises:
         InputError: an output differs from ``dvc.lock`` while nothing its stage reads changed (a
@@ -190,14 +262,29 @@ def check_outputs_made_by_pipeline(
         rule = _rule_name(stage)
         outs: dict[str, Any] = {}
         deps: dict[str, Any] = {}
-        inputs_changed = False
+        inputs_changed = settings_changed = False
+        current = (stages or {}).get(stage)
         for change in changes:
             if isinstance(change, dict) and set(change) == {"changed outs"}:
                 outs.update(change["changed outs"])
                 continue
+            if change == "changed command" and current and stage in locked and \
+                    result_command(locked[stage].get("cmd", "")) == result_command(current["cmd"]):
+                continue  # only a speed option (--workers) changed: not an input of the outputs
             inputs_changed = True
             if isinstance(change, dict):
                 deps.update(change.get("changed deps", {}))
+            elif change == "changed command":
+                settings_changed = True
+        settings_changed |= any(isinstance(state, dict) for state in deps.values())  # params.yaml keys
+        if settings_changed and stage in locked and current and remake is not None:
+            for path in current["outs"]:
+                if Path(path).exists() and not remake(str(current["cmd"]), Path(path)):
+                    raise InputError(
+                        f"{path} is not what stage {stage}'s command makes now (its settings changed in "
+                        f"params.yaml or dvc.lock, not through config.yaml): put the change into config.yaml and "
+                        f"run snakemake, or restore the edited file"
+                    )
         for path, state in sorted(outs.items()):
             if state == "deleted":
                 raise InputError(
@@ -215,9 +302,16 @@ def check_outputs_made_by_pipeline(
         if not changed_data:
             continue
         newest_dep = max(changed_data, key=_newest_mtime)
-        paths = {str(out["path"]) for out in locked.get(stage, {}).get("outs", [])} | set(outs)
+        if current is not None:  # the outputs the stage has now, not another results_dir's in dvc.lock
+            paths = set(current["outs"]) | set(outs)
+        else:
+            paths = {str(out["path"]) for out in locked.get(stage, {}).get("outs", [])} | set(outs)
         for path in sorted(Path(p) for p in paths):
             if _newest_mtime(path) < _newest_mtime(newest_dep):
+                # outputs are rewritten only when their content changes: an old one may still be
+                # exactly what the command makes from the new data (e.g. the split after an image edit)
+                if current is not None and remake is not None and path.exists() and remake(str(current["cmd"]), path):
+                    continue
                 raise InputError(
                     f"{path} is older than {newest_dep}, which changed since dvc.lock: "
                     f"re-run `snakemake --forcerun {rule}` so the output matches its data"
@@ -295,6 +389,38 @@ def drop_stale_stages(lock_file: Path, current: set[str]) -> list[str]:
     return stale
 
 
+def current_stages(dvc_file: Path = DVC_FILE) -> dict[str, dict[str, Any]]:
+    """Stage name -> ``{"cmd", "outs"}`` of ``dvc_file`` as DVC renders it now (with params.yaml)."""
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        return {
+            stage.addressing.split(":", 1)[-1]: {"cmd": stage.cmd, "outs": [str(out.def_path) for out in stage.outs]}
+            for stage in repo.index.stages
+            if getattr(stage, "cmd", None) and Path(stage.path).resolve() == dvc_file.resolve()
+        }
+
+
+def other_results_problem(results: Path, params_file: Path, record_name: str) -> str | None:
+    """One line when this checkout's lineage (``params_file``, dvc.lock) describes another results
+    folder that still holds its own lineage record: one checkout's ``dvc.lock`` describes one results
+    folder, so a second one is refused unless that record is removed (the lineage moves over)."""
+    if not params_file.is_file():
+        return None
+    try:
+        previous = (yaml.safe_load(params_file.read_text()) or {}).get("results_dir")
+    except yaml.YAMLError:
+        return None
+    if not previous or Path(str(previous)).resolve() == results.resolve():
+        return None
+    record = Path(str(previous)) / record_name
+    if not record.is_file():
+        return None
+    return (f"results_dir {results}: this checkout's dvc.lock describes {previous} ({record} certifies it); one "
+            f"checkout records the lineage of one results folder: delete {record} to move the lineage to {results}, "
+            "run the other configuration in its own clone, or set lineage.dvc: false for it")
+
+
 # --------------------------------------------------------------------------- transaction
 def _snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
     """The bytes of each of ``paths`` (``None``: absent), to put back on failure."""
@@ -311,7 +437,8 @@ def _restore(snapshot: dict[Path, bytes | None]) -> None:
                 tmp.write_bytes(payload)
 
 
-def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path("params.yaml")) -> list[Path]:
+def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path("params.yaml"),
+                   record_name: str = "lineage.json") -> list[Path]:
     """Write ``params_file``, check the outputs, track ``data`` and ``dvc commit`` the data stages.
 
     Runs in the DVC repository's root (where ``dvc.yaml`` is). ``data`` is the raw data folder
@@ -340,6 +467,9 @@ def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path(
             f"results_dir {results}: outside the repository {here}, where DVC cannot track outputs; "
             "keep results_dir inside it (data.dir may be anywhere)"
         )
+    for problem in (params_file_problem(params, params_file), other_results_problem(results, params_file, record_name)):
+        if problem:
+            raise InputError(f"{problem} (lineage not recorded; nothing written)")
     inside = is_inside(data, here)
     if inside and data.resolve() == here:
         raise InputError(f"data.dir {data}: is the repository itself; keep the raw data in a folder of it or elsewhere")
@@ -353,7 +483,8 @@ def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path(
         write_params(params, params_file)
         status = json.loads(_dvc(["status", "--json", str(DVC_FILE)]) or "{}")
         lock = yaml.safe_load(LOCK_FILE.read_text()) if LOCK_FILE.is_file() else {}
-        check_outputs_made_by_pipeline(status, lock or {}, params_file, remake=remade_identically)
+        check_outputs_made_by_pipeline(status, lock or {}, params_file, remake=remade_identically,
+                                       stages=current_stages() if status else None)
         if tracked is not None:
             _dvc(["add", tracked.as_posix()])
         current = set(_dvc(["stage", "list", "--name-only", str(DVC_FILE)]).split())
@@ -401,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     params = load_config(args.config)
-    written = record_lineage(data=args.data, params=params, params_file=args.params_file)
+    written = record_lineage(data=args.data, params=params, params_file=args.params_file,
+                             record_name=args.record.name if args.record is not None else "lineage.json")
     for path in written:
         print(path)
     if args.record is not None:

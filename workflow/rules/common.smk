@@ -82,6 +82,12 @@ def config_problems(config, runs):
 if config_problems(config, RUNS):
     raise WorkflowError("config: " + "; ".join(config_problems(config, RUNS)))
 
+if config["lineage"]["dvc"]:  # a hand-edited params.yaml (perhaps already run by `dvc repro`): stop before any job
+    from medvisionllama.lineage import params_file_problem
+
+    if problem := params_file_problem(lineage_params(config), Path("params.yaml")):
+        raise WorkflowError(problem)
+
 DATA = config["data"]["dir"]
 RESULTS = config["results_dir"]
 TASKS = config["data"]["tasks"]
@@ -133,6 +139,33 @@ def tasks_to_download():
     return absent
 
 
+# An edit inside a task folder (a label fixed in place) does not change the folder's time, which
+# is all Snakemake compares. Each time Snakemake reads the workflow, the content hashes of every
+# existing task folder are refreshed into results/fingerprints/{task}.json, rewritten only when
+# one changes (medvisionllama.data.fingerprint); the task's split and preprocessing read that
+# file, so exactly the edited task re-runs. fingerprint_task (data.smk) makes it the first time,
+# e.g. after synthesize_task or download_task; cluster jobs only read it.
+def fingerprint_file(task):
+    return f"{RESULTS}/fingerprints/{task}.json"
+
+
+def refresh_fingerprints():
+    from medvisionllama.data.fingerprint import update_fingerprint
+
+    if workflow.remote_exec:
+        return
+    for task in TASKS:
+        folder = os.path.join(DATA, task)
+        if os.path.isdir(folder):
+            try:
+                update_fingerprint(folder, fingerprint_file(task))
+            except (InputError, OSError) as exc:
+                raise WorkflowError(f"fingerprint of {folder}: {exc}") from None
+
+
+refresh_fingerprints()
+
+
 def run_files(name):
     """One file of every run, e.g. run_files("metrics.csv")."""
     return [f"{RESULTS}/runs/{run.path()}/{name}" for run in RUNS]
@@ -144,15 +177,26 @@ def run_files(name):
 # trigger on the rule that writes it), so editing an unrelated key retrains nothing.
 def config_part(part):
     """The sections of the resolved config that stage ``part`` reads."""
-    if part == "train":  # a run's seeds are the runs themselves; threads are the scheduler's
+    if part == "train":  # a run's seeds are the runs themselves; the runtime settings below cannot change a result
         return {"model": config["model"], "llms": config["llms"],
-                "training": {k: v for k, v in config["training"].items() if k not in ("seeds", "threads")}}
+                "training": {k: v for k, v in config["training"].items() if k not in ("seeds", *RUNTIME_KEYS)}}
     if part == "evaluate":
-        return {"evaluation": config["evaluation"], "training": {"device": config["training"]["device"]},
-                "llms": config["llms"]}
+        return {"evaluation": config["evaluation"], "llms": config["llms"]}
     if part == "lineage":  # what params.yaml holds, the (task, size) pairs to preprocess included
         return lineage_params(config)
     raise WorkflowError(f"no config part {part!r}")
+
+
+# Settings that cannot change a result (where it runs, how many threads and loader workers) are
+# in no config part, so changing them re-runs nothing; the rules pass them as command-line options.
+RUNTIME_KEYS = ("threads", "device", "num_workers")
+
+
+def runtime_param(key):
+    """A rule param holding ``training.<key>``, a setting that cannot change a result. Snakemake
+    re-runs a job when a param changes, except params computed from the job's input, output, threads
+    or resources (it records only the others); so this one is a function of ``threads`` (unused)."""
+    return lambda wildcards, threads: config["training"][key]
 
 
 def config_file(part):
@@ -267,6 +311,9 @@ SUMMARY = "shared-summary"  # the committed summary the DVC views read (rule sum
 
 def final_outputs(wildcards):
     targets = data_outputs() + paper_outputs() + [f"{RESULTS}/metrics.json", SUMMARY]
+    # every run's own outputs too: Snakemake skips a missing file whose consumers are up to date (as
+    # if it were temporary), so a deleted metrics.csv or history.csv would go unnoticed otherwise
+    targets += run_files("metrics.csv") + run_files("history.csv") + run_files("run.json")
     if config["lineage"]["dvc"]:  # the record of `mvl lineage`, never the committed files it writes
         targets.append(LINEAGE_RECORD)
     return targets

@@ -52,9 +52,26 @@ else:
                 " > {log:q} 2>&1"
 
 
-rule split_task:
+# The content hashes of a task folder (see refresh_fingerprints in common.smk, which keeps them
+# current each time Snakemake reads the workflow); this rule makes them the first time.
+rule fingerprint_task:
+    localrule: True
     input:
         f"{DATA}/{{task}}",
+    output:
+        f"{RESULTS}/fingerprints/{{task}}.json",
+    log:
+        "logs/fingerprint_task/{task}.log",
+    conda:
+        "../../envs/medvisionllama.yaml"
+    shell:
+        "mvl fingerprint --task-dir {input:q} --output {output:q} > {log:q} 2>&1"
+
+
+rule split_task:
+    input:
+        data=f"{DATA}/{{task}}",
+        fingerprint=f"{RESULTS}/fingerprints/{{task}}.json",  # what is in the folder (common.smk)
     output:
         f"{RESULTS}/splits/{{task}}.json",
     log:
@@ -66,27 +83,26 @@ rule split_task:
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl split --task-dir {input:q} --output {output:q} --seed {params.seed:q}"
+        "mvl split --task-dir {input.data:q} --output {output:q} --seed {params.seed:q}"
         " --fractions {params.fractions:q} {params.folds:q} > {log:q} 2>&1"
 
 
 rule preprocess_task:
     input:
-        f"{DATA}/{{task}}",
+        data=f"{DATA}/{{task}}",
+        fingerprint=f"{RESULTS}/fingerprints/{{task}}.json",
     output:
         directory(f"{RESULTS}/preprocessed/{{task}}/{{size}}"),
     log:
         "logs/preprocess_task/{task}/{size}.log",
     benchmark:
         "benchmarks/logs/preprocess_task/{task}/{size}.tsv"
-    params:
-        workers=config["preprocess"]["workers"],
-    threads: config["preprocess"]["workers"]
+    threads: config["preprocess"]["workers"]  # speed only: not a param, so changing it re-runs nothing
     resources:  # estimated from the task's volumes and workers (medvisionllama.cluster.resources)
         mem_mb=preprocess_mem_mb,
         runtime=preprocess_runtime,
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl preprocess --task-dir {input:q} --size {wildcards.size:q} --output {output:q}"
-        " --workers {params.workers:q} > {log:q} 2>&1"
+        "mvl preprocess --task-dir {input.data:q} --size {wildcards.size:q} --output {output:q}"
+        " --workers {threads} > {log:q} 2>&1"

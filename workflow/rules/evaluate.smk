@@ -22,6 +22,7 @@ rule evaluate_run:
     params:
         run_dir=lambda wildcards, input: os.path.dirname(input.run),
         fold=fold_option,
+        device=runtime_param("device"),
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
@@ -34,4 +35,5 @@ rule evaluate_run:
         "../../envs/medvisionllama.yaml"
     shell:
         "mvl evaluate --config {input.config:q} --run-dir {params.run_dir:q} --preprocessed {input.preprocessed:q}"
-        " --split {input.split:q} {params.fold:q} --data-dir {input.data:q} --threads {threads} --no-progress > {log:q} 2>&1"
+        " --split {input.split:q} {params.fold:q} --data-dir {input.data:q} --device {params.device:q}"
+        " --threads {threads} --no-progress > {log:q} 2>&1"

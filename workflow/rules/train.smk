@@ -24,6 +24,8 @@ rule train_run:
         llm_weights=llm_weights_option,
         seed=run_seed,
         fold=fold_option,
+        device=runtime_param("device"),
+        num_workers=runtime_param("num_workers"),
     threads: config["training"]["threads"]
     resources:
         gpu=0 if config["training"]["device"] == "cpu" else 1,
@@ -37,4 +39,5 @@ rule train_run:
     shell:
         "mvl train --config {input.config:q} --preprocessed {input.preprocessed:q} --split {input.split:q}"
         " --run-dir {params.run_dir:q} --model {wildcards.model:q} --attention {wildcards.attention:q}"
-        " --seed {params.seed:q} {params.fold:q} {params.llm_weights:q} --threads {threads} --no-progress > {log:q} 2>&1"
+        " --seed {params.seed:q} {params.fold:q} {params.llm_weights:q} --device {params.device:q}"
+        " --num-workers {params.num_workers:q} --threads {threads} --no-progress > {log:q} 2>&1"

@@ -277,8 +277,9 @@ def preprocess_task(task_dir: Path, size: str, output: Path, workers: int = 1) -
     Args:
         task_dir: an MSD task folder.
         size: ``XxYxZ`` or ``full``.
-        output: the folder to write (``manifest.json`` and ``cases/``); replaced if it exists,
-            and absent after any failure.
+        output: the folder to write (``manifest.json`` and ``cases/``); replaced if it exists and
+            its content differs (left untouched, modification times included, when the new folder
+            is byte-identical), and absent after any failure.
         workers: processes (1: in this process).
 
     Returns:
@@ -297,6 +298,48 @@ def preprocess_task(task_dir: Path, size: str, output: Path, workers: int = 1) -
     label_values = sorted(int(k) for k in dataset["labels"])
     size = size_name(dims)
     entries: dict[str, dict[str, Any]] = {}
+    try:
+        manifest = _preprocess_into(task_dir, dataset, cases, size, dims, kind, num_channels, label_values,
+                                    Path(output), workers, entries)
+    except _Unchanged as unchanged:
+        return unchanged.manifest
+    return manifest
+
+
+class _Unchanged(Exception):
+    """Raised inside ``atomic_dir`` when the new folder equals the existing one: the temporary
+    folder is dropped and the existing output (its modification times) stays as it was."""
+
+    def __init__(self, manifest: dict[str, Any]):
+        super().__init__("unchanged")
+        self.manifest = manifest
+
+
+def _visible_files(folder: Path) -> dict[str, Path]:
+    """Relative path -> file below ``folder``, hidden names (``.snakemake_timestamp``) left out."""
+    out = {}
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out[rel.as_posix()] = path
+    return out
+
+
+def same_tree(new: Path, old: Path) -> bool:
+    """Whether ``old`` is a folder holding exactly the visible files of ``new``, byte for byte."""
+    if not old.is_dir():
+        return False
+    a, b = _visible_files(new), _visible_files(old)
+    if a.keys() != b.keys():
+        return False
+    return all(a[k].stat().st_size == b[k].stat().st_size and a[k].read_bytes() == b[k].read_bytes() for k in a)
+
+
+def _preprocess_into(task_dir, dataset, cases, size, dims, kind, num_channels, label_values, output: Path,
+                     workers: int, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The work of :func:`preprocess_task`: build the folder beside ``output``, then put it in place
+    unless ``output`` already holds the same bytes (then raise :class:`_Unchanged`: written only
+    when the content changes, so a re-run by `dvc repro` leaves Snakemake nothing to re-run)."""
     with atomic_dir(output) as tmp:
         cases_dir = tmp / "cases"
         cases_dir.mkdir()
@@ -338,6 +381,8 @@ def preprocess_task(task_dir: Path, size: str, output: Path, workers: int = 1) -
             "cases": [entries[case.case_id] for case in cases],
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if same_tree(tmp, output):
+            raise _Unchanged(manifest)
     return manifest
 
 

@@ -24,6 +24,7 @@ the rest is ``train``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 
 from medvisionllama.data.io import list_labelled_cases
 from medvisionllama.errors import InputError
-from medvisionllama.io_utils import read_json, write_json_atomic
+from medvisionllama.io_utils import read_json, write_json_atomic, write_text_atomic
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 #: tasks with at most this many cases get folds stratified by foreground size (see the docstring)
@@ -176,8 +177,24 @@ def split_task(
         sizes = foreground_sizes(cases) if len(ids) <= STRATIFY_MAX_CASES else None
         result["stratified_by"] = "foreground voxels" if sizes is not None else None
         result["folds"] = fold_cases(ids, folds, seed, fractions, sizes)
-    write_json_atomic(output, result)
+    write_json_if_changed(output, result)
     return result
+
+
+def write_json_if_changed(target: Path, data: Any) -> bool:
+    """Write ``data`` as stable JSON to ``target`` atomically, unless ``target`` already holds these
+    exact bytes: then it is left alone, modification time included, so a re-run that makes the same
+    split (``dvc repro``, a forced Snakemake job) leaves Snakemake nothing to re-run downstream.
+    Returns whether the file was written."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    target = Path(target)
+    try:
+        if target.is_file() and target.read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_text_atomic(target, text)
+    return True
 
 
 def _case_list(split: dict[str, Any], key: str, where: str) -> list[str]:

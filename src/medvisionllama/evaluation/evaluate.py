@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="cross-validation fold whose 'test' cases are scored (default: the single split)")
     p.add_argument("--data-dir", required=True, help="raw MSD task folder (original labels, data/{task})")
     p.add_argument("--checkpoint", default=None, help="checkpoint to score (default: RUN_DIR/checkpoint_best.pt)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                   help="where to run (default: the config's training.device, else auto); not a result setting")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -270,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     config = load_config(args.config) if args.config else {}
     evaluate_run(run_dir=args.run_dir, preprocessed=args.preprocessed, split=args.split, data_dir=args.data_dir,
-                 checkpoint=args.checkpoint, device=str((config.get("training") or {}).get("device", "auto")),
+                 checkpoint=args.checkpoint,
+                 device=args.device or str((config.get("training") or {}).get("device", "auto")),
                  progress=not args.no_progress, fold=args.fold)
     return 0

@@ -170,6 +170,11 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return long[LONG_COLUMNS], curves[CURVE_COLUMNS]
 
 
+#: the folder inside a run where ``mvl train`` sets aside a superseded run (training.train.SUPERSEDED;
+#: not imported from there: that module imports torch)
+SUPERSEDED = "superseded"
+
+
 def run_fold(run_dir: Path, seed: int) -> int | None:
     """The cross-validation fold of a run folder: its name's ``-fold{k}`` (``seed0-fold2``), else
     ``summary.json``'s ``run.fold`` (a folder copied under another name), else None (single split).
@@ -192,7 +197,8 @@ def run_fold(run_dir: Path, seed: int) -> int | None:
 
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Run folders from the given paths: a ``metrics.csv`` file names its folder; a folder holding
-    ``metrics.csv`` is a run; any other folder is searched recursively for ``metrics.csv``."""
+    ``metrics.csv`` is a run; any other folder is searched recursively for ``metrics.csv``, skipping
+    the ``superseded/`` folders where ``mvl train`` sets aside a run it retrains (old results)."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -201,7 +207,8 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         elif path.is_dir() and (path / "metrics.csv").is_file():
             found.append(path)
         elif path.is_dir():
-            hits = sorted(p.parent for p in path.rglob("metrics.csv"))
+            hits = sorted(p.parent for p in path.rglob("metrics.csv")
+                          if SUPERSEDED not in p.relative_to(path).parts)
             if not hits:
                 raise InputError(f"{path}: no metrics.csv below this folder")
             found.extend(hits)

@@ -8,6 +8,14 @@ atomically. When ``checkpoint_last.pt`` exists the run continues from it, and en
 uninterrupted run would on CPU (the RNG states travel in the checkpoint; augmentation draws depend
 only on seed, epoch and case). ``run.json`` is written last: a run is finished when it exists.
 
+A run's identity is what it was made from (:func:`run_inputs`): content hashes of the preprocessed
+folder (arrays and manifest), of the split it reads, of the LLM layer file and of the settings that
+change a result. They travel in every checkpoint and in ``run.json``; a checkpoint is resumed (or a
+finished run reused) only when they match, otherwise the whole run folder is set aside in
+``superseded/`` with a log line naming the input that changed, and the run trains from scratch.
+Settings that cannot change a result (device, threads, data-loader workers, progress bars, the
+paths of the inputs) are not part of the identity.
+
 Validation runs on whole preprocessed volumes: one forward pass at the model's input size, sliding
 windows for ``full`` volumes (which train on random crops of ``model.full_img_size``).
 
@@ -22,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
+import json
 import logging
 import math
 import random
@@ -66,8 +76,10 @@ from medvisionllama.vocabulary import ATTENTIONS, DEFAULT_ATTENTION, FULL_SIZE, 
 
 log = logging.getLogger(__name__)
 
-#: training settings that must match a checkpoint to resume from it (``epochs`` may grow)
-RESUME_KEYS = ("lr", "batch_size", "augment", "seed", "img_size", "fold")
+#: keys of ``run.json``'s ``training`` that cannot change a result (not part of a run's identity)
+RUNTIME_KEYS = ("epochs", "device", "precision", "preprocessed", "split", "augment_requested")
+#: keys of the model config that cannot change a result (the layer file is hashed by content instead)
+MODEL_RUNTIME_KEYS = ("llm_weights",)
 
 
 class NonFiniteLossError(InputError):
@@ -117,6 +129,84 @@ def run_one_epoch_validation(
             count += image.shape[0]
             dices.append(foreground_dice(logits.argmax(1), label, num_classes).nanmean(dim=1))
     return float(loss_sum) / max(count, 1), _nanmean(torch.cat(dices).tolist() if dices else [])
+
+
+# ------------------------------------------------------------------------------ identity
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (read in 4 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_digest(folder: str | Path) -> str:
+    """SHA-256 over the relative paths and content hashes of every file below ``folder``, hidden
+    files (``.snakemake_timestamp``, temporary names) left out: equal for byte-identical folders."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            digest.update(f"{rel.as_posix()}\0{file_digest(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _json_digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def identity_settings(model_config: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    """The settings that change a run's result: its model config and training settings without the
+    runtime-only keys (:data:`RUNTIME_KEYS`, :data:`MODEL_RUNTIME_KEYS`)."""
+    model = {f"model.{k}": v for k, v in model_config.items() if k not in MODEL_RUNTIME_KEYS}
+    train = {f"training.{k}": v for k, v in training.items() if k not in RUNTIME_KEYS}
+    return json.loads(json.dumps({**model, **train}, default=str))  # tuples as lists, as stored
+
+
+def run_inputs(preprocessed: str | Path, splits: dict[str, Any], llm_weights: str | None,
+               model_config: dict[str, Any], training: dict[str, Any]) -> dict[str, str | None]:
+    """What a run is made from, as content hashes (``run.json``'s ``inputs``): ``preprocessed`` (the
+    arrays and manifest of its task and size), ``split`` (the case lists it reads), ``llm_layer``
+    (the layer file; None without one, or the source's name when it is not a local file) and
+    ``settings`` (:func:`identity_settings`)."""
+    layer = None
+    if llm_weights is not None:
+        source = Path(llm_weights)
+        layer = (file_digest(source) if source.is_file() else folder_digest(source) if source.is_dir()
+                 else f"source:{llm_weights}")
+    return {
+        "preprocessed": folder_digest(preprocessed),
+        "split": _json_digest({k: splits.get(k) for k in ("train", "val", "test")}),
+        "llm_layer": layer,
+        "settings": _json_digest(identity_settings(model_config, training)),
+    }
+
+
+#: how a changed input is named in the log
+INPUT_NAMES = {"preprocessed": "the preprocessed arrays", "split": "the split", "llm_layer": "the LLM layer file",
+               "settings": "the settings"}
+
+
+def changed_inputs(stored: dict[str, Any] | None, current: dict[str, Any], ckpt: dict[str, Any],
+                   model_config: dict[str, Any], training: dict[str, Any]) -> list[str]:
+    """One phrase per input of ``current`` whose hash differs from the checkpoint's ``stored`` ones."""
+    if not stored:
+        return ["the checkpoint records no input hashes (made by an earlier version)"]
+    out = []
+    for key, name in INPUT_NAMES.items():
+        if stored.get(key) == current[key]:
+            continue
+        if key == "settings":
+            details = differing_fields(identity_settings(ckpt["model_config"], ckpt["training"]),
+                                       identity_settings(model_config, training))
+            out.append("; ".join(details) if details else name)
+        else:
+            source = {"preprocessed": training.get("preprocessed"), "split": training.get("split"),
+                      "llm_layer": model_config.get("llm_weights")}[key]
+            out.append(f"{name} ({source}) changed")
+    return out
 
 
 # ------------------------------------------------------------------------------ settings
@@ -182,39 +272,63 @@ SUPERSEDED = "superseded"
 
 
 def set_aside(run_dir: Path, reason: str) -> Path:
-    """Move every file of ``run_dir`` (checkpoints, history, run.json, evaluation outputs) into
-    ``run_dir/superseded/`` (replacing an earlier one), so the run retrains from scratch; logs why."""
+    """Move the whole run of ``run_dir`` (checkpoints, history, run.json, evaluation outputs and
+    predictions) into ``run_dir/superseded/`` (replacing an earlier one), so the run retrains from
+    scratch; logs why. ``run.json`` and ``history.csv``, which Snakemake deletes before it re-runs
+    the job, are written back from ``checkpoint_last.pt`` when missing, so the old run stays whole."""
     aside = run_dir / SUPERSEDED
     if aside.exists():
         shutil.rmtree(aside)
     aside.mkdir()
     for item in sorted(run_dir.iterdir()):
-        if item.is_file() and item.name != SUPERSEDED:
+        if item.name != SUPERSEDED and not item.name.startswith("."):
             item.replace(aside / item.name)
-    log.warning("%s: %s; retraining from scratch, the previous files are in %s", run_dir, reason, aside)
+    _complete_from_checkpoint(aside)
+    log.warning("%s: %s; retraining from scratch, the previous run is in %s", run_dir, reason, aside)
     return aside
 
 
-def resume(path: Path, net, optimizer, generator: torch.Generator, model_config: dict[str, Any],
-           training: dict[str, Any], epochs: int) -> RunState:
-    """The state of ``checkpoint_last.pt`` loaded into ``net``, ``optimizer`` and ``generator``, after
-    checking it was trained with the same settings; a fresh state when there is no checkpoint.
+def _complete_from_checkpoint(folder: Path) -> None:
+    """Write ``history.csv`` and ``run.json`` of a set-aside run from its last checkpoint when absent
+    (``run.json`` then says ``"restored_from": "checkpoint_last.pt"``)."""
+    last = folder / "checkpoint_last.pt"
+    if not last.exists() or ((folder / "history.csv").exists() and (folder / "run.json").exists()):
+        return
+    ckpt = load_checkpoint(last)
+    if not (folder / "history.csv").exists():
+        write_text_atomic(folder / "history.csv", _history_csv(ckpt["history"]))
+    if not (folder / "run.json").exists():
+        history = ckpt["history"]
+        write_json_atomic(folder / "run.json", {
+            "task": ckpt["data"].get("task"), "size": ckpt["data"].get("size"),
+            "model": ckpt["model_config"].get("model"), "attention": ckpt["model_config"].get("attention"),
+            "seed": ckpt.get("seed"), "model_config": ckpt["model_config"], "training": ckpt["training"],
+            "data": ckpt["data"], "inputs": ckpt.get("inputs"), "epochs": len(history),
+            "best_epoch": ckpt["best_epoch"], "best_val_dice": ckpt["best_metric"],
+            "final": history[-1] if history else None, "version": ckpt.get("version"),
+            "restored_from": last.name,
+        })
 
-    A checkpoint trained with other settings (or more epochs than ``epochs``) is not an error: the
-    settings changed (Snakemake re-runs the job for that), so the run folder's files are set aside
-    (:func:`set_aside`) and the run trains from scratch, as a straight run with the new settings would.
+
+def resume(path: Path, net, optimizer, generator: torch.Generator, model_config: dict[str, Any],
+           training: dict[str, Any], epochs: int, inputs: dict[str, Any]) -> RunState:
+    """The state of ``checkpoint_last.pt`` loaded into ``net``, ``optimizer`` and ``generator``, after
+    checking it was made from the same ``inputs`` (:func:`run_inputs`); a fresh state when there is
+    no checkpoint.
+
+    A checkpoint made from other inputs (data, split, layer file or settings) or with more epochs
+    than ``epochs`` is not an error: something it was made from changed (Snakemake re-runs the job
+    for that), so the run is set aside whole (:func:`set_aside`, the log names what changed) and
+    trains from scratch, as a straight run on the new inputs would.
     """
     if not path.exists():
         return RunState()
     ckpt = load_checkpoint(path)
-    diffs = differing_fields(ckpt["model_config"], model_config, "model.")
-    diffs += differing_fields(
-        {k: ckpt["training"].get(k) for k in RESUME_KEYS}, {k: training[k] for k in RESUME_KEYS}, "training."
-    )
+    diffs = changed_inputs(ckpt.get("inputs"), inputs, ckpt, model_config, training)
     if ckpt["epoch"] > epochs:
         diffs.append(f"training.epochs: {ckpt['epoch']} in checkpoint, {epochs} requested")
     if diffs:
-        set_aside(path.parent, f"{path.name} was trained with other settings ({'; '.join(diffs)})")
+        set_aside(path.parent, f"{path.name} was made from other inputs ({'; '.join(diffs)})")
         return RunState()
     try:
         net.load_trainable_state_dict(ckpt["model_state"])
@@ -276,7 +390,7 @@ def train_one_epoch(net, optimizer, loader, dev: torch.device, num_classes: int,
 
 
 def run_summary(net, config: ModelConfig, training: dict[str, Any], data_meta: dict[str, Any], seed: int,
-                state: RunState, dev: torch.device) -> dict[str, Any]:
+                state: RunState, dev: torch.device, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The content of ``run.json``: what was trained, with what, for how long, and how well."""
     total, trainable = net.parameter_counts()
     history = state.history
@@ -287,7 +401,7 @@ def run_summary(net, config: ModelConfig, training: dict[str, Any], data_meta: d
         "train_seconds": float(sum(r["seconds"] for r in history)), "epochs": len(history),
         "best_epoch": state.best_epoch, "best_val_dice": state.best, "final": history[-1] if history else None,
         "device": dev.type, "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "torch_version": torch.__version__, "version": __version__,
+        "torch_version": torch.__version__, "version": __version__, "inputs": inputs,
     }
 
 
@@ -365,7 +479,8 @@ def train_run(
                                  fused=True if dev.type == "cuda" else None)
     generator = torch.Generator().manual_seed(seed)
     last_path, best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
-    state = resume(last_path, net, optimizer, generator, config.to_dict(), training, ts.epochs)
+    inputs = run_inputs(preprocessed, splits, llm_weights, config.to_dict(), training)
+    state = resume(last_path, net, optimizer, generator, config.to_dict(), training, ts.epochs, inputs)
 
     train_transform = build_augmentation(roi if info.size_tuple is None else None) if do_augment else (
         build_random_crop(roi) if info.size_tuple is None else None
@@ -396,7 +511,7 @@ def train_run(
             "model_state": {k: v.detach().cpu() for k, v in net.trainable_state_dict().items()},
             "optimizer_state": optimizer.state_dict(), "epoch": epoch, "best_metric": state.best,
             "best_epoch": state.best_epoch, "history": state.history, "rng": capture_rng(generator),
-            "seed": int(seed), "version": __version__,
+            "seed": int(seed), "version": __version__, "inputs": inputs,
         }
         if improved:
             save_checkpoint(best_path, checkpoint)
@@ -414,7 +529,7 @@ def train_run(
     # run.json were deleted (snakemake -f, a kill after the last checkpoint, a retried cluster job
     # whose evaluation failed and removed the run's outputs) gets them back from its checkpoint
     write_text_atomic(run_dir / "history.csv", _history_csv(state.history))
-    summary = run_summary(net, config, training, data_meta, seed, state, dev)
+    summary = run_summary(net, config, training, data_meta, seed, state, dev, inputs)
     write_json_atomic(run_dir / "run.json", summary)
     return summary
 
@@ -440,6 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fold", type=int, default=None,
                      help="cross-validation fold of the split (its 'folds'); default: the single split")
     how = p.add_argument_group("execution")
+    how.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                     help="where to train (default: the config's training.device); not part of the run's identity")
+    how.add_argument("--num-workers", type=int, default=None,
+                     help="data-loader worker processes (default: the config's training.num_workers)")
     how.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     how.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return p
@@ -451,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.config) if args.config else {}
+    runtime = {k: v for k, v in (("device", args.device), ("num_workers", args.num_workers)) if v is not None}
+    if runtime:  # the pipeline passes these beside the settings file: they cannot change a result
+        config = {**config, "training": {**(config.get("training") or {}), **runtime}}
     settings = RunSettings.from_config(config, read_preprocessed(args.preprocessed).size, where=args.config or "settings")
     summary = train_run(
         preprocessed=args.preprocessed, split=args.split, run_dir=args.run_dir, model=args.model,
