@@ -72,6 +72,8 @@ TOP_FOLDERS = ("config", "tables")  #: shared as they are (flat folders)
 CHUNK = 1 << 20
 #: the committed summary's copy of the training curves (dvc.yaml's plots read it: git holds it)
 SUMMARY_CURVES = "plots/curves.csv"
+#: columns of the curves the summary leaves out (timings: not results)
+SUMMARY_CURVES_DROPPED = ("seconds",)
 
 #: one path segment of the shared layout: no separator, no leading dot (so never ``.`` or ``..``)
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._@+-]*"
@@ -188,7 +190,13 @@ def write_summary(source: Path, summary: Path) -> list[Path]:
             written.append(summary / "metrics" / rel)
         shutil.copyfile(source / "config.yaml", tmp / "config.yaml")
         (tmp / SUMMARY_CURVES).parent.mkdir(parents=True)
-        shutil.copyfile(source / "plots/curves.csv", tmp / SUMMARY_CURVES)
+        import pandas as pd
+
+        curves = pd.read_csv(source / "plots/curves.csv")
+        # wall-clock seconds differ on every run: without them the default run's summary is the same
+        # bytes each time, so it can be committed like dvc.lock and `git status` stays clean
+        curves.drop(columns=[c for c in SUMMARY_CURVES_DROPPED if c in curves.columns]).to_csv(
+            tmp / SUMMARY_CURVES, index=False)
         written += [summary / "config.yaml", summary / SUMMARY_CURVES]
     return written
 
