@@ -150,7 +150,9 @@ def dry_registry() -> Iterator[None]:
     try:
         for name in PAPER_LLMS:
             spec = saved[name]
-            LLM_REGISTRY[name] = dataclasses.replace(spec, make_config=lambda f=spec.make_config: _tiny_config(f))
+            # config_values None: the layer count (and so the default, last, layer) comes from the tiny config
+            LLM_REGISTRY[name] = dataclasses.replace(spec, make_config=lambda f=spec.make_config: _tiny_config(f),
+                                                     config_values=None)
         attention_kernels.CHUNK_ELEMENTS = 2**12
         yield
     finally:

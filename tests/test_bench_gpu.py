@@ -19,7 +19,6 @@ def bench():
     return module
 
 
-@pytest.mark.slow
 def test_dry_run_measures_every_family_and_passes_its_checks(bench, tmp_path):
     from medvisionllama.llm.registry import LLM_REGISTRY
 
