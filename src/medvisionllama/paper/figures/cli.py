@@ -26,7 +26,7 @@ from medvisionllama.paper.figures.segmentation import figure_segmentations
 from medvisionllama.paper.outputs.base import short_task
 from medvisionllama.paper.outputs.figures import (
     APPENDIX_FIGURE1, APPENDIX_FIGURE2, APPENDIX_FIGURE3, APPENDIX_FIGURE3_RADAR, CASES, CURVES, FIGURE3, FIGURE4,
-    FIGURE5, FOREST, PUBLISHED_VS_REPRODUCED, paper_item,
+    FIGURE5, FOREST, PUBLISHED_VS_REPRODUCED, has_claims, paper_item,
 )
 from medvisionllama.paper.spec import ExperimentSpec
 from medvisionllama.paper.summary import score_experiment
@@ -149,11 +149,12 @@ def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path,
                                                    f"{APPENDIX_FIGURE1.title}: {model}", stamp_of(att)).paths
         for spec in specs:
             item = paper_item(spec.table.name)
-            if spec.name not in claim_files:
-                raise InputError(f"the forest plot of experiment {spec.name!r} needs --claims "
-                                 f"{spec.name}_claims.csv (mvl tables)")
-            written += figure_forest(read_claims(claim_files[spec.name]), tmp / FOREST.stem(spec.name),
-                                     f"{FOREST.title}: {spec.name} ({item})", stamp_of(spec)).paths
+            if has_claims(spec):  # an experiment of controls only claims nothing: no forest plot
+                if spec.name not in claim_files:
+                    raise InputError(f"the forest plot of experiment {spec.name!r} needs --claims "
+                                     f"{spec.name}_claims.csv (mvl tables)")
+                written += figure_forest(read_claims(claim_files[spec.name]), tmp / FOREST.stem(spec.name),
+                                         f"{FOREST.title}: {spec.name} ({item})", stamp_of(spec)).paths
             written += figure_case_scores(scored[spec.name].scores, tmp / CASES.stem(spec.name),
                                           f"{CASES.title}: {spec.name} ({item})", ("dice", "hd95"),
                                           comparison_values(scored[spec.name]), stamp_of(spec)).paths

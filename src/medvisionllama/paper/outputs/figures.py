@@ -81,6 +81,12 @@ class FigureFile:
     labels: tuple[tuple[str, str], ...]
 
 
+def has_claims(spec: "ExperimentSpec") -> bool:
+    """Whether the experiment makes any claim (an experiment of controls only, e.g. a layer sweep of
+    ``-random`` blocks, makes none): only then is its forest plot drawn."""
+    return bool(spec.table.pairs(spec))
+
+
 def figure_files(specs: list["ExperimentSpec"]) -> list[FigureFile]:
     """Every file ``mvl figures`` writes for these experiments, with its report placement."""
     out: list[FigureFile] = []
@@ -92,6 +98,8 @@ def figure_files(specs: list["ExperimentSpec"]) -> list[FigureFile]:
     for spec in specs:
         category = report_category(paper_item(spec.table.name))
         for figure in EXPERIMENT_FIGURES:
+            if figure is FOREST and not has_claims(spec):
+                continue
             for ext in ("png", "pdf"):
                 out.append(FigureFile(f"{figure.stem(spec.name)}.{ext}", f"experiment_{figure.suffix}", category,
                                       spec.name, (("experiment", spec.name), ("kind", spec.kind),
