@@ -34,14 +34,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from fresh_process import measure_in_child, peak_rss_mb
 
 CASES = {
     "brats": {"shape": (240, 240, 155), "channels": 4, "kind": "MRI"},
@@ -111,15 +111,8 @@ def measure_one(path: str, case: str, size: str, which: str, save: str | None) -
     seconds = time.perf_counter() - t0
     if save:
         np.save(save, out)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak_mb = peak_rss_mb()
     return {"seconds": seconds, "import_s": import_s, "peak_mb": peak_mb, "shape": list(out.shape)}
-
-
-def _child(args: list[str]) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"child {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             rows, outputs = {}, {}
             for which in ("monai", "project"):
                 save = str(args.workdir / f"{case}-{size}-{which}.npy")
-                runs = [_child([path, case, size, which, save if i == 0 else "-"]) for i in range(args.repeats)]
+                runs = [measure_in_child(__file__, [path, case, size, which, save if i == 0 else "-"]) for i in range(args.repeats)]
                 rows[which] = runs
                 outputs[which] = np.load(save, mmap_mode="r")
             delta = np.abs(np.asarray(outputs["project"]) - np.asarray(outputs["monai"]))

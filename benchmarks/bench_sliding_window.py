@@ -22,14 +22,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from fresh_process import measure_in_child, peak_rss_mb
 
 ROI = "128x128x80"
 
@@ -69,15 +69,8 @@ def measure_one(model_name: str, volume: str, roi: str, which: str, save: str | 
     seconds = time.perf_counter() - t0
     if save:
         np.save(save, logits.numpy())
-    return {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"seconds": seconds, "peak_mb": peak_rss_mb(),
             "shape": list(logits.shape)}
-
-
-def _child(args: list[str]) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"child {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, outputs = {}, {}
         for which in ("monai", "project"):
             save = str(args.workdir / f"{model}-{which}.npy")
-            rows[which] = [_child([model, args.volume, args.roi, which, save if i == 0 else "-"])
+            rows[which] = [measure_in_child(__file__, [model, args.volume, args.roi, which, save if i == 0 else "-"])
                            for i in range(args.repeats)]
             outputs[which] = np.load(save, mmap_mode="r")
         diff = float(np.max(np.abs(np.asarray(outputs["project"]) - np.asarray(outputs["monai"]))))
