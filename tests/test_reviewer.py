@@ -13,7 +13,6 @@ import json
 import shutil
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -113,9 +112,7 @@ def test_a_reviewer_regenerates_everything_from_a_fresh_clone(author):
     reviewer = clone(author, "reviewer")
     assert not (reviewer / "results").exists() and not (reviewer / "data").exists()
     sh(["dvc", "pull", f"{SHARE_DIR}.dvc"], reviewer)
-    start = time.monotonic()
-    done = sh(["mvl", "regenerate"], reviewer)
-    seconds = time.monotonic() - start
+    done = sh(["mvl", "regenerate"], reviewer)  # how long it takes is BENCHMARKS.md's business, not a test's
     assert "every table equals the shared original" in done.stdout
     check_regenerated(author, reviewer)
     report = reviewer / REVIEWER_DIR / "report.html"
@@ -125,7 +122,6 @@ def test_a_reviewer_regenerates_everything_from_a_fresh_clone(author):
     assert not list((reviewer / "results").rglob("checkpoint*.pt"))
     # everything regenerated lies in the reviewer's folder, which the pipeline's runs never read
     assert [p.name for p in (reviewer / "results").iterdir()] == [REVIEWER_DIR.name]
-    assert seconds < 120, f"regenerate took {seconds:.0f} s"
 
 
 def test_regenerate_refuses_a_changed_shared_file(author, tmp_path):
