@@ -17,6 +17,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
+from typing import IO, Callable
 
 import pytest
 import yaml
@@ -415,6 +416,31 @@ def _checkpoint(path: Path) -> dict:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
+def _submit(project: Path, config: dict, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, IO[str]]:
+    """Snakemake on the cluster for the seed-0 run's metrics, in the background; output to
+    tmp_path/snakemake.out. Returns the process and the open log (close it when done)."""
+    log = (tmp_path / "snakemake.out").open("w")
+    command = ["timeout", "-k", "10", str(SNAKEMAKE_TIMEOUT_S), "snakemake", "--profile", "slurm", *args,
+               "--slurm-init-seconds-before-status-checks", "1", f"{_run_dir(config, 0)}/metrics.csv"]
+    snakemake = subprocess.Popen(command, cwd=project, env=_site_env(), stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT)
+    return snakemake, log
+
+
+def _running_job(snakemake: subprocess.Popen, tmp_path: Path, ready: Callable[[], bool] = lambda: True,
+                 wait_s: float = 300) -> str:
+    """The id of the seed-0 run's job once SLURM runs it and ``ready()`` holds (a generous limit that
+    fails with Snakemake's output, never a timing the test depends on)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and snakemake.poll() is None:
+        queue = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True).stdout
+        running = [line.split("|")[0] for line in queue.splitlines() if "|RUNNING|" in line and "_seed0_" in line]
+        if running and ready():
+            return running[0]
+        time.sleep(0.2)
+    pytest.fail(f"no running job (ready) within {wait_s:.0f} s:\n{(tmp_path / 'snakemake.out').read_text()[-4000:]}")
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_requeued_training_resumes_from_its_checkpoint_with_the_same_weights(slurm_cluster, tmp_path):
@@ -424,22 +450,9 @@ def test_requeued_training_resumes_from_its_checkpoint_with_the_same_weights(slu
     project, config = _prepared_project(tmp_path, epochs=epochs)
     run = project / _run_dir(config, 0)
     results = config["results_dir"]
-    log = (tmp_path / "snakemake.out").open("w")
-    command = ["timeout", "-k", "10", str(SNAKEMAKE_TIMEOUT_S), "snakemake", "--profile", "slurm",
-               "--slurm-init-seconds-before-status-checks", "1", f"{_run_dir(config, 0)}/metrics.csv"]
-    snakemake = subprocess.Popen(command, cwd=project, env=_site_env(), stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT)
+    snakemake, log = _submit(project, config, tmp_path)
     try:
-        job_id = None
-        deadline = time.monotonic() + 300
-        while job_id is None and time.monotonic() < deadline and snakemake.poll() is None:
-            queue = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True).stdout
-            running = [line.split("|")[0] for line in queue.splitlines() if "|RUNNING|" in line and "_seed0_" in line]
-            if running and (run / "checkpoint_last.pt").is_file():
-                job_id = running[0]
-            else:
-                time.sleep(0.2)
-        assert job_id, f"no running job with a checkpoint within 300 s:\n{(tmp_path / 'snakemake.out').read_text()[-4000:]}"
+        job_id = _running_job(snakemake, tmp_path, ready=(run / "checkpoint_last.pt").is_file)
         assert not (run / "run.json").exists()  # caught mid-way
         subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, text=True)
         # a requeued job waits about two minutes (Reason=BeginTime, set once it is pending again);
@@ -496,22 +509,9 @@ def test_scancel_of_a_running_job_ends_it_in_snakemake_with_the_reason_and_log(s
     forever (medvisionllama.cluster.plugin_patch). With the patch Snakemake reports the job as
     failed at its next status check, naming who cancelled it and the job's SLURM log."""
     project, config = _prepared_project(tmp_path, epochs=5000)  # runs far longer than the test waits
-    log = (tmp_path / "snakemake.out").open("w")
-    command = ["timeout", "-k", "10", str(SNAKEMAKE_TIMEOUT_S), "snakemake", "--profile", "slurm", "--retries", "0",
-               "--slurm-init-seconds-before-status-checks", "1", f"{_run_dir(config, 0)}/metrics.csv"]
-    snakemake = subprocess.Popen(command, cwd=project, env=_site_env(), stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT)
+    snakemake, log = _submit(project, config, tmp_path, "--retries", "0")
     try:
-        job_id = None
-        deadline = time.monotonic() + 300
-        while job_id is None and time.monotonic() < deadline and snakemake.poll() is None:
-            queue = subprocess.run(["squeue", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True).stdout
-            running = [line.split("|")[0] for line in queue.splitlines() if "|RUNNING|" in line and "_seed0_" in line]
-            if running:
-                job_id = running[0]
-            else:
-                time.sleep(0.5)
-        assert job_id, f"no running job within 300 s:\n{(tmp_path / 'snakemake.out').read_text()[-4000:]}"
+        job_id = _running_job(snakemake, tmp_path)
         subprocess.run(["scancel", job_id], check=True, capture_output=True, text=True)
         try:
             returncode = snakemake.wait(timeout=300)
