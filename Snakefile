@@ -64,6 +64,14 @@ onstart:
         for line in capped_threads(config, workflow.resource_settings.cores,
                                    slurm=workflow.executor_plugin.name == "slurm"):
             print(line)
+    # Jobs run here: they fork from one warm `mvl` that imported torch once (medvisionllama.warm;
+    # README "Running faster"; MVL_WARM_WORKER=off runs every job in its own fresh process).
+    if workflow.executor_plugin.name == "local" and not workflow.remote_exec and not any(
+        method.name in {"CONDA", "APPTAINER"} for method in workflow.deployment_settings.deployment_method
+    ):
+        from medvisionllama.warm import start as start_warm_worker
+
+        start_warm_worker(log="logs/warm-worker.log")
     if workflow.executor_plugin.name == "slurm" and not workflow.remote_exec:
         from medvisionllama.cluster.preflight import preflight_snakemake_jobs
 

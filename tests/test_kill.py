@@ -78,8 +78,11 @@ def kill_during(project: Path, verb: str, writing: Callable[[], bool], after_s: 
     ``writing()`` holds (or ``after_s`` seconds after it started, whichever comes first); Snakemake
     must then report the job failed. Returns "writing" or "late" (what the kill came after), or
     None when the job ended before it could be killed."""
+    # every job in its own process (no warm worker: medvisionllama.warm), so the process killed is the
+    # one writing; the straight run it is compared with ran in the worker
+    env = {**env_with_venv(), "MVL_WARM_WORKER": "off"}
     proc = subprocess.Popen(["snakemake", "--cores", "1", "--rerun-incomplete", *args, TARGET], cwd=project,
-                            env=env_with_venv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     killed, while_writing, pid = False, False, None
     try:
         while proc.poll() is None and pid is None:

@@ -16,6 +16,7 @@ import sys
 
 from medvisionllama import __version__
 from medvisionllama.errors import ExternalError, InputError
+from medvisionllama.warm import run_in_worker
 
 #: verb -> (module, one-line help). The module defines ``main(argv: list[str]) -> int``.
 VERBS: dict[str, tuple[str, str]] = {
@@ -37,6 +38,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "share": ("medvisionllama.share", "share the results tables and figures need (DVC remote or archive)"),
     "regenerate": ("medvisionllama.regenerate", "rebuild every table, figure and the report from shared results"),
     "preflight": ("medvisionllama.cluster.preflight", "check every cluster job against the SLURM partitions"),
+    "warm-worker": ("medvisionllama.warm", "serve local pipeline jobs from one process that imported torch once"),
 }
 
 
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"mvl: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    status = run_in_worker([verb, *rest])  # a local pipeline's warm worker (medvisionllama.warm), if any
+    if status is not None:
+        return status
     module = importlib.import_module(VERBS[verb][0])
     try:
         return int(module.main(rest) or 0)

@@ -1,0 +1,162 @@
+"""The warm worker (medvisionllama.warm): jobs forked from one process that imported torch once
+behave as `mvl` run afresh (output, exit status, signals), and the worker never serves old code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import env_with_venv
+
+from medvisionllama import warm
+
+#: a verb that records its pid and sleeps (registered in both the worker and the job by _PATCH)
+NAP = textwrap.dedent("""
+    import os, sys, time
+    def main(argv):
+        open(argv[0] + ".tmp", "w").write(str(os.getpid()))
+        os.replace(argv[0] + ".tmp", argv[0])
+        time.sleep(float(argv[1]))
+        return 0
+""")
+_PATCH = ("import sys, medvisionllama.cli as c, medvisionllama.warm as w; "
+          "c.VERBS['nap'] = ('napverb', 'sleep'); w.VERBS = w.VERBS | {'nap'}; ")
+
+
+def _env(tmp: Path, sock: Path | str | None) -> dict[str, str]:
+    env = env_with_venv()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp), env.get("PYTHONPATH", "")])
+    if sock is None:
+        env.pop(warm.ENV, None)
+    else:
+        env[warm.ENV] = str(sock)
+    return env
+
+
+def _wait(predicate, seconds: float = 60.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    """A worker (with the nap verb) serving this test process; its socket, folder and log."""
+    tmp = tmp_path_factory.mktemp("warm")
+    (tmp / "napverb.py").write_text(NAP)
+    sock = Path(f"/tmp/mvl-test-{os.getpid()}.sock")
+    log = open(tmp / "worker.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PATCH + "sys.exit(w.main(sys.argv[1:]))", "--socket", str(sock),
+         "--parent-pid", str(os.getpid())],
+        env=_env(tmp, None), stdout=log, stderr=log, start_new_session=True)
+    assert _wait(sock.exists, 30), "the worker did not bind its socket"
+    yield sock, tmp, proc
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+    assert not sock.exists()  # a worker removes its socket when it exits
+
+
+def _mvl(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _PATCH + "sys.exit(c.main(sys.argv[1:]))", *args],
+                          env=env, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def _jobs_in_log(tmp: Path) -> str:
+    return (tmp / "worker.log").read_text()
+
+
+def test_a_job_runs_in_the_worker_with_the_same_output_files_and_status(worker, tmp_path):
+    sock, tmp, _ = worker
+    values = json.dumps({"training": {"epochs": 3}, "results_dir": "results"})
+    direct = _mvl(["config", "--values", values, "--output", str(tmp_path / "a.yaml")], _env(tmp, None))
+    served = _mvl(["config", "--values", values, "--output", "b.yaml"], _env(tmp, sock), cwd=tmp_path)
+    assert direct.returncode == served.returncode == 0, served.stderr
+    assert (tmp_path / "a.yaml").read_bytes() == (tmp_path / "b.yaml").read_bytes()  # its working directory
+    assert f"mvl config --values {values}" in _jobs_in_log(tmp)  # it ran in the worker
+    help_direct, help_served = _mvl(["split", "--help"], _env(tmp, None)), _mvl(["split", "--help"], _env(tmp, sock))
+    assert help_served.returncode == 0 and help_served.stdout == help_direct.stdout  # its standard output
+
+
+def test_a_failing_job_reports_its_error_and_status(worker, tmp_path):
+    sock, tmp, _ = worker
+    args = ["evaluate", "--run-dir", str(tmp_path / "none"), "--preprocessed", "x", "--split", "y", "--data-dir", "z"]
+    direct, served = _mvl(args, _env(tmp, None)), _mvl(args, _env(tmp, sock))
+    assert served.returncode == direct.returncode == 2
+    assert served.stderr == direct.stderr
+    assert "checkpoint_best.pt" in served.stderr
+    assert f"job" in _jobs_in_log(tmp) and str(tmp_path / "none") in _jobs_in_log(tmp)
+
+
+def test_without_a_worker_the_job_runs_itself(tmp_path):
+    for value in (str(tmp_path / "no.sock"), "off"):
+        result = _mvl(["config", "--values", "{}", "--output", str(tmp_path / "c.yaml")], _env(tmp_path, value))
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "c.yaml").exists()
+        (tmp_path / "c.yaml").unlink()
+
+
+def test_the_worker_refuses_a_job_of_other_code(worker):
+    """A job whose package differs from what the worker imported (an edit mid-run) is refused and
+    runs itself, so old code never produces a result."""
+    sock, _, _ = worker
+    request = json.dumps({"argv": ["split", "--help"], "cwd": "/", "env": {}, "umask": 0o22,
+                          "stamp": "0" * 64}).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(sock))
+        socket.send_fds(s, [warm._HEADER.pack(len(request))], [0, 1, 2])
+        s.sendall(request)
+        s.settimeout(60)
+        assert s.makefile("r").readline().startswith("R ")
+
+
+def test_signals_reach_the_job_and_a_killed_job_stops_its_work(worker, tmp_path):
+    sock, tmp, _ = worker
+    for signum, status in ((signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGKILL, None)):
+        pidfile = tmp_path / f"pid-{signum}"
+        client = subprocess.Popen([sys.executable, "-c", _PATCH + "sys.exit(c.main(sys.argv[1:]))", "nap",
+                                   str(pidfile), "120"], env=_env(tmp, sock))
+        assert _wait(pidfile.exists), "the job did not start"
+        child = int(pidfile.read_text())
+        assert child != client.pid  # the work runs in the worker's child, not in the job's process
+        client.send_signal(signum)
+        returncode = client.wait(timeout=60)
+        if status is not None:
+            assert returncode == status  # the job's status is the work's: killed by SIGTERM
+        assert _wait(lambda: not _running(child), 30), f"the work ({child}) outlived its job after {signum!r}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_a_worker_whose_snakemake_is_gone_exits(tmp_path):
+    parent = subprocess.Popen(["sleep", "30"])
+    sock = Path(f"/tmp/mvl-test-{os.getpid()}-orphan.sock")
+    proc = subprocess.Popen(["mvl", "warm-worker", "--socket", str(sock), "--parent-pid", str(parent.pid)],
+                            env=_env(tmp_path, None), start_new_session=True)
+    try:
+        assert _wait(sock.exists, 30)
+        parent.kill()
+        parent.wait()
+        assert proc.wait(timeout=60) == 0
+        assert not sock.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
