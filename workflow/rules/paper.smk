@@ -76,10 +76,11 @@ rule make_figures:
         "logs/make_figures.log",
     params:
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
+    threads: 4  # figures drawn at once (Snakemake lowers it to --cores)
     conda:
         "../../envs/medvisionllama.yaml"
     shell:
-        "mvl figures --long {input.long:q} --config {input.config:q} --outdir {params.outdir:q}"
+        "mvl figures --jobs {threads} --long {input.long:q} --config {input.config:q} --outdir {params.outdir:q}"
         " --curves {input.curves:q} --samples {input.samples:q} --datasets {input.datasets:q}"
         " --claims {input.claims:q} > {log:q} 2>&1"
 

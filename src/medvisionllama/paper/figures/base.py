@@ -92,12 +92,14 @@ def footer(fig: plt.Figure, text: str, **style: Any) -> None:
     """``text`` under everything the figure holds (legends below the axes included), small and
     wrapped to the figure's width (wrapped here, so the layout knows its height)."""
     chars = max(40, int(fig.get_figwidth() * 72 / (STAMP_FONTSIZE * 0.56)))
-    fig.draw_without_rendering()  # lays the figure out (constrained layout) first
-    fig.set_layout_engine("none")  # then freezes it: the notes go under what was laid out
-    for legend in fig.legends:  # pinned where the layout put them (a tight save re-anchors figure legends)
-        where = legend.get_window_extent().transformed(fig.transFigure.inverted())
-        legend.set_bbox_to_anchor(where, transform=fig.transFigure)
-        legend.set_loc("center")
+    if not getattr(fig, "_mvl_frozen", False):  # the first note: lay the figure out once
+        fig.draw_without_rendering()  # lays the figure out (constrained layout) first
+        fig.set_layout_engine("none")  # then freezes it: the notes go under what was laid out
+        for legend in fig.legends:  # pinned where the layout put them (a tight save re-anchors figure legends)
+            where = legend.get_window_extent().transformed(fig.transFigure.inverted())
+            legend.set_bbox_to_anchor(where, transform=fig.transFigure)
+            legend.set_loc("center")
+        fig._mvl_frozen = True  # a later note goes under this one, without another layout
     box = fig.get_tightbbox()  # inches, figure origin
     bottoms = [box.y0] + [legend.get_window_extent().y0 / fig.dpi for legend in fig.legends]  # outside legends too
     x = box.x0 / fig.get_figwidth()
@@ -125,11 +127,14 @@ def save(fig: plt.Figure, stem: str | Path, n_panels: int, stamp: str | None = N
     texts += [" ".join(t.split("\n")) for t in texts if "\n" in t]  # wrapped texts as one line too
     smallest = min((float(t.get_fontsize()) for t in shown), default=0.0)
     colors = legend_colors(fig)
+    # the tight box (what savefig's bbox_inches="tight" computes by drawing once more per format),
+    # taken once from the layout just drawn and given to both formats
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
     paths = []
     for ext in ("png", "pdf"):
         target = stem.with_name(f"{stem.name}.{ext}")
         with atomic_path(target, suffix=f".{ext}") as tmp:
-            fig.savefig(tmp, format=ext, dpi=DPI, bbox_inches="tight", metadata=_metadata(ext))
+            fig.savefig(tmp, format=ext, dpi=DPI, bbox_inches=box, metadata=_metadata(ext))
         paths.append(target)
     height, width = plt.imread(paths[0]).shape[:2]
     size = (width / DPI, height / DPI)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -89,13 +92,42 @@ def _of_spec(frame: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
     return frame[keep]
 
 
+def _paths_of(function: Callable[..., base.FigureOutput], *args: Any, **kwargs: Any) -> list[Path]:
+    return function(*args, **kwargs).paths
+
+
+_JOBS: list[Callable[[], list[Path]]] = []  #: what the forked processes of :func:`run_jobs` draw
+
+
+def _run_job(index: int) -> list[Path]:
+    return _JOBS[index]()
+
+
+def run_jobs(todo: list[Callable[[], list[Path]]], jobs: int = 1) -> list[Path]:
+    """The files of every job of ``todo``, in order. With ``jobs`` > 1 (and ``fork`` available) the
+    jobs run in that many forked processes, which inherit the jobs (nothing is pickled but an index
+    and the paths); a job's error is raised here as it would be in one process."""
+    if jobs <= 1 or len(todo) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [path for job in todo for path in job()]
+    global _JOBS
+    _JOBS = todo
+    try:
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(todo))) as pool:
+            results = pool.map(_run_job, range(len(todo)), chunksize=1)
+    finally:
+        _JOBS = []
+    return [path for paths in results for path in paths]
+
+
 def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path, curves_path: str | Path | None = None,
                   samples: list[str | Path] | None = None, experiments: list[str] | None = None,
-                  datasets: list[str | Path] | None = None, claims: list[str | Path] | None = None) -> list[Path]:
+                  datasets: list[str | Path] | None = None, claims: list[str | Path] | None = None,
+                  jobs: int = 1) -> list[Path]:
     """All figures the config's experiments call for (:func:`medvisionllama.paper.outputs.figure_outputs`),
     into ``outdir`` (replaced atomically); the configuration stamp comes from ``config`` and the
     runs, the class names of the segmentation figures from ``datasets`` (dataset.json files or
-    task folders), the forest plots from ``claims`` (``{experiment}_claims.csv`` of ``mvl tables``)."""
+    task folders), the forest plots from ``claims`` (``{experiment}_claims.csv`` of ``mvl tables``).
+    ``jobs``: figures drawn at once, each in its own process (:func:`run_jobs`)."""
     long = read_long(long_path)
     specs = load_experiments(config, experiments)
     provenance = config_provenance(load_config(config))
@@ -107,10 +139,18 @@ def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path,
         raise InputError(f"the training curves need --curves (the CSV of `mvl aggregate --curves`), got {curves_path}")
     curves = pd.read_csv(curves_path, dtype={"size": str})
     outdir = Path(outdir)
-    written: list[Path] = []
 
     def stamp_of(*chosen: ExperimentSpec) -> str | None:
         return base.configuration_stamp(list(chosen), scored, provenance)
+
+    # every figure is one job (drawn in up to `jobs` processes); its files go into the new folder
+    todo: list[functools.partial] = []
+
+    def draw(function, *args, **kwargs) -> None:
+        todo.append(functools.partial(_paths_of, function, *args, **kwargs))
+
+    def draw_paths(function, *args, **kwargs) -> None:
+        todo.append(functools.partial(function, *args, **kwargs))
 
     with atomic_dir(outdir) as tmp:
         main = FIGURE3.source(specs)
@@ -118,58 +158,59 @@ def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path,
             two = [main.baseline, main.models[1]]
             part = _of_spec(curves, main)
             part = part[part["attention"].eq(main.attention[0]) & part["size"].eq(main.sizes[0])]
-            written += figure_training_curves(part, tmp / FIGURE3.stem, list(main.tasks), two, stamp_of(main)).paths
+            draw(figure_training_curves, part, tmp / FIGURE3.stem, list(main.tasks), two, stamp_of(main))
             acts = {m: _pick(npz, main, main.tasks[0], m) for m in two}
-            written += figure_activation_maps(acts, tmp / FIGURE4.stem, stamp_of(main)).paths
+            draw(figure_activation_maps, acts, tmp / FIGURE4.stem, stamp_of(main))
         seg = FIGURE5.source(specs)
         if seg:
             fig5_tasks = [t for t in seg.tasks if t.startswith(("Task01", "Task03"))] or list(seg.tasks[:2])
             pick = {(t, m): _pick(npz, seg, t, m) for t in seg.tasks for m in seg.models}
-            written += figure_segmentations(pick, fig5_tasks, list(seg.models), tmp / FIGURE5.stem, FIGURE5.title,
-                                            names, stamp_of(seg)).paths
-            written += figure_segmentations(pick, list(seg.tasks), list(seg.models), tmp / APPENDIX_FIGURE2.stem,
-                                            APPENDIX_FIGURE2.title, names, stamp_of(seg)).paths
+            draw(figure_segmentations, pick, fig5_tasks, list(seg.models), tmp / FIGURE5.stem, FIGURE5.title,
+                 names, stamp_of(seg))
+            draw(figure_segmentations, pick, list(seg.tasks), list(seg.models), tmp / APPENDIX_FIGURE2.stem,
+                 APPENDIX_FIGURE2.title, names, stamp_of(seg))
             scores = scored[seg.name].scores
             scores = scores[scores["attention"].eq(seg.attention[0]) & scores["size"].astype(str).eq(seg.sizes[0])]
-            written += figure_metric_dots(scores, list(seg.models), tmp / APPENDIX_FIGURE3.stem, APPENDIX_FIGURE3.title,
-                                          comparison_values(scored[seg.name]), stamp=stamp_of(seg)).paths
+            draw(figure_metric_dots, scores, list(seg.models), tmp / APPENDIX_FIGURE3.stem, APPENDIX_FIGURE3.title,
+                 comparison_values(scored[seg.name]), stamp=stamp_of(seg))
             s = scored[seg.name].summary
             task = next((t for t in seg.tasks if t.startswith("Task01")), seg.tasks[0])
             s = s[s["task"] == task].set_index("model").loc[list(seg.models)].reset_index()  # the config's order
-            written += figure_radar(s, tmp / APPENDIX_FIGURE3_RADAR.stem,
-                                    f"Metrics on {short_task(task)} ({APPENDIX_FIGURE3_RADAR.title})", stamp_of(seg)).paths
+            draw(figure_radar, s, tmp / APPENDIX_FIGURE3_RADAR.stem,
+                 f"Metrics on {short_task(task)} ({APPENDIX_FIGURE3_RADAR.title})", stamp_of(seg))
         att = APPENDIX_FIGURE1.source(specs)
         if att:
             model = att.models[0]
             runs = long[long["model"].eq(model) & long["task"].isin(att.tasks)]
             params = runs.groupby("attention")[["params_trainable", "params_total"]].first().reset_index()
             scores = scored[att.name].scores
-            written += figure_attention_strategies(scores[scores["model"] == model], params, tmp / APPENDIX_FIGURE1.stem,
-                                                   list(att.attention), comparison_values(scored[att.name]),
-                                                   f"{APPENDIX_FIGURE1.title}: {model}", stamp_of(att)).paths
+            draw(figure_attention_strategies, scores[scores["model"] == model], params, tmp / APPENDIX_FIGURE1.stem,
+                 list(att.attention), comparison_values(scored[att.name]),
+                 f"{APPENDIX_FIGURE1.title}: {model}", stamp_of(att))
         for spec in specs:
             item = paper_item(spec.table.name)
             if has_claims(spec):  # an experiment of controls only claims nothing: no forest plot
                 if spec.name not in claim_files:
                     raise InputError(f"the forest plot of experiment {spec.name!r} needs --claims "
                                      f"{spec.name}_claims.csv (mvl tables)")
-                written += figure_forest(read_claims(claim_files[spec.name]), tmp / FOREST.stem(spec.name),
-                                         f"{FOREST.title}: {spec.name} ({item})", stamp_of(spec)).paths
-            written += figure_case_scores(scored[spec.name].scores, tmp / CASES.stem(spec.name),
-                                          f"{CASES.title}: {spec.name} ({item})", ("dice", "hd95"),
-                                          comparison_values(scored[spec.name]), stamp_of(spec)).paths
-            written += figure_experiment_curves(_of_spec(curves, spec), tmp / CURVES.stem(spec.name),
-                                                f"{CURVES.title}: {spec.name} ({item})", stamp_of(spec)).paths
+                draw(figure_forest, read_claims(claim_files[spec.name]), tmp / FOREST.stem(spec.name),
+                     f"{FOREST.title}: {spec.name} ({item})", stamp_of(spec))
+            draw(figure_case_scores, scored[spec.name].scores, tmp / CASES.stem(spec.name),
+                 f"{CASES.title}: {spec.name} ({item})", ("dice", "hd95"),
+                 comparison_values(scored[spec.name]), stamp_of(spec))
+            draw(figure_experiment_curves, _of_spec(curves, spec), tmp / CURVES.stem(spec.name),
+                 f"{CURVES.title}: {spec.name} ({item})", stamp_of(spec))
         if PUBLISHED_VS_REPRODUCED.wanted(specs):  # skipped without published numbers (custom, own tasks)
             values = pd.concat([comparison_values(scored[spec.name]) for spec in specs if spec.table.published],
                                ignore_index=True)
             stamp = stamp_of(*specs)
             if stamp:
                 stamp += " Published numbers are shown for reference, not as the target of this run."
-            written += figure_published_vs_reproduced(values, tmp / PUBLISHED_VS_REPRODUCED.stem, stamp).paths
+            draw(figure_published_vs_reproduced, values, tmp / PUBLISHED_VS_REPRODUCED.stem, stamp)
         sweeps = [spec for spec in specs if spec.llm_layers]  # beyond the paper: Dice per LLM layer
         if sweeps:
-            written += write_layer_sweep_figure([scored[s.name] for s in sweeps], tmp, stamp_of(*sweeps))
+            draw_paths(write_layer_sweep_figure, [scored[s.name] for s in sweeps], tmp, stamp_of(*sweeps))
+        written = run_jobs(todo, jobs)
     return [outdir / p.name for p in written]
 
 
@@ -186,9 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--claims", nargs="*", default=[],
                         help="{experiment}_claims.csv of `mvl tables`: the forest plots")
     parser.add_argument("--experiment", action="append", default=None, help="only this experiment (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="figures drawn at once, each in its own process")
     args = parser.parse_args(argv)
     written = write_figures(long_path=args.long, config=args.config, outdir=args.outdir, curves_path=args.curves,
                             samples=args.samples, experiments=args.experiment, datasets=args.datasets,
-                            claims=args.claims)
+                            claims=args.claims, jobs=args.jobs)
     print(f"figures: {len(written)} files -> {args.outdir}")
     return 0
