@@ -133,6 +133,15 @@ def test_metrics_csv_predictions_and_samples(prostate_run):
         assert s[name].shape == (16, 16) and np.isfinite(s[name]).all() and (s[name] >= 0).all(), name
     case_dice = written[written["case_id"] == test_ids[0]]["dice"].mean()
     assert float(s["dice"]) == pytest.approx(case_dice, rel=1e-4)
+    # and every test case's own slice (channel 0), from which figures pick best, median and worst
+    assert [str(s[f"case{i}_id"]) for i in range(len(test_ids))] == list(test_ids)
+    assert f"case{len(test_ids)}_id" not in s.files
+    for i, case in enumerate(test_ids):
+        assert s[f"case{i}_image"].shape == (1, 16, 16) and s[f"case{i}_pred"].shape == (16, 16)
+        assert s[f"case{i}_label"].any()  # its own largest-foreground slice
+        assert float(s[f"case{i}_dice"]) == pytest.approx(written[written["case_id"] == case]["dice"].mean(), rel=1e-4)
+    np.testing.assert_array_equal(s["case0_image"][0], s["image"][0])
+    np.testing.assert_array_equal(s["case0_pred"], s["pred"])
 
 
 def test_rebuilt_model_reproduces_validation(prostate_run):

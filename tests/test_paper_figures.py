@@ -5,6 +5,7 @@ class names, a page-sized Appendix Figure 2 and one point per run."""
 import glob
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -248,3 +249,58 @@ def test_figures_cli(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="needs --claims main_claims.csv"):
         F.main([a for a in args if a not in claims] + ["--datasets", str(tmp_path / "data" / T1),
                                                        "--outdir", str(tmp_path / "figs3")])
+
+
+def _case_sample(cases: dict[str, float], seed: int = 0) -> dict[str, np.ndarray]:
+    """A samples.npz with per-case slices whose Dice are ``cases`` (case id -> Dice)."""
+    rng = np.random.default_rng(seed)
+    out = dict(make_sample(seed=seed))
+    for i, (case, dice) in enumerate(cases.items()):
+        label = np.zeros((12, 12), np.uint8)
+        label[3:8, 3:8] = 1
+        out.update({f"case{i}_image": rng.normal(size=(1, 12, 12)).astype(np.float32), f"case{i}_label": label,
+                    f"case{i}_pred": label.copy(), f"case{i}_id": np.array(case), f"case{i}_dice": np.float32(dice),
+                    f"case{i}_slice": np.int64(i)})
+    return out
+
+
+def test_best_median_worst_are_the_planted_cases():
+    from medvisionllama.paper.figures.segmentation import best_median_worst, case_samples, ranked_cases
+
+    # two models; mean Dice per case: a 0.5, b 0.9, c 0.1, d 0.7, e nan (no model scored it)
+    vit = case_samples(_case_sample({"a": 0.4, "b": 0.8, "c": 0.2, "d": 0.7, "e": np.nan}))
+    llm = case_samples(_case_sample({"a": 0.6, "b": 1.0, "c": 0.0, "d": 0.7, "e": np.nan}))
+    ranked = ranked_cases({"vit": vit, "llm": llm})
+    assert [c for c, _ in ranked] == ["b", "d", "a", "c", "e"]  # best first; a case without a score last
+    assert ranked[0][1] == pytest.approx(0.9)
+    assert best_median_worst(ranked[:4]) == [("best", "b"), ("median", "d"), ("worst", "c")]  # even n: better middle
+    assert best_median_worst(ranked[:3]) == [("best", "b"), ("median", "d"), ("worst", "a")]
+    assert best_median_worst(ranked[:2]) == [("best", "b"), ("worst", "d")]  # two cases: no third
+    assert best_median_worst(ranked[:1]) == [("best", "b")]
+    # only cases every model has are ranked
+    assert [c for c, _ in ranked_cases({"vit": vit, "x": case_samples(_case_sample({"a": 0.1, "c": 0.9}))})] == ["c", "a"]
+
+
+def test_case_samples_of_folds_and_of_files_before_per_case_slices():
+    from medvisionllama.paper.figures.segmentation import case_samples
+
+    folds = [_case_sample({"a": 0.1, "b": 0.2}), _case_sample({"c": 0.3}, seed=1)]  # each fold: its test cases
+    merged = case_samples(folds)
+    assert sorted(merged) == ["a", "b", "c"] and float(merged["c"]["dice"]) == pytest.approx(0.3)
+    old = make_sample(seed=3)  # a shared samples.npz of an earlier version: the first case only
+    assert list(case_samples(old)) == [str(old["case_id"])]
+
+
+def test_figure5_rows_are_each_tasks_best_median_and_worst_case(tmp_path):
+    from medvisionllama.paper.figures.cli import _chosen_cases
+
+    cases = {"a": 0.5, "b": 0.9, "c": 0.1}
+    pick = {(T1, m): [_case_sample(cases, seed=i)] for i, m in enumerate(["vit", "smollm2-135m"])}
+    samples, rows, row_tasks, labels = _chosen_cases(pick, [T1], ["vit", "smollm2-135m"], median_only=False)
+    assert [str(samples[(r, "vit")]["case_id"]) for r in rows] == ["b", "a", "c"]
+    assert [labels[r].split("\n")[1] for r in rows] == ["best of 3", "median of 3", "worst of 3"]
+    out = F.figure_segmentations(samples, rows, ["vit", "smollm2-135m"], tmp_path / "fig5", "Fig 5", NAMES,
+                                 row_tasks=row_tasks, row_labels=labels, note="Rows: best, median, worst.")
+    assert out.n_panels == 6 and "best of 3" in " ".join(out.texts) and "case b, slice 1" in out.texts
+    samples, rows, _, labels = _chosen_cases(pick, [T1], ["vit", "smollm2-135m"], median_only=True)
+    assert [str(samples[(r, "vit")]["case_id"]) for r in rows] == ["a"] and labels[rows[0]].endswith("median of 3")

@@ -17,7 +17,11 @@ run folder (docs/contracts.md):
 - ``predictions/{case}.nii.gz``: every test case's prediction, original grid and affine (so a run
   can be re-scored, ensembled or inspected without retraining);
 - ``samples.npz``: the first test case's axial slice through its largest foreground: image,
-  label, prediction, Dice and the activation maps at V_E, V_LLM (models with a bridge) and V_D.
+  label, prediction, Dice and the activation maps at V_E, V_LLM (models with a bridge) and V_D;
+  and for each test case (the first :data:`MAX_CASE_SLICES`) ``case{i}_image`` (channel 0,
+  ``(1, X, Y)``), ``case{i}_label``, ``case{i}_pred``, ``case{i}_id``, ``case{i}_dice`` and
+  ``case{i}_slice`` of its own largest-foreground slice (the best, median and worst cases of the
+  segmentation figures).
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ from medvisionllama.runtime import load_run_model, predict_logits, resolve_devic
 from medvisionllama.vocabulary import METRIC_NAMES, METRICS_COLUMNS, RUN_KEY_COLUMNS
 
 log = logging.getLogger(__name__)
+
+#: test cases whose slice ``samples.npz`` keeps (the first ones of the split; channel 0 only), from
+#: which the segmentation figures pick the best, median and worst case
+MAX_CASE_SLICES = 64
 
 
 def load_original_label(path: Path, shape: list[int]) -> np.ndarray:
@@ -216,14 +224,20 @@ def evaluate_run(
             files[case_id] = (str((run_dir / "predictions" / f"{case_id}.nii.gz").resolve()), str(label_path.resolve()))
             affine = np.asarray(meta["original_affine"], dtype=float)
             save_nifti(make_nifti(pred_orig, affine), predictions_dir / f"{case_id}.nii.gz")  # written case by case
+            z = largest_foreground_slice(label)
+            dices = [r["dice"] for r in rows if not np.isnan(r["dice"])]
+            if index < MAX_CASE_SLICES:  # every case's slice: the figures pick best, median and worst
+                sample.update({
+                    f"case{index}_image": image[:1, :, :, z].astype(np.float32), f"case{index}_id": np.array(case_id),
+                    f"case{index}_label": label[:, :, z].astype(np.uint8), f"case{index}_pred": pred[:, :, z].astype(np.uint8),
+                    f"case{index}_dice": np.float32(np.mean(dices) if dices else np.nan), f"case{index}_slice": np.int64(z),
+                })
             if index == 0:
-                z = largest_foreground_slice(label)
-                dices = [r["dice"] for r in rows if not np.isnan(r["dice"])]
-                sample = {
+                sample.update({
                     "image": image[:, :, :, z].astype(np.float32), "label": label[:, :, z].astype(np.uint8),
                     "pred": pred[:, :, z].astype(np.uint8), "case_id": np.array(case_id),
                     "dice": np.float32(np.mean(dices) if dices else np.nan), "slice_index": np.int64(z),
-                }
+                })
                 zr = min(int(round((z + 0.5) * roi[2] / image.shape[3] - 0.5)), roi[2] - 1)
                 maps = activation_maps(model, _model_input(image, roi), max(zr, 0), dev)
                 for name, m in maps.items():  # (rx, ry) on the model grid -> (X, Y) of the slice

@@ -25,7 +25,9 @@ from medvisionllama.paper.figures.forest import figure_forest, read_claims
 from medvisionllama.paper.figures.layers import write_layer_sweep_figure
 from medvisionllama.paper.figures.metrics import figure_metric_dots, figure_radar
 from medvisionllama.paper.figures.reproduced import figure_published_vs_reproduced
-from medvisionllama.paper.figures.segmentation import figure_segmentations
+from medvisionllama.paper.figures.segmentation import (
+    best_median_worst, case_samples, figure_segmentations, ranked_cases,
+)
 from medvisionllama.paper.outputs.base import short_task
 from medvisionllama.paper.outputs.figures import (
     APPENDIX_FIGURE1, APPENDIX_FIGURE2, APPENDIX_FIGURE3, APPENDIX_FIGURE3_RADAR, CASES, CURVES, FIGURE3, FIGURE4,
@@ -50,12 +52,48 @@ def load_samples(paths: list[str | Path]) -> dict[RunKey, dict[str, np.ndarray]]
 
 def _pick(samples: dict[RunKey, dict[str, np.ndarray]], spec: ExperimentSpec, task: str, model: str) -> dict[str, np.ndarray]:
     """The sample of the group's first replicate: the smallest seed (and fold, with cross-validation)."""
+    return samples[_pick_key(samples, spec, task, model)]
+
+
+def _pick_key(samples: dict[RunKey, dict[str, np.ndarray]], spec: ExperimentSpec, task: str, model: str) -> RunKey:
+    """The run key of :func:`_pick`."""
     group = (task, model, spec.attention[0], spec.sizes[0])
     keys = [k for k in samples if (k.task, k.model, k.attention, k.size) == group and k.seed in spec.seeds]
     if not keys:
         raise InputError(f"no samples.npz given for run {RunKey(*group, min(spec.seeds)).path()}")
-    first = min(keys, key=lambda k: (k.seed, -1 if getattr(k, "fold", None) is None else k.fold))
-    return samples[first]
+    return min(keys, key=lambda k: (k.seed, -1 if getattr(k, "fold", None) is None else k.fold))
+
+
+def _pick_folds(samples: dict[RunKey, dict[str, np.ndarray]], spec: ExperimentSpec, task: str,
+                model: str) -> list[dict[str, np.ndarray]]:
+    """The samples of the group's smallest seed: its one run, or all its folds (whose test cases
+    together are every case of the task)."""
+    first = _pick_key(samples, spec, task, model)
+    group = (task, model, spec.attention[0], spec.sizes[0], first.seed)
+    return [samples[k] for k in sorted(samples, key=lambda k: -1 if getattr(k, "fold", None) is None else k.fold)
+            if (k.task, k.model, k.attention, k.size, k.seed) == group]
+
+
+def _chosen_cases(pick: dict[tuple[str, str], list], tasks: list[str], models: list[str],
+                  median_only: bool) -> tuple[dict, list[str], dict[str, str], dict[str, str]]:
+    """Rows of a segmentation figure: per task its best, median and worst test case (or only the
+    median), ranked by the case's Dice averaged over ``models``; the samples by (row, model), the
+    rows, each row's task and label."""
+    samples, rows, row_tasks, row_labels = {}, [], {}, {}
+    for task in tasks:
+        per_model = {m: case_samples(pick[(task, m)]) for m in models}
+        ranked = ranked_cases(per_model)
+        if not ranked:
+            raise InputError(f"{task}: the models {models} share no test case in their samples.npz")
+        chosen = [("median", ranked[(len(ranked) - 1) // 2][0])] if median_only else best_median_worst(ranked)
+        for which, case in chosen:
+            row = f"{task}:{which}"
+            rows.append(row)
+            row_tasks[row] = task
+            row_labels[row] = f"{short_task(task)}\n{which} of {len(ranked)}"
+            for m in models:
+                samples[(row, m)] = per_model[m][case]
+    return samples, rows, row_tasks, row_labels
 
 
 def load_class_names(paths: list[str | Path]) -> dict[str, dict[int, str]]:
@@ -164,11 +202,18 @@ def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path,
         seg = FIGURE5.source(specs)
         if seg:
             fig5_tasks = [t for t in seg.tasks if t.startswith(("Task01", "Task03"))] or list(seg.tasks[:2])
-            pick = {(t, m): _pick(npz, seg, t, m) for t in seg.tasks for m in seg.models}
-            draw(figure_segmentations, pick, fig5_tasks, list(seg.models), tmp / FIGURE5.stem, FIGURE5.title,
-                 names, stamp_of(seg))
-            draw(figure_segmentations, pick, list(seg.tasks), list(seg.models), tmp / APPENDIX_FIGURE2.stem,
-                 APPENDIX_FIGURE2.title, names, stamp_of(seg))
+            pick = {(t, m): _pick_folds(npz, seg, t, m) for t in seg.tasks for m in seg.models}
+            chosen, rows, row_tasks, row_labels = _chosen_cases(pick, fig5_tasks, list(seg.models), median_only=False)
+            draw(figure_segmentations, chosen, rows, list(seg.models), tmp / FIGURE5.stem, FIGURE5.title,
+                 names, stamp_of(seg), row_tasks=row_tasks, row_labels=row_labels, note=(
+                     "Rows: per task its best, median and worst test case (of the n named), ranked by the case's "
+                     "Dice averaged over the models shown (median of an even n: the better middle case)."))
+            chosen, rows, row_tasks, row_labels = _chosen_cases(pick, list(seg.tasks), list(seg.models),
+                                                                median_only=True)
+            draw(figure_segmentations, chosen, rows, list(seg.models), tmp / APPENDIX_FIGURE2.stem,
+                 APPENDIX_FIGURE2.title, names, stamp_of(seg), row_tasks=row_tasks, row_labels=row_labels, note=(
+                     "Each row: the task's median test case (of the n named), ranked by the case's Dice averaged "
+                     "over the models shown (of an even n: the better middle case)."))
             scores = scored[seg.name].scores
             scores = scores[scores["attention"].eq(seg.attention[0]) & scores["size"].astype(str).eq(seg.sizes[0])]
             draw(figure_metric_dots, scores, list(seg.models), tmp / APPENDIX_FIGURE3.stem, APPENDIX_FIGURE3.title,
