@@ -94,17 +94,28 @@ def start(log: str | Path | None = None) -> str | None:
     mvl = shutil.which("mvl")
     if mvl is None:
         return None
-    folder = tempfile.mkdtemp(prefix="mvl-warm-")  # short (a socket path has ~100 characters) and private
+    try:
+        folder = tempfile.mkdtemp(prefix="mvl-warm-")  # short (a socket path has ~100 characters) and private
+    except OSError:  # no usable temporary folder: every job runs in its own process
+        return None
     path = os.path.join(folder, "worker.sock")
     stderr = subprocess.DEVNULL
     if log is not None:
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-        stderr = open(log, "ab")  # noqa: SIM115 - the worker's own errors (the jobs log to their own files)
-    proc = subprocess.Popen([mvl, "warm-worker", "--socket", path, "--parent-pid", str(os.getpid())],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                            start_new_session=True)  # the terminal's Ctrl-C goes to Snakemake, not to it
-    if stderr is not subprocess.DEVNULL:
-        stderr.close()
+        try:
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
+            stderr = open(log, "ab")  # noqa: SIM115 - the worker's own lines (the jobs log to their own files)
+        except OSError:  # a read-only project folder: the worker runs without its log
+            stderr = subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen([mvl, "warm-worker", "--socket", path, "--parent-pid", str(os.getpid())],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                start_new_session=True)  # the terminal's Ctrl-C goes to Snakemake, not to it
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    finally:
+        if stderr is not subprocess.DEVNULL:
+            stderr.close()
     os.environ[ENV] = path
     atexit.register(_stop, proc, folder)
     return path
