@@ -130,6 +130,7 @@ def manifest_path(site: dict, which: str) -> str:
 
 
 # ------------------------------------------------------------------------------- archive path
+@pytest.mark.slow  # runs DVC or the regenerate workflow end to end (the fast subset stays under 5 min)
 def test_a_manifest_path_and_a_planted_config_go_nowhere_through_an_archive(good, site, monkeypatch, capsys):
     results_dir = manifest_path(site, "dot")
     folder = hostile.hostile_copy(good, site["tmp"] / "h" / SHARE_DIR.name, results_dir=results_dir, config=True)
@@ -168,6 +169,7 @@ def test_a_huge_member_is_refused_from_its_header(good, site, monkeypatch, capsy
     assert not (site["project"] / REVIEWER_DIR).exists()
 
 
+@pytest.mark.slow  # runs DVC or the regenerate workflow end to end (the fast subset stays under 5 min)
 def test_a_refused_archive_leaves_the_last_good_outputs(good, site, monkeypatch, capsys):
     """A good regeneration, then a refused archive: the reviewer folder and a pulled
     shared-results/ are as they were."""
@@ -202,6 +204,7 @@ def test_a_full_disk_names_the_output_not_a_temporary_file(good, site, monkeypat
 
 
 # ------------------------------------------------------------------- shared-results/ (DVC path)
+@pytest.mark.slow  # runs DVC or the regenerate workflow end to end (the fast subset stays under 5 min)
 def test_a_manifest_path_and_a_planted_config_go_nowhere_from_the_shared_folder(good, site, monkeypatch, capsys):
     hostile.hostile_copy(good, site["project"] / SHARE_DIR, results_dir=manifest_path(site, "relative"), config=True)
     freeze(site)

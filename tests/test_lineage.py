@@ -179,6 +179,7 @@ def read_only_data(tmp_path: Path):
         yield source, mount
 
 
+@pytest.mark.slow  # runs DVC or the regenerate workflow end to end (the fast subset stays under 5 min)
 def test_data_outside_the_repository_and_read_only(repo: Path, read_only_data: tuple[Path, Path]) -> None:
     source, mount = read_only_data
     params = params_for(str(mount))
@@ -218,6 +219,7 @@ def test_data_outside_the_repository_and_read_only(repo: Path, read_only_data: t
     assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"][f"split_task@{TASK}"]["deps"][0]["md5"] != dep["md5"]
 
 
+@pytest.mark.slow  # runs DVC or the regenerate workflow end to end (the fast subset stays under 5 min)
 def test_a_hand_edited_output_is_refused_and_nothing_is_rewritten(repo: Path) -> None:
     make_task(repo / "data", TASK, cases=5)
     params = params_for("data")
@@ -247,6 +249,7 @@ def test_a_hand_edited_output_is_refused_and_nothing_is_rewritten(repo: Path) ->
     assert snapshot(repo) == before and "up to date" in dvc(repo, "status").stdout
 
 
+@pytest.mark.slow  # runs DVC or the regenerate workflow end to end (the fast subset stays under 5 min)
 def test_outputs_changed_by_new_code_are_recorded_after_being_made_again(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Same data, same parameters, other bytes: what a change of the preprocessing code does. The
     stage's command makes them again identically, so they are the pipeline's, not a hand edit."""
@@ -281,6 +284,7 @@ def test_changed_parameters_are_recorded_not_refused(repo: Path) -> None:
     assert yaml.safe_load((repo / "params.yaml").read_text())["split"]["seed"] == 7
 
 
+@pytest.mark.slow  # runs DVC or the regenerate workflow end to end (the fast subset stays under 5 min)
 def test_a_failing_dvc_command_leaves_every_lineage_file_as_it_was(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_task(repo / "data", TASK, cases=5)
     params = params_for("data")
@@ -438,6 +442,7 @@ def test_a_hand_edited_split_beside_a_hand_edited_dvc_lock_command_is_refused(re
     assert snapshot(repo) == before
 
 
+@pytest.mark.slow  # runs DVC or the regenerate workflow end to end (the fast subset stays under 5 min)
 def test_lineage_follows_results_dir_on_a_fresh_clone_and_refuses_a_second_results_folder(repo: Path) -> None:
     make_task(repo / "data", TASK, cases=5)
     params = params_for("data")
