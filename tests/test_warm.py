@@ -160,3 +160,14 @@ def test_a_worker_whose_snakemake_is_gone_exits(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_no_worker_on_a_machine_with_a_gpu_or_when_turned_off(monkeypatch):
+    """CUDA cannot be used after a fork from a process that touched it: with a GPU, or with
+    MVL_WARM_WORKER=off, start() starts nothing and the jobs run in their own processes."""
+    monkeypatch.setattr(warm, "has_gpu", lambda: True)
+    monkeypatch.delenv(warm.ENV, raising=False)
+    assert warm.start() is None and warm.ENV not in os.environ
+    monkeypatch.setattr(warm, "has_gpu", lambda: False)
+    monkeypatch.setenv(warm.ENV, "off")
+    assert warm.start() is None and os.environ[warm.ENV] == "off"

@@ -6,7 +6,7 @@ about 2 s, the LLM block's transformers classes 1-2 s more) while the work itsel
 two (BENCHMARKS.md, "Warm worker"). The DAG is unchanged: every job is still one ``mvl <verb>``
 command with the same arguments, log, outputs and exit status. Only where the command runs differs.
 
-How: where Snakemake runs jobs on this machine (the local executor, no conda), the Snakefile's
+How: where Snakemake runs jobs on this machine (the local executor, no conda, no GPU: :func:`has_gpu`), the Snakefile's
 ``onstart`` starts ``mvl warm-worker`` and puts its socket's path in ``MVL_WARM_WORKER``. A job's
 ``mvl`` (:func:`run_in_worker`) connects, sends its arguments, working directory, environment and
 umask, and passes its standard input, output and error as file descriptors. The worker forks a
@@ -89,7 +89,7 @@ def start(log: str | Path | None = None) -> str | None:
     executor) and put its socket in ``MVL_WARM_WORKER``, which the jobs inherit; the socket path,
     or None when ``MVL_WARM_WORKER`` is ``off`` or no ``mvl`` is on PATH. The worker is the ``mvl``
     the jobs would run; it exits when this process does (at exit it is also told to)."""
-    if os.environ.get(ENV, "").lower() in OFF:
+    if os.environ.get(ENV, "").lower() in OFF or has_gpu():
         return None
     mvl = shutil.which("mvl")
     if mvl is None:
@@ -119,6 +119,14 @@ def start(log: str | Path | None = None) -> str | None:
     os.environ[ENV] = path
     atexit.register(_stop, proc, folder)
     return path
+
+
+def has_gpu() -> bool:
+    """Whether this machine has an NVIDIA or AMD GPU (its device files), read without importing
+    torch. There the worker stays off: CUDA cannot be used in a process forked from one in which
+    anything touched it, and GPU jobs spend their time computing, not importing."""
+    nvidia = Path("/proc/driver/nvidia/gpus")
+    return (nvidia.is_dir() and any(nvidia.iterdir())) or Path("/dev/nvidiactl").exists() or Path("/dev/kfd").exists()
 
 
 def _stop(proc: subprocess.Popen, folder: str) -> None:
