@@ -320,8 +320,11 @@ def serve(path: str, *, parent: int | None = None, idle_exit_s: float = IDLE_EXI
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is Snakemake's to handle
+    started = time.monotonic()
     preload()
     stamp = code_stamp()
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} worker {os.getpid()} ready on {path} (imports: "
+          f"{time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
     children: dict[int, socket.socket] = {}
     last_job = time.monotonic()
     try:
