@@ -27,8 +27,16 @@ NAP = textwrap.dedent("""
         time.sleep(float(argv[1]))
         return 0
 """)
+#: a verb that writes the temporary folder it is given
+TMPDIR_VERB = textwrap.dedent("""
+    import tempfile
+    def main(argv):
+        open(argv[0], "w").write(tempfile.gettempdir())
+        return 0
+""")
 _PATCH = ("import sys, medvisionllama.cli as c, medvisionllama.warm as w; "
-          "c.VERBS['nap'] = ('napverb', 'sleep'); w.VERBS = w.VERBS | {'nap'}; ")
+          "c.VERBS['nap'] = ('napverb', 'sleep'); c.VERBS['tmpdir'] = ('tmpverb', 'tmpdir'); "
+          "w.VERBS = w.VERBS | {'nap', 'tmpdir'}; ")
 
 
 def _env(tmp: Path, sock: Path | str | None) -> dict[str, str]:
@@ -56,6 +64,7 @@ def worker(tmp_path_factory):
     below are deadlines for a hang, generous for a loaded machine: no outcome depends on a time.)"""
     tmp = tmp_path_factory.mktemp("warm")
     (tmp / "napverb.py").write_text(NAP)
+    (tmp / "tmpverb.py").write_text(TMPDIR_VERB)
     sock = Path(f"/tmp/mvl-test-{os.getpid()}.sock")
     log = open(tmp / "worker.log", "wb")
     proc = subprocess.Popen(
@@ -173,3 +182,16 @@ def test_no_worker_on_a_machine_with_a_gpu_or_when_turned_off(monkeypatch):
     monkeypatch.setattr(warm, "has_gpu", lambda: False)
     monkeypatch.setenv(warm.ENV, "off")
     assert warm.start() is None and os.environ[warm.ENV] == "off"
+
+
+
+def test_a_job_in_the_worker_uses_its_own_temporary_folder(worker, tmp_path):
+    """Snakemake gives each job its TMPDIR (the tmpdir resource); the worker, which imported
+    tempfile under its own, must not hand the job that one."""
+    sock, tmp, _ = worker
+    (tmp_path / "t").mkdir()
+    out = tmp_path / "tempdir.txt"
+    result = _mvl(["tmpdir", str(out)], {**_env(tmp, sock), "TMPDIR": str(tmp_path / "t")})
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == str(tmp_path / "t")
+    assert f"mvl tmpdir {out}" in _jobs_in_log(tmp)  # it ran in the worker

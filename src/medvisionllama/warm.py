@@ -243,6 +243,7 @@ def _child(conn: socket.socket, listener: socket.socket, siblings: list[socket.s
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        tempfile.tempdir = None  # the job's TMPDIR (Snakemake's tmpdir resource), not the one the worker cached
         os.umask(int(request["umask"]))
         sys.argv = ["mvl", *request["argv"]]
 
