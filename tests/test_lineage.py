@@ -170,6 +170,37 @@ def test_a_non_default_folder_inside_the_repository(repo: Path) -> None:
     assert "data.dvc" in dvc(repo, "status").stdout  # the truth about the other .dvc file: data/ is absent
 
 
+def file_identities(*folders: Path) -> dict[str, tuple[int, int]]:
+    """Every file below ``folders``: (inode, modification time); a file replaced by a copy, even an
+    identical one, gets another inode."""
+    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for folder in folders for p in files_below(folder)}
+
+
+def test_the_lineage_job_leaves_the_files_running_jobs_read_in_place(repo: Path) -> None:
+    """Snakemake runs `record_lineage` beside the training and evaluation jobs that read the split
+    and the preprocessed arrays: DVC must not delete and re-create them (a split missing for an
+    instant failed an evaluation in CI), neither on the first record nor on a later one."""
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    run_data_stages(repo, params)
+    read_by_jobs = (repo / "data", repo / "results")
+    before = file_identities(*read_by_jobs)
+    assert any("splits" in name for name in before)
+
+    record_lineage(Path("data"), params)
+    after = file_identities(*read_by_jobs)  # (DVC adds a .gitignore beside each output)
+    assert {name: after.get(name) for name in before} == before
+    assert in_cache(repo, repo / "results" / "splits" / f"{TASK}.json")  # recorded all the same
+
+    params["split"]["seed"] = 1  # a changed split: recorded again, with the cache already filled
+    run_data_stages(repo, params)
+    before = file_identities(*read_by_jobs)
+    record_lineage(Path("data"), params)
+    after = file_identities(*read_by_jobs)
+    assert {name: after.get(name) for name in before} == before
+    assert_up_to_date(repo)
+
+
 @pytest.fixture
 def read_only_data(tmp_path: Path):
     """``(source, mount)``: a task folder outside the repository, and a read-only bind mount of it."""
@@ -299,7 +330,7 @@ def test_a_failing_dvc_command_leaves_every_lineage_file_as_it_was(repo: Path, m
     with pytest.raises(InputError) as info:
         record_lineage(Path("realdata"), params_for("realdata"))
     message = str(info.value)
-    assert message.startswith("`dvc add realdata` failed: ERROR") and "already tracked by SCM" in message
+    assert message.startswith("`dvc add --no-relink realdata` failed: ERROR") and "already tracked by SCM" in message
     assert "params.yaml, dvc.lock, realdata.dvc unchanged" in message and "\n" not in message
     assert snapshot(repo) == before and not (repo / "realdata.dvc").exists()
 

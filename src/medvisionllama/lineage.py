@@ -22,10 +22,16 @@ pipeline's data stages; it reads their settings from that part of the resolved c
    possibly read-only folder) nothing is added or copied: the split and preprocess stages of
    ``dvc.yaml`` depend on ``{data.dir}/{task}``, an absolute path, and ``dvc.lock`` records each
    task folder's content hash, so ``dvc status`` reports when the external data changed;
-4. ``dvc commit --force dvc.yaml``: records in ``dvc.lock`` the split and preprocess stages whose
-   outputs Snakemake just made (``--force`` only answers DVC's prompt; step 2 made the check),
-   after removing the entries of stages ``dvc.yaml`` no longer has (another configuration's
-   tasks or sizes), which ``dvc commit`` would otherwise keep (:func:`drop_stale_stages`).
+4. ``dvc commit --force --no-relink dvc.yaml``: records in ``dvc.lock`` the split and preprocess
+   stages whose outputs Snakemake just made (``--force`` only answers DVC's prompt; step 2 made
+   the check), after removing the entries of stages ``dvc.yaml`` no longer has (another
+   configuration's tasks or sizes), which ``dvc commit`` would otherwise keep
+   (:func:`drop_stale_stages`).
+
+Both ``dvc add`` and ``dvc commit`` run with ``--no-relink``: they copy into the cache and leave
+the workspace's files alone. Without it DVC replaces each file output (a split's JSON) by deleting
+it and moving a copy in, and Snakemake runs this job beside the training and evaluation jobs that
+read those files: a job opening the split in that instant found no file (seen in CI).
 
 Any failure raises :class:`~medvisionllama.errors.InputError` with one line (what failed, what
 to do) and puts ``params.yaml``, ``dvc.lock``, ``DIR.dvc`` and the ``.gitignore`` ``dvc add``
@@ -486,12 +492,12 @@ def record_lineage(data: Path, params: dict[str, Any], params_file: Path = Path(
         check_outputs_made_by_pipeline(status, lock or {}, params_file, remake=remade_identically,
                                        stages=current_stages() if status else None)
         if tracked is not None:
-            _dvc(["add", tracked.as_posix()])
+            _dvc(["add", "--no-relink", tracked.as_posix()])
         current = set(_dvc(["stage", "list", "--name-only", str(DVC_FILE)]).split())
         stale = drop_stale_stages(LOCK_FILE, current)  # dvc commit rewrites the file in its own format
         if stale:
             log.info("dvc.lock: dropped %d stages dvc.yaml no longer has: %s", len(stale), ", ".join(stale))
-        _dvc(["commit", "--force", str(DVC_FILE)])
+        _dvc(["commit", "--force", "--no-relink", str(DVC_FILE)])
     except BaseException as exc:
         _restore(before)
         kept = ", ".join(str(p) for p in protected[:3])
