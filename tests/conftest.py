@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,32 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+SCONTROL_STAND_IN = """#!/bin/sh
+# tests/conftest.py: scontrol while no SLURM controller runs on this machine. The real one retries
+# for about 9 s, and Snakemake's SLURM executor plugin calls it when Snakemake starts (any executor),
+# so every `snakemake` of the suite would wait that long. Once a controller runs (the SLURM tests
+# start one), the real scontrol answers.
+if ! command -v pgrep >/dev/null 2>&1 || pgrep -x slurmctld >/dev/null 2>&1; then exec {real} "$@"; fi
+echo "scontrol: no SLURM controller runs on this machine (the test suite's stand-in)" >&2
+exit 1
+"""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where SLURM's client tools are installed but no controller runs (a machine that ran the
+    SLURM tests and stopped their cluster), put :data:`SCONTROL_STAND_IN` first on PATH for the
+    session. The suite's time then does not depend on the state SLURM was left in."""
+    real = shutil.which("scontrol")
+    if real is None:
+        return
+    folder = Path(tempfile.mkdtemp(prefix="mvl-test-scontrol-"))
+    stand_in = folder / "scontrol"
+    stand_in.write_text(SCONTROL_STAND_IN.format(real=shlex.quote(real)))
+    stand_in.chmod(0o755)
+    os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def project_files() -> list[str]:
