@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from medvisionllama.errors import InputError
+from medvisionllama.io_utils import read_csv
 
 CHECKPOINTS = {"best": "checkpoint_best.pt", "last": "checkpoint_last.pt"}
 
@@ -187,9 +188,7 @@ def build_model(
 def read_metrics(run_dir: str | Path):
     """A run's ``metrics.csv`` as a pandas DataFrame: one row per test case and foreground class
     (``case_id, class_index, class_name``, the metrics and their statuses, the run key)."""
-    import pandas as pd
-
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
         raise InputError(f"{path}: not found (the run has not been evaluated: mvl evaluate)")
-    return pd.read_csv(path)
+    return read_csv(path, "metrics.csv of `mvl evaluate`")

@@ -133,6 +133,24 @@ def read_json(path: str | os.PathLike[str], *, missing: str = "file does not exi
         raise InputError(f"{path}: invalid JSON ({exc})") from exc
 
 
+def read_csv(path: str | os.PathLike[str], what: str = "CSV file", **kwargs: Any):
+    """``pandas.read_csv(path, **kwargs)``; an ``InputError`` naming ``path`` and ``what`` it should
+    be when it is absent, empty, cut short, binary or not a CSV table (a shared result can be any
+    of these whatever its checksum says)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        return pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: empty; not a {what}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise InputError(f"{path}: not a readable {what} ({first[:200]})") from None
+
+
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``target`` atomically."""
     with atomic_path(target) as tmp:

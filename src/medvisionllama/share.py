@@ -54,7 +54,7 @@ from pathlib import Path
 
 from medvisionllama import __version__
 from medvisionllama.errors import InputError
-from medvisionllama.io_utils import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
+from medvisionllama.io_utils import atomic_dir, atomic_path, read_csv, write_json_atomic, write_text_atomic
 
 SHARE_DIR = Path("shared-results")
 SUMMARY_DIR = Path("shared-summary")
@@ -190,9 +190,7 @@ def write_summary(source: Path, summary: Path) -> list[Path]:
             written.append(summary / "metrics" / rel)
         shutil.copyfile(source / "config.yaml", tmp / "config.yaml")
         (tmp / SUMMARY_CURVES).parent.mkdir(parents=True)
-        import pandas as pd
-
-        curves = pd.read_csv(source / "plots/curves.csv")
+        curves = read_csv(source / "plots/curves.csv", "training-curves CSV of `mvl aggregate --curves`")
         # wall-clock seconds differ on every run: without them the default run's summary is the same
         # bytes each time, so it can be committed like dvc.lock and `git status` stays clean
         curves.drop(columns=[c for c in SUMMARY_CURVES_DROPPED if c in curves.columns]).to_csv(

@@ -34,7 +34,7 @@ from typing import Iterable
 import pandas as pd
 
 from medvisionllama.errors import InputError
-from medvisionllama.io_utils import atomic_path
+from medvisionllama.io_utils import atomic_path, read_csv
 from medvisionllama.vocabulary import (
     HISTORY_COLUMNS as _HISTORY,
     MEAN_CLASS,
@@ -76,23 +76,40 @@ def read_run_json(path: Path) -> dict[str, float | str]:
 
 def read_history(path: Path) -> pd.DataFrame:
     """A run's ``history.csv`` (columns checked)."""
-    try:
-        df = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path}: cannot read history.csv ({exc})") from exc
+    df = read_csv(path, "history.csv of `mvl train`")
     missing = [c for c in HISTORY_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{path}: history.csv lacks columns {missing}")
+    check_numeric(df, HISTORY_COLUMNS, path)
     return df[HISTORY_COLUMNS]
 
 
+def check_numeric(df: pd.DataFrame, columns: list[str], where: str | Path, *, integer: bool = False) -> None:
+    """Refuse a column of ``columns`` holding a value that is not a number (an empty cell is NaN and
+    passes), or with ``integer`` one that is not a whole number, naming the file, column and row."""
+    for column in (c for c in columns if c in df.columns):
+        values = df[column]
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna() & values.notna()
+        if integer:
+            bad |= numbers.notna() & (numbers != numbers.round())
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            kind = "a whole number" if integer else "a number"
+            raise InputError(f"{where}: {column} '{values.iloc[row]}' in data row {row + 1} is not {kind} "
+                             f"({int(bad.sum())} such value(s)); the file is damaged or not this pipeline's")
+
+
 def check_metrics(metrics: pd.DataFrame, where: str | Path) -> None:
-    """Refuse metric rows without status columns (an evaluation older than the statuses), with an
-    unknown status, or with a NaN in a metric that was computed (status other than ``skipped``)."""
+    """Refuse metric rows without status columns (an evaluation older than the statuses), with a
+    metric, class index or seed that is not a number, an unknown status, or with a NaN in a metric
+    that was computed (status other than ``skipped``)."""
     missing = [c for c in STATUS_COLUMNS if c not in metrics.columns]
     if missing:
         raise InputError(f"{where}: no metric status columns ({', '.join(missing)}): written by an older "
                          f"`mvl evaluate` whose NaN values rewarded a miss; re-evaluate the run (delete metrics.csv)")
+    check_numeric(metrics, METRIC_NAMES, where)
+    check_numeric(metrics, ["class_index", "seed"], where, integer=True)
     for metric, column in zip(METRIC_NAMES, STATUS_COLUMNS):
         status = metrics[column].astype(str)
         unknown = sorted(set(status) - set(STATUSES))
@@ -139,7 +156,7 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for name in ("metrics.csv", "run.json", "history.csv"):
         if not (run_dir / name).is_file():
             raise InputError(f"{run_dir}: missing {name} (is the run trained and evaluated?)")
-    metrics = pd.read_csv(metrics_path, dtype={"size": str, "case_id": str, "class_name": str})
+    metrics = read_csv(metrics_path, "metrics.csv of `mvl evaluate`", dtype={"size": str, "case_id": str, "class_name": str})
     check_metrics(metrics, metrics_path)
     missing = [c for c in METRICS_COLUMNS if c not in metrics.columns]
     if missing:
@@ -251,12 +268,15 @@ def read_long(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: long table not found (run `mvl aggregate` first)")
-    df = pd.read_csv(path, dtype={"size": str, "case_id": str, "class_name": str, "run": str, "device": str})
+    df = read_csv(path, "long table of `mvl aggregate`",
+                  dtype={"size": str, "case_id": str, "class_name": str, "run": str, "device": str})
     if FOLD not in df.columns:  # written before cross-validation: every run used the single split
         df.insert(len(METRICS_COLUMNS), FOLD, pd.NA)
     missing = [c for c in LONG_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{path}: not a long table of this version; lacks columns {missing} (re-run `mvl aggregate`)")
+    check_numeric(df, [FOLD, "params_total", "params_trainable", "epochs"], path, integer=True)
+    check_numeric(df, ["train_seconds"], path)
     df[FOLD] = df[FOLD].astype("Int64")
     check_metrics(df, path)
     return df

@@ -6,6 +6,8 @@ import argparse
 import functools
 import json
 import multiprocessing
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,8 +16,8 @@ import pandas as pd
 
 from medvisionllama.errors import InputError
 from medvisionllama.experiments import load_config, load_experiments
-from medvisionllama.io_utils import atomic_dir
-from medvisionllama.paper.aggregate import read_long
+from medvisionllama.io_utils import atomic_dir, read_csv
+from medvisionllama.paper.aggregate import HISTORY_COLUMNS, check_numeric, read_long
 from medvisionllama.paper.compare import comparison_values
 from medvisionllama.paper.figures import base
 from medvisionllama.paper.figures.activations import figure_activation_maps
@@ -40,14 +42,49 @@ from medvisionllama.vocabulary import RunKey
 
 
 def load_samples(paths: list[str | Path]) -> dict[RunKey, dict[str, np.ndarray]]:
+    """Each run's ``samples.npz`` (docs/contracts.md), checked by :func:`check_samples`; a file that
+    is not a readable npz archive, or breaks the contract, is refused in one line naming it."""
     out = {}
     for p in paths:
         try:
             with np.load(p, allow_pickle=False) as z:
-                out[RunKey.from_path(p)] = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{p}: cannot read samples.npz ({exc})") from exc
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise InputError(f"{p}: cannot read samples.npz ({first[:200]})") from None
+        check_samples(p, arrays)
+        out[RunKey.from_path(p)] = arrays
     return out
+
+
+def check_samples(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Refuse a ``samples.npz`` the figures cannot draw, naming the file and the array: the run's
+    sample (``image`` (C, X, Y); ``label``, ``pred`` and every ``act_*`` (X, Y); a numeric
+    ``dice``) and each case's (``case{i}_image`` (C, X, Y), ``case{i}_label``/``_pred`` (X, Y))."""
+    def problem() -> str | None:
+        prefixes = [""] + sorted({k[: k.index("_") + 1] for k in arrays if k.startswith("case") and "_" in k
+                                  and k[4: k.index("_")].isdigit()})
+        for prefix in prefixes:
+            needed = [prefix + name for name in ("image", "label", "pred")]
+            missing = [k for k in needed if k not in arrays]
+            if missing:
+                return f"lacks {', '.join(missing)}"
+            image = arrays[prefix + "image"]
+            if image.ndim != 3 or not np.issubdtype(image.dtype, np.number):
+                return f"{prefix}image has shape {image.shape} ({image.dtype}); expected a numeric (C, X, Y) array"
+            planes = [prefix + "label", prefix + "pred"] + ([k for k in arrays if k.startswith("act_")] if not prefix else [])
+            for key in planes:
+                if arrays[key].shape != image.shape[1:] or not np.issubdtype(arrays[key].dtype, np.number):
+                    return (f"{key} has shape {arrays[key].shape} ({arrays[key].dtype}); expected a numeric array of "
+                            f"the image's slice shape {image.shape[1:]}")
+            dice = arrays.get(prefix + "dice")
+            if dice is not None and (dice.size != 1 or not np.issubdtype(dice.dtype, np.number)):
+                return f"{prefix}dice is not one number ({dice.shape}, {dice.dtype})"
+        return None
+
+    found = problem()
+    if found:
+        raise InputError(f"{path}: not a samples.npz of `mvl evaluate`: {found}")
 
 
 def _pick(samples: dict[RunKey, dict[str, np.ndarray]], spec: ExperimentSpec, task: str, model: str) -> dict[str, np.ndarray]:
@@ -175,7 +212,8 @@ def write_figures(long_path: str | Path, config: str | Path, outdir: str | Path,
     claim_files = _claims_by_experiment(list(claims or []))
     if curves_path is None or not Path(curves_path).is_file():
         raise InputError(f"the training curves need --curves (the CSV of `mvl aggregate --curves`), got {curves_path}")
-    curves = pd.read_csv(curves_path, dtype={"size": str})
+    curves = read_csv(curves_path, "training-curves CSV of `mvl aggregate --curves`", dtype={"size": str})
+    check_numeric(curves, [*HISTORY_COLUMNS, "seed"], curves_path)  # (the columns: figure_training_curves)
     outdir = Path(outdir)
 
     def stamp_of(*chosen: ExperimentSpec) -> str | None:
