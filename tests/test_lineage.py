@@ -74,8 +74,8 @@ def run_data_stages(repo: Path, params: dict) -> None:
     """What Snakemake's split_task and preprocess_task jobs do, on dvc.yaml's paths."""
     data, results = Path(params["data"]["dir"]), repo / params["results_dir"]
     for task in params["data"]["tasks"]:
-        split_task(data / task, results / "splits" / f"{task}.json",
-                   seed=params["split"]["seed"], fractions=tuple(params["split"]["fractions"]))
+        split_task(data / task, results / "splits" / f"{task}.json", seed=params["split"]["seed"],
+                   fractions=tuple(params["split"]["fractions"]), folds=params["split"].get("folds"))
     for stage in params["preprocessed"].values():
         task, size = stage["task"], stage["size"]
         preprocess_task(data / task, size, results / "preprocessed" / task / size, workers=1)
@@ -198,6 +198,51 @@ def test_the_lineage_job_leaves_the_files_running_jobs_read_in_place(repo: Path)
     record_lineage(Path("data"), params)
     after = file_identities(*read_by_jobs)
     assert {name: after.get(name) for name in before} == before
+    assert_up_to_date(repo)
+
+
+@pytest.mark.slow  # runs DVC or the regenerate workflow end to end (the fast subset stays under 5 min)
+def test_a_cross_validation_split_is_recorded_and_its_folds_cannot_change_unseen(repo: Path) -> None:
+    """dvc.yaml's split stage passes split.folds: a k-fold split is recorded like the single one,
+    `dvc repro` would make the same file, and folds changed without re-running the split are refused."""
+    make_task(repo / "data", TASK, cases=6)
+    params = params_for("data")
+    params["split"]["folds"] = 3
+    run_data_stages(repo, params)
+    split = repo / "results" / "splits" / f"{TASK}.json"
+    assert len(json.loads(split.read_text())["folds"]) == 3
+
+    record_lineage(Path("data"), params)
+    assert_up_to_date(repo)
+    stage = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][f"split_task@{TASK}"]
+    assert "--folds '3'" in " ".join(stage["cmd"].split()) and stage["params"]["params.yaml"]["split.folds"] == 3
+
+    before = snapshot(repo)
+    params["split"]["folds"] = 2  # the config says 2 folds, but the split on disk still has 3
+    with pytest.raises(InputError, match=rf"results/splits/{TASK}.json is not what stage split_task@{TASK}'s command makes"):
+        record_lineage(Path("data"), params)
+    assert snapshot(repo) == before
+    run_data_stages(repo, params)  # re-split: now it is recorded
+    record_lineage(Path("data"), params)
+    assert_up_to_date(repo)
+    assert len(json.loads(split.read_text())["folds"]) == 2
+
+
+def test_the_single_split_passes_folds_none_to_dvc(repo: Path) -> None:
+    """params.yaml always holds split.folds (null for the single split), which dvc.yaml's split
+    stage passes as `--folds 'None'`: `mvl split`'s default, so the split is the same file."""
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["split"]["folds"] is None
+    stage = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][f"split_task@{TASK}"]
+    assert "--folds 'None'" in " ".join(stage["cmd"].split())
+    split = repo / "results" / "splits" / f"{TASK}.json"
+    made = split.read_bytes()
+    split.unlink()
+    dvc(repo, "repro", f"split_task@{TASK}")  # DVC's own command makes the same file
+    assert split.read_bytes() == made and "folds" not in json.loads(made)
     assert_up_to_date(repo)
 
 
@@ -432,8 +477,9 @@ def test_a_params_yaml_edit_run_by_dvc_repro_is_refused_not_rewritten(repo: Path
     record_lineage(Path("data"), params)
     text = (repo / "params.yaml").read_text()
     assert "\n  seed: 0\n" in text.split("split:")[1]
-    (repo / "params.yaml").write_text(text.replace("split:\n  fractions:\n  - 0.6\n  - 0.2\n  - 0.2\n  seed: 0",
-                                                   "split:\n  fractions:\n  - 0.6\n  - 0.2\n  - 0.2\n  seed: 1"))
+    edited = text.replace("  - 0.2\n  seed: 0\n", "  - 0.2\n  seed: 1\n")
+    assert edited != text
+    (repo / "params.yaml").write_text(edited)
     dvc(repo, "repro", "dvc.yaml")
     split_after_repro = (repo / "results" / "splits" / f"{TASK}.json").read_bytes()
     assert json.loads(split_after_repro)["seed"] == 1

@@ -129,6 +129,8 @@ def lineage_params(config: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise InputError(f"lineage: the config lacks the sections {missing}")
     params = {k: config[k] for k in PARAM_SECTIONS}
+    if isinstance(params["split"], dict):  # dvc.yaml's split stage passes it: null, the single split
+        params["split"] = {**params["split"], "folds": params["split"].get("folds")}
     stages = config.get(PREPROCESSED)
     if stages is None:
         stages = preprocessed_stages(config)

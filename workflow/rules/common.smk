@@ -68,9 +68,6 @@ def config_problems(config, runs):
         if any(int(d) % patch for d in size.split("x")):
             key = "model.full_img_size" if size == model.get("full_img_size") else "input size"
             problems.append(f"{key} {size} is not divisible by model.patch_size {patch}")
-    if config["split"].get("folds") is not None and config["lineage"]["dvc"]:
-        problems.append(f"split.folds {config['split']['folds']}: dvc.yaml's split stage does not carry the folds; "
-                        "set lineage.dvc: false for a cross-validation config")
     if config["lineage"]["dvc"]:  # dvc.yaml single-quotes these; a quote inside cannot be carried
         for key, value in (("results_dir", config["results_dir"]), ("data.dir", config["data"]["dir"])):
             if "'" in value:

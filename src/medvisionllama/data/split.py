@@ -80,6 +80,17 @@ def split_cases(case_ids: list[str], seed: int, fractions: tuple[float, float, f
     }
 
 
+def folds_arg(text: str) -> int | None:
+    """``--folds``: an integer K, or ``none``/``null`` (any case) for the single split (what DVC
+    writes for ``${split.folds}`` when params.yaml holds ``folds: null``)."""
+    if text.strip().lower() in {"none", "null", ""}:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer K >= 2 or 'none', got {text!r}") from None
+
+
 def check_folds(folds: Any, num_cases: int) -> int:
     """``folds`` as an int, or an ``InputError`` unless it is an integer in ``[2, num_cases]``
     (and leaves at least two cases outside each fold's test, for train and val)."""
@@ -257,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="split JSON to write")
     parser.add_argument("--from", dest="from_split", type=Path, help="an existing split JSON to export")
     parser.add_argument("--nnunet", type=Path, help="also write nnU-Net's splits_final.json here")
-    parser.add_argument("--folds", type=int, default=None,
-                        help="k-fold cross-validation: K folds, each case tested once (default: the single split)")
+    parser.add_argument("--folds", type=folds_arg, default=None,
+                        help="k-fold cross-validation: K folds, each case tested once; 'none' (the default): "
+                             "the single split (dvc.yaml passes split.folds, which is None when unset)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--fractions", type=float, nargs=3, default=(0.7, 0.2, 0.1), metavar=("TRAIN", "VAL", "TEST"),
