@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ import yaml
 from conftest import copy_project, env_with_venv, tiny_config
 from test_paper_fixtures import grid, write_run_dir
 
-from medvisionllama import cli
+from medvisionllama import cli, regenerate
 from medvisionllama.paper.aggregate import aggregate
 from medvisionllama.regenerate import REVIEWER_DIR
 from medvisionllama.share import MANIFEST, SHARE_DIR, collect
@@ -165,6 +166,34 @@ def test_a_huge_member_is_refused_from_its_header(good, site, monkeypatch, capsy
     freeze(site)
     code, out, err = mvl(site, monkeypatch, capsys, "--archive", str(archive), "--no-report")
     assert_refused(code, err, "'shared-results/long.csv.bak'", str(hostile.HUGE), "cap")
+    assert_untouched(site)
+    assert not (site["project"] / REVIEWER_DIR).exists()
+
+
+def test_an_archive_of_too_many_members_is_refused_from_its_headers(good, site, monkeypatch, capsys):
+    archive = hostile.archive_of(good, site["tmp"] / "good.tar.gz")
+    with tarfile.open(archive) as tar:
+        members = len(tar.getmembers())
+    freeze(site)
+    code, _, err = mvl(site, monkeypatch, capsys, "--archive", str(archive), "--no-report", "--max-members", str(members - 1))
+    assert_refused(code, err, str(archive), f"more than {members - 1} members", "--max-members")
+    assert_untouched(site)
+    assert not (site["project"] / REVIEWER_DIR).exists()
+
+
+def test_an_archive_larger_than_the_free_space_is_refused_before_writing(good, site, monkeypatch, capsys):
+    """Many files, each under the size cap, that together would fill the reviewer's disk."""
+    archive = hostile.archive_of(good, site["tmp"] / "good.tar.gz")
+    with tarfile.open(archive) as tar:
+        total = sum(m.size for m in tar.getmembers() if m.isfile())
+    real = shutil.disk_usage
+    monkeypatch.setattr(regenerate.shutil, "disk_usage", lambda path: real(path)._replace(free=total - 1))
+    written = []
+    monkeypatch.setattr(regenerate.shutil, "copyfileobj", lambda *a, **k: written.append(a))
+    freeze(site)
+    code, _, err = mvl(site, monkeypatch, capsys, "--archive", str(archive), "--no-report")
+    assert_refused(code, err, str(archive), "more than the", "MB free", "refusing to extract")
+    assert not written
     assert_untouched(site)
     assert not (site["project"] / REVIEWER_DIR).exists()
 

@@ -9,7 +9,8 @@ Shared results were made by someone else: they are data, never code and never a 
   the archive is the one announced, not who made it), then its members are checked from their
   headers before anything is written: under ``shared-results/``, regular files only (no link,
   device, absolute path or ``..``: :func:`medvisionllama.data.download.safe_members`), each a path
-  of the shared layout (:func:`medvisionllama.share.in_layout`) and at most ``--max-file-mb``.
+  of the shared layout (:func:`medvisionllama.share.in_layout`) and at most ``--max-file-mb``;
+  at most ``--max-members`` members, whose sizes together fit the free space where they go.
 * **Checks.** Every file ``SHARE.json`` lists must be a path of the layout, a regular file inside
   the shared folder (a symlink only into a DVC cache), within the size cap, and match its
   sha256. ``SHARE.json``'s other fields are ignored: no path is taken from it.
@@ -49,6 +50,9 @@ from medvisionllama.share import (DATASETS, FORMAT, MANIFEST, SHARE_DIR, checksu
 REVIEWER_DIR = Path("results/reviewer")
 #: the largest shared file accepted (an archive member is checked from its header, before writing)
 MAX_FILE_MB = 512
+#: the most members an archive may hold (the paper's grid with 5 folds shares some 30,000 files:
+#: one prediction per case and run group, and five files a run); read from the headers, before writing
+MAX_MEMBERS = 200_000
 #: the workflow's config schema, relative to the repository root
 SCHEMA = Path("workflow/schemas/config.schema.yaml")
 #: a name in the built config (experiment, model, size, task, ...): one plain word, no path, no markup
@@ -80,12 +84,16 @@ def _cap(max_file_mb: float) -> int:
     return int(max_file_mb * (1 << 20))
 
 
-def extract_archive(archive: Path, folder: Path, named: Path | None = None, max_file_mb: float = MAX_FILE_MB) -> Path:
+def extract_archive(archive: Path, folder: Path, named: Path | None = None, max_file_mb: float = MAX_FILE_MB,
+                    max_members: int = MAX_MEMBERS) -> Path:
     """Extract the ``shared-results/`` files of ``archive`` into the empty ``folder``.
 
     Every member is checked from its header before anything is written (see the module
-    docstring); a refusal names the member in one line. An ``OSError`` while writing (a full disk)
-    names the file's final path under ``named`` (default ``folder``), not a temporary one.
+    docstring); a refusal names the member in one line. So are the number of members (at most
+    ``max_members``) and their sizes together (at most the space free in ``folder``'s file
+    system: an archive of many files under the size cap must not fill the reviewer's disk). An
+    ``OSError`` while writing (a full disk) names the file's final path under ``named`` (default
+    ``folder``), not a temporary one.
     """
     from medvisionllama.data.download import DownloadError, _check_not_truncated, safe_members
 
@@ -93,12 +101,21 @@ def extract_archive(archive: Path, folder: Path, named: Path | None = None, max_
     cap = _cap(max_file_mb)
     try:
         with tarfile.open(archive, "r:*") as tar:
-            headers = []
+            headers, total = [], 0
             while (member := tar.next()) is not None:  # header by header: a huge size claim names its member
                 if member.isfile() and member.size > cap:  # before the next header, seeking past its data, fails
                     raise InputError(f"{archive}: member {member.name!r} is {member.size} bytes, over the "
                                      f"{max_file_mb:g} MB cap on a shared file (--max-file-mb): refusing to extract")
+                if len(headers) >= max_members:
+                    raise InputError(f"{archive}: more than {max_members} members, over the cap on a shared archive "
+                                     "(--max-members): refusing to extract")
                 headers.append(member)
+                total += member.size if member.isfile() else 0
+            folder.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(folder).free
+            if total > free:
+                raise InputError(f"{archive}: its files hold {total / (1 << 20):.1f} MB, more than the "
+                                 f"{free / (1 << 20):.1f} MB free where they would go ({named}): refusing to extract")
             members = safe_members(_check_not_truncated(tar, archive), SHARE_DIR.name)
             for member in headers:  # mvl share writes nothing else: a member elsewhere is refused, not skipped
                 parts = [p for p in PurePosixPath(member.name).parts if p != "."]
@@ -286,7 +303,7 @@ class RegenerateResult:
 
 def regenerate(shared: Path = SHARE_DIR, archive: Path | None = None, sha256: str | None = None,
                report: Path | None = REVIEWER_DIR / "report.html", repo: Path = Path("."),
-               max_file_mb: float = MAX_FILE_MB) -> RegenerateResult:
+               max_file_mb: float = MAX_FILE_MB, max_members: int = MAX_MEMBERS) -> RegenerateResult:
     """Every table, figure and the report from shared results into :data:`REVIEWER_DIR` (see the
     module docstring). ``archive``: read it instead of ``shared`` (after checking its sha256).
     ``report``: None skips the report; paths are relative to ``repo``."""
@@ -302,7 +319,8 @@ def regenerate(shared: Path = SHARE_DIR, archive: Path | None = None, sha256: st
                          "(or --archive)")
     with atomic_dir(out) as tmp:
         if archive is not None:
-            source = extract_archive(Path(archive), tmp / SHARE_DIR.name, out / SHARE_DIR.name, max_file_mb)
+            source = extract_archive(Path(archive), tmp / SHARE_DIR.name, out / SHARE_DIR.name, max_file_mb,
+                                     max_members)
         else:
             source = repo / shared
         manifest = verify_shared(source, max_file_mb)
@@ -335,11 +353,14 @@ def regenerate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-report", action="store_true", help="skip the report (no Snakemake needed)")
     parser.add_argument("--max-file-mb", type=float, default=MAX_FILE_MB,
                         help="refuse a shared file larger than this (default %(default)s)")
+    parser.add_argument("--max-members", type=int, default=MAX_MEMBERS,
+                        help="refuse an archive of more members than this (default %(default)s)")
     parser.add_argument("--dvc-plots", type=Path, default=None,
                         help="also render `dvc plots show` into this folder, offline (needs DVC)")
     args = parser.parse_args(argv)
     done = regenerate(shared=args.shared, archive=args.archive, sha256=args.sha256,
-                      report=None if args.no_report else args.report, max_file_mb=args.max_file_mb)
+                      report=None if args.no_report else args.report, max_file_mb=args.max_file_mb,
+                      max_members=args.max_members)
     print(f"regenerate: {len(done.tables)} table files, {len(done.figures)} figure files -> {done.results}")
     if done.differing_tables:
         print(f"regenerate: warning: {len(done.differing_tables)} tables differ from the shared originals: "
