@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-blank line of ``exc``'s message (at most ``limit`` characters), or its type's
+    name: what a one-line error says of a library's multi-line one."""
+    line = next((text.strip() for text in str(exc).splitlines() if text.strip()), type(exc).__name__)
+    return line[:limit]
+
+
 class InputError(ValueError):
     """Bad input: a file, a config value or an argument the user must fix.
 

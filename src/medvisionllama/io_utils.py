@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from medvisionllama.errors import InputError
+from medvisionllama.errors import InputError, first_line
 
 #: marks every temporary name the atomic writers use: ``.{name}{TEMP_MARK}{random}{suffix}``
 TEMP_MARK = ".mvl-tmp-"
@@ -147,8 +147,7 @@ def read_csv(path: str | os.PathLike[str], what: str = "CSV file", **kwargs: Any
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: empty; not a {what}") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise InputError(f"{path}: not a readable {what} ({first[:200]})") from None
+        raise InputError(f"{path}: not a readable {what} ({first_line(exc)})") from None
 
 
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:

@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import multiprocessing
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from medvisionllama.errors import InputError
+from medvisionllama.errors import InputError, first_line
 from medvisionllama.experiments import load_config, load_experiments
 from medvisionllama.io_utils import atomic_dir, read_csv
 from medvisionllama.paper.aggregate import HISTORY_COLUMNS, check_numeric, read_long
@@ -50,8 +51,7 @@ def load_samples(paths: list[str | Path]) -> dict[RunKey, dict[str, np.ndarray]]
             with np.load(p, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            raise InputError(f"{p}: cannot read samples.npz ({first[:200]})") from None
+            raise InputError(f"{p}: cannot read samples.npz ({first_line(exc)})") from None
         check_samples(p, arrays)
         out[RunKey.from_path(p)] = arrays
     return out
@@ -62,8 +62,7 @@ def check_samples(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     sample (``image`` (C, X, Y); ``label``, ``pred`` and every ``act_*`` (X, Y); a numeric
     ``dice``) and each case's (``case{i}_image`` (C, X, Y), ``case{i}_label``/``_pred`` (X, Y))."""
     def problem() -> str | None:
-        prefixes = [""] + sorted({k[: k.index("_") + 1] for k in arrays if k.startswith("case") and "_" in k
-                                  and k[4: k.index("_")].isdigit()})
+        prefixes = [""] + sorted({m.group(1) for k in arrays if (m := re.match(r"(case\d+_)", k))})
         for prefix in prefixes:
             needed = [prefix + name for name in ("image", "label", "pred")]
             missing = [k for k in needed if k not in arrays]
