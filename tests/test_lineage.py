@@ -246,6 +246,36 @@ def test_the_single_split_passes_folds_none_to_dvc(repo: Path) -> None:
     assert_up_to_date(repo)
 
 
+def test_a_lineage_recorded_before_split_folds_is_carried_over(repo: Path) -> None:
+    """params.yaml and dvc.lock as versions before split.folds wrote them (no folds key; the split
+    command without --folds): the next record rewrites both, the split stays the same file, and DVC
+    is up to date."""
+    make_task(repo / "data", TASK, cases=5)
+    params = params_for("data")
+    run_data_stages(repo, params)
+    record_lineage(Path("data"), params)
+    body = (repo / "params.yaml").read_text().split(lineage.CONTENT_LINE)[1].split("\n", 1)[1]
+    old_body = body.replace("  folds: null\n", "")
+    assert old_body != body
+    digest = hashlib.sha256(old_body.encode()).hexdigest()
+    (repo / "params.yaml").write_text(f"# old header\n{lineage.CONTENT_LINE}{digest}\n{old_body}")
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    stage = lock["stages"][f"split_task@{TASK}"]
+    stage["cmd"] = stage["cmd"].replace(" --folds 'None'", "")
+    del stage["params"]["params.yaml"]["split.folds"]
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    split = repo / "results" / "splits" / f"{TASK}.json"
+    made = (split.read_bytes(), split.stat().st_mtime_ns)
+
+    record_lineage(Path("data"), params)
+
+    assert "  folds: null\n" in (repo / "params.yaml").read_text()
+    command = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][f"split_task@{TASK}"]["cmd"]
+    assert "--folds 'None'" in " ".join(command.split())
+    assert (split.read_bytes(), split.stat().st_mtime_ns) == made
+    assert_up_to_date(repo)
+
+
 @pytest.fixture
 def read_only_data(tmp_path: Path):
     """``(source, mount)``: a task folder outside the repository, and a read-only bind mount of it."""
